@@ -1,0 +1,28 @@
+# The two commands of the quick start are `make demo` and `make test`; each sets everything up first.
+SHELL := /bin/bash
+SETUP := source scripts/setup.sh
+CHECKPOINT ?= runs/default
+ARGS ?=
+
+.PHONY: demo train test lab notebooks bench lock
+
+demo:  ## train the default profile (unless $(CHECKPOINT) holds a finished run), then serve the demo
+	@$(SETUP) && python -m helpers.main --checkpoint $(CHECKPOINT) $(ARGS)
+
+train:  ## train only: make train ARGS="--profile tiny --output runs/tiny"
+	@$(SETUP) && python -m helpers.train $(ARGS)
+
+test:  ## the whole suite: helper tests and the notebooks under nbval
+	@$(SETUP) && python -m pytest $(ARGS)
+
+lab:  ## open the notebooks in JupyterLab
+	@$(SETUP) && jupyter lab notebooks/
+
+notebooks:  ## re-execute the notebooks and store their outputs
+	@$(SETUP) && python scripts/run_notebooks.py
+
+bench:  ## the performance benchmark (writes benchmarks/results.json)
+	@$(SETUP) && python -m benchmarks.run $(ARGS)
+
+lock:  ## re-resolve requirements.lock from pyproject.toml in a scratch environment
+	@bash scripts/lock.sh

@@ -1,0 +1,201 @@
+"""One config dataclass, three named profiles, and a command line built from its fields."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+# Paths resolve from the repository root, never from the notebook's folder.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A bad option value: the message says which option and what to do."""
+
+
+@dataclass
+class Config:
+    """Every knob of a run; each field is also a ``--field-name`` command-line option."""
+
+    profile: str = field(default="default", metadata={"help": "named profile the other values came from"})
+    # --- data ---
+    corpus: str | None = field(default=None, metadata={"help": "corpus file, one paragraph per line (default: data/meditations.txt, or $MEDITATIONS_CORPUS)"})
+    splitter: str = field(default="smart", metadata={"help": "sentence splitter: 'period' (the reference's split on '.') or 'smart' (keeps ?!; and abbreviations)"})
+    pairs_per_paragraph: int = field(default=1, metadata={"help": "NSP pairs drawn from each training paragraph per epoch"})
+    resample_pairs: bool = field(default=True, metadata={"help": "draw new pairs (and new negatives) every epoch"})
+    val_fraction: float = field(default=0.2, metadata={"help": "share of paragraphs held out for validation"})
+    max_paragraphs: int | None = field(default=None, metadata={"help": "use only the first N paragraphs (for quick runs)"})
+    max_length: int = field(default=256, metadata={"help": "tokens per pair after truncation (8..model limit, 512 for BERT)"})
+    bucket_by_length: bool = field(default=True, metadata={"help": "group pairs of similar length into batches (less padding)"})
+    # --- masking ---
+    mlm_probability: float = field(default=0.15, metadata={"help": "share of tokens selected for the MLM objective"})
+    mask_replace_prob: float = field(default=0.8, metadata={"help": "share of selected tokens replaced by [MASK]"})
+    random_replace_prob: float = field(default=0.1, metadata={"help": "share of selected tokens replaced by a random token"})
+    # --- model ---
+    model: str = field(default="scratch", metadata={"help": "'scratch' (small BERT + tokenizer trained on the corpus, offline) or a hub id / local checkpoint directory"})
+    vocab_size: int = field(default=8000, metadata={"help": "scratch tokenizer vocabulary size"})
+    hidden_size: int = field(default=256, metadata={"help": "scratch model width"})
+    num_hidden_layers: int = field(default=4, metadata={"help": "scratch model depth"})
+    num_attention_heads: int = field(default=4, metadata={"help": "scratch model attention heads"})
+    intermediate_size: int = field(default=1024, metadata={"help": "scratch model feed-forward width"})
+    # --- optimisation ---
+    epochs: int = field(default=2, metadata={"help": "passes over the training pairs"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps (overrides epochs when reached)"})
+    batch_size: int = field(default=16, metadata={"help": "pairs per batch"})
+    lr: float = field(default=5e-5, metadata={"help": "peak learning rate of AdamW"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorm)"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps spent warming the learning rate up"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    mixed_precision: str = field(default="auto", metadata={"help": "'auto' (bf16/fp16 on a GPU, off on CPU), 'no', 'bf16' or 'fp16'"})
+    seed: int = field(default=42, metadata={"help": "one seed for pairs, masks, initialisation and data order"})
+    # --- tracking ---
+    wandb: str = field(default="auto", metadata={"help": "'auto' (online if logged in, else offline), 'online', 'offline' or 'disabled'"})
+    wandb_project: str = field(default="bert-meditations", metadata={"help": "W&B project name"})
+    log_every: int = field(default=10, metadata={"help": "log to W&B every N steps"})
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError with one sentence for the first bad value."""
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"--{name.replace('_', '-')}={getattr(self, name)!r} is invalid: {why}.")
+
+        if self.splitter not in ("period", "smart"):
+            raise bad("splitter", "use 'period' or 'smart'")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise bad("mixed_precision", "use 'auto', 'no', 'bf16' or 'fp16'")
+        if self.wandb not in ("auto", "online", "offline", "disabled"):
+            raise bad("wandb", "use 'auto', 'online', 'offline' or 'disabled'")
+        if self.max_length < 8:
+            raise bad("max_length", "a pair needs at least 8 tokens ([CLS], two [SEP] and some text); use 8 or more")
+        for name in ("pairs_per_paragraph", "epochs", "batch_size", "vocab_size", "hidden_size",
+                     "num_hidden_layers", "num_attention_heads", "intermediate_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise bad(name, "it must be a whole number of at least 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise bad("max_steps", "it must be at least 1, or left unset")
+        if self.max_paragraphs is not None and self.max_paragraphs < 2:
+            raise bad("max_paragraphs", "at least 2 paragraphs are needed for a train/validation split")
+        if self.hidden_size % self.num_attention_heads:
+            raise bad("hidden_size", f"it must be a multiple of --num-attention-heads={self.num_attention_heads}")
+        if not 0 < self.val_fraction < 1:
+            raise bad("val_fraction", "it must lie strictly between 0 and 1")
+        if not 0 < self.mlm_probability < 1:
+            raise bad("mlm_probability", "it must lie strictly between 0 and 1")
+        for name in ("mask_replace_prob", "random_replace_prob", "warmup_ratio"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise bad(name, "it must lie between 0 and 1")
+        if self.mask_replace_prob + self.random_replace_prob > 1:
+            raise bad("random_replace_prob", "--mask-replace-prob plus --random-replace-prob must not exceed 1")
+        if self.lr <= 0:
+            raise bad("lr", "the learning rate must be positive")
+        if self.weight_decay < 0 or self.max_grad_norm <= 0:
+            raise bad("weight_decay" if self.weight_decay < 0 else "max_grad_norm", "it must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def describe(self) -> str:
+        """The profile as an aligned two-column table, printed at the start of a run."""
+        width = max(len(f.name) for f in fields(self))
+        return "\n".join(f"{f.name:<{width}}  {getattr(self, f.name)}" for f in fields(self))
+
+
+# The three profiles. Each lists only what differs from the dataclass defaults.
+PROFILES: dict[str, dict[str, Any]] = {
+    # Seconds: what the notebooks run under nbval in CI.
+    "tiny": dict(
+        max_paragraphs=120, max_length=64, vocab_size=1000, hidden_size=32, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=64, epochs=2, batch_size=16, lr=1e-3, log_every=2,
+    ),
+    # Minutes on a laptop CPU: the README's main command.
+    "default": dict(
+        max_length=128, vocab_size=8000, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+        intermediate_size=1024, pairs_per_paragraph=4, epochs=8, batch_size=32, lr=5e-4,
+    ),
+    # The tutorial's Colab GPU run.
+    "bert-base": dict(
+        model="bert-base-uncased", splitter="period", max_length=256, batch_size=16, epochs=2, lr=5e-5,
+        pairs_per_paragraph=1, bucket_by_length=True,
+    ),
+}
+
+
+def get_profile(name: str, **overrides: Any) -> Config:
+    """Build the named profile, with overrides; e.g. ``get_profile("tiny", epochs=1)``."""
+    if name not in PROFILES:
+        raise ConfigError(f"Unknown profile {name!r}: choose one of {', '.join(PROFILES)}.")
+    known = {f.name for f in fields(Config)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ConfigError(f"Unknown option(s) {', '.join(sorted(unknown))}: see --help for the list.")
+    return Config(**{**PROFILES[name], **overrides, "profile": name})
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _parse_optional(kind):
+    def parse(text: str):
+        return None if text.lower() in ("none", "") else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def build_parser(profile: str = "default", description: str = "", extra=None) -> argparse.ArgumentParser:
+    """An argparse parser with one option per Config field, defaulting to the profile's values."""
+    defaults = get_profile(profile)
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--profile", default=profile, choices=list(PROFILES),
+                        help="named profile; the defaults shown are this profile's")
+    if extra is not None:
+        extra(parser)
+    hints = get_type_hints(Config)
+    group = parser.add_argument_group("profile values (override any)")
+    for f in fields(Config):
+        if f.name == "profile":
+            continue
+        hint = hints[f.name]
+        if hint is bool:
+            kind = _parse_bool
+        elif hint in (int, float, str):
+            kind = hint
+        else:  # Optional[int] / Optional[str]
+            inner = next(a for a in hint.__args__ if a is not type(None))
+            kind = _parse_optional(inner)
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind,
+                           default=getattr(defaults, f.name), metavar=getattr(kind, "__name__", "X").upper(),
+                           help=f.metadata.get("help", ""))
+    return parser
+
+
+def parse_args(argv: list[str] | None = None, description: str = "", extra=None) -> tuple[Config, argparse.Namespace]:
+    """Parse ``--profile`` first, then every other option against that profile's defaults."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--profile", default="default")
+    known, _ = pre.parse_known_args(argv)
+    if known.profile not in PROFILES:
+        raise SystemExit(f"error: unknown profile {known.profile!r}: choose one of {', '.join(PROFILES)}.")
+    parser = build_parser(known.profile, description, extra)
+    args = parser.parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in fields(Config) if f.name != "profile"}
+    try:
+        cfg = Config(**values, profile=args.profile)
+    except ConfigError as err:
+        parser.exit(2, f"error: {err}\n")
+    return cfg, args

@@ -1,0 +1,104 @@
+"""From corpus to batches: ``MeditationsDataset``, the prepared data of a run, and its DataLoaders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from transformers import PreTrainedTokenizerBase
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from helpers.config import Config
+from helpers.corpus import load_paragraphs
+from helpers.masking import make_collator
+from helpers.pairs import Pair, make_pairs, split_corpus, train_val_split
+from helpers.tokens import load_tokenizer, tokenize_pairs
+
+
+class MeditationsDataset(Dataset):
+    """Tokenized NSP pairs; item ``i`` is a dict of one pair's features (the name the tutorial uses)."""
+
+    def __init__(self, encodings: dict[str, Sequence]):
+        lengths = {len(values) for values in encodings.values()}
+        if len(lengths) != 1:
+            raise ValueError("Every feature needs one value per pair.")
+        self.encodings = encodings
+
+    def __len__(self) -> int:
+        return len(self.encodings["input_ids"])
+
+    def __getitem__(self, index: int) -> dict:
+        return {key: values[index] for key, values in self.encodings.items()}
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.encodings["input_ids"]]
+
+    @classmethod
+    def from_pairs(cls, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], max_length: int,
+                   pad_to_max_length: bool = False) -> "MeditationsDataset":
+        return cls(tokenize_pairs(tokenizer, pairs, max_length, pad_to_max_length))
+
+
+@dataclass
+class PreparedData:
+    """Everything a run needs before the model: sentences, the split, pairs and the tokenizer."""
+
+    paragraphs: list[str]
+    sentences: dict[int, list[str]]
+    train_sentences: dict[int, list[str]]
+    val_sentences: dict[int, list[str]]
+    val_pairs: list[Pair]
+    tokenizer: PreTrainedTokenizerBase
+
+    def train_pairs(self, cfg: Config, epoch: int = 0) -> list[Pair]:
+        """The pairs of one epoch: new ones each epoch when ``cfg.resample_pairs``."""
+        seed = cfg.seed + 1000 * (epoch if cfg.resample_pairs else 0)
+        return make_pairs(self.train_sentences, cfg.pairs_per_paragraph, seed=seed)
+
+    def summary(self) -> str:
+        n_train = sum(len(v) >= 2 for v in self.train_sentences.values())
+        return (f"{len(self.paragraphs)} paragraphs, {sum(map(len, self.sentences.values()))} sentences; "
+                f"{len(self.train_sentences)} training paragraphs ({n_train} with 2+ sentences), "
+                f"{len(self.val_sentences)} validation paragraphs; {len(self.val_pairs)} validation pairs; "
+                f"tokenizer with {len(self.tokenizer)} tokens")
+
+
+def prepare_data(cfg: Config, tokenizer: PreTrainedTokenizerBase | None = None) -> PreparedData:
+    """Corpus -> sentences -> paragraph split -> validation pairs, and the tokenizer (trained when 'scratch')."""
+    paragraphs = load_paragraphs(cfg.corpus, cfg.max_paragraphs)
+    sentences = split_corpus(paragraphs, cfg.splitter)
+    train_ids, val_ids = train_val_split(len(paragraphs), cfg.val_fraction, cfg.seed)
+    train_sentences = {i: sentences[i] for i in train_ids}
+    val_sentences = {i: sentences[i] for i in val_ids}
+    # The validation set is fixed: every consecutive position once as "follows" and once as "random".
+    val_pairs = make_pairs(val_sentences, exhaustive=True, seed=cfg.seed + 1)
+    if tokenizer is None:
+        # The scratch tokenizer learns from training paragraphs only, so validation text stays unseen.
+        tokenizer = load_tokenizer(cfg.model, [paragraphs[i] for i in train_ids], cfg.vocab_size)
+    return PreparedData(paragraphs, sentences, train_sentences, val_sentences, val_pairs, tokenizer)
+
+
+def make_loader(dataset: MeditationsDataset, tokenizer: PreTrainedTokenizerBase, cfg: Config, shuffle: bool,
+                seed: int = 0, pad_to_multiple_of: int | None = None) -> DataLoader:
+    """Dynamic padding and fresh masks per batch; batches of similar length when ``cfg.bucket_by_length``.
+
+    ``seed`` fixes both the order of the pairs and the masks drawn for them.
+    """
+    collator = make_collator(tokenizer, cfg.mlm_probability, cfg.mask_replace_prob, cfg.random_replace_prob,
+                             pad_to_multiple_of, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    if shuffle and cfg.bucket_by_length:
+        # Shuffles, then sorts by length inside groups of 50 batches: random order, little padding.
+        sampler = LengthGroupedSampler(cfg.batch_size, lengths=dataset.lengths, generator=generator)
+        return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collator)
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, generator=generator, collate_fn=collator)
+
+
+def padding_efficiency(batches: Sequence[dict[str, torch.Tensor]]) -> float:
+    """Real tokens / processed positions over ``batches`` (1.0 = no padding)."""
+    real = sum(int(b["attention_mask"].sum()) for b in batches)
+    total = sum(b["attention_mask"].numel() for b in batches)
+    return real / max(total, 1)
