@@ -19,11 +19,13 @@ if [ ! -f "$VENV/.complete" ]; then
     echo "Setting up the environment in $VENV (once; a minute or two) ..."
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    if ! "$VENV/bin/python" -m pip install --quiet -r "$LOCK"; then
-        echo "error: installing the pinned packages failed (see above); with no network, run this once where PyPI is reachable." >&2
+    log="$(mktemp)"
+    if ! { "$VENV/bin/python" -m pip install --upgrade pip && "$VENV/bin/python" -m pip install -r "$LOCK"; } >"$log" 2>&1; then
+        grep -v "is ignored: it is neither" "$log" | tail -25 >&2
+        echo "error: installing the pinned packages failed (above); with no network, run this once where PyPI is reachable." >&2
         exit 1
     fi
+    rm -f "$log"
     "$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check; exit 1; }
     touch "$VENV/.complete"  # written last: a half-built environment is rebuilt next time
 fi
