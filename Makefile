@@ -13,7 +13,7 @@ train:  ## train only: make train ARGS="--profile tiny --output runs/tiny"
 	@$(SETUP) && python -m helpers.train $(ARGS)
 
 test:  ## the whole suite: helper tests and the notebooks under nbval
-	@$(SETUP) && python -m pytest $(ARGS)
+	@$(SETUP) && PYTHONHASHSEED=0 BERT_MEDITATIONS_PROFILE=tiny python -m pytest $(ARGS)
 
 lab:  ## open the notebooks in JupyterLab
 	@$(SETUP) && jupyter lab notebooks/

@@ -254,6 +254,17 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
     return result
 
 
+def ensure_trained(cfg: Config, output: str | Path, **kwargs: Any) -> Path:
+    """Train ``cfg`` into ``output`` unless it already holds a complete checkpoint; return the folder."""
+    from helpers.checkpoint import is_checkpoint, recover
+
+    output = Path(output)
+    recover(output)
+    if not is_checkpoint(output):
+        train(cfg, output, overwrite=True, **kwargs)
+    return output
+
+
 def _saved_tokenizer(folder: Path):
     from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(folder)
