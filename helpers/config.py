@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -26,6 +27,7 @@ class Config:
     corpus: str | None = field(default=None, metadata={"help": "corpus file, one paragraph per line (default: data/meditations.txt, or $MEDITATIONS_CORPUS)"})
     splitter: str = field(default="smart", metadata={"help": "sentence splitter: 'period' (the reference's split on '.') or 'smart' (keeps ?!; and abbreviations)"})
     pairs_per_paragraph: int = field(default=1, metadata={"help": "NSP pairs drawn from each training paragraph per epoch"})
+    max_segment_sentences: int = field(default=1, metadata={"help": "sentences per segment, up to (1 = the tutorial's single sentences; BERT packed spans)"})
     resample_pairs: bool = field(default=True, metadata={"help": "draw new pairs (and new negatives) every epoch"})
     val_fraction: float = field(default=0.2, metadata={"help": "share of paragraphs held out for validation"})
     max_paragraphs: int | None = field(default=None, metadata={"help": "use only the first N paragraphs (for quick runs)"})
@@ -58,6 +60,9 @@ class Config:
     log_every: int = field(default=10, metadata={"help": "log to W&B every N steps"})
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # a pathlib.Path for --corpus or --model is kept as text (JSON-friendly)
+            if isinstance(getattr(self, f.name), os.PathLike):
+                setattr(self, f.name, os.fspath(getattr(self, f.name)))
         self.validate()
 
     def validate(self) -> None:
@@ -65,6 +70,15 @@ class Config:
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"--{name.replace('_', '-')}={getattr(self, name)!r} is invalid: {why}.")
 
+        # Types first, so that the range checks below compare numbers with numbers.
+        for f in fields(self):
+            value, allowed = getattr(self, f.name), _TYPES[f.name]
+            if value is None and type(None) in allowed:
+                continue
+            if isinstance(value, bool) != (bool in allowed) or not isinstance(value, allowed):
+                kind = next(t for t in allowed if t is not type(None))
+                words = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[kind]
+                raise bad(f.name, f"it must be {words}" + (", or none" if type(None) in allowed else ""))
         if self.splitter not in ("period", "smart"):
             raise bad("splitter", "use 'period' or 'smart'")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
@@ -73,7 +87,7 @@ class Config:
             raise bad("wandb", "use 'auto', 'online', 'offline' or 'disabled'")
         if self.max_length < 8:
             raise bad("max_length", "a pair needs at least 8 tokens ([CLS], two [SEP] and some text); use 8 or more")
-        for name in ("pairs_per_paragraph", "epochs", "batch_size", "vocab_size", "hidden_size",
+        for name in ("pairs_per_paragraph", "max_segment_sentences", "epochs", "batch_size", "vocab_size", "hidden_size",
                      "num_hidden_layers", "num_attention_heads", "intermediate_size", "log_every"):
             if getattr(self, name) < 1:
                 raise bad(name, "it must be a whole number of at least 1")
@@ -94,8 +108,10 @@ class Config:
             raise bad("random_replace_prob", "--mask-replace-prob plus --random-replace-prob must not exceed 1")
         if self.lr <= 0:
             raise bad("lr", "the learning rate must be positive")
-        if self.weight_decay < 0 or self.max_grad_norm <= 0:
-            raise bad("weight_decay" if self.weight_decay < 0 else "max_grad_norm", "it must be positive")
+        if self.weight_decay < 0:
+            raise bad("weight_decay", "it must be 0 or more")
+        if self.max_grad_norm <= 0:
+            raise bad("max_grad_norm", "it must be positive")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -107,6 +123,15 @@ class Config:
         """The profile as an aligned two-column table, printed at the start of a run."""
         width = max(len(f.name) for f in fields(self))
         return "\n".join(f"{f.name:<{width}}  {getattr(self, f.name)}" for f in fields(self))
+
+
+def _allowed_types(hint: Any) -> tuple[type, ...]:
+    """``int`` -> (int,); ``float`` -> (float, int); ``int | None`` -> (int, NoneType)."""
+    kinds = tuple(getattr(hint, "__args__", (hint,)))
+    return kinds + (int,) if float in kinds else kinds
+
+
+_TYPES = {name: _allowed_types(hint) for name, hint in get_type_hints(Config).items()}
 
 
 # The three profiles. Each lists only what differs from the dataclass defaults.
@@ -178,8 +203,9 @@ def build_parser(profile: str = "default", description: str = "", extra=None) ->
         else:  # Optional[int] / Optional[str]
             inner = next(a for a in hint.__args__ if a is not type(None))
             kind = _parse_optional(inner)
+        metavar = "BOOL" if hint is bool else kind.__name__.upper()  # e.g. --bucket-by-length BOOL
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind,
-                           default=getattr(defaults, f.name), metavar=getattr(kind, "__name__", "X").upper(),
+                           default=getattr(defaults, f.name), metavar=metavar,
                            help=f.metadata.get("help", ""))
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -63,6 +64,14 @@ def download(path: Path, url: str = URL, sha256: str = SHA256, timeout: float = 
             body = response.read()
     except urllib.error.HTTPError as err:
         raise CorpusError(f"Could not download the corpus from {url}: HTTP {err.code}. {hint}") from None
+    except http.client.IncompleteRead as err:
+        # The server promised more bytes (Content-Length) than it sent before closing.
+        got, missing = len(err.partial), err.expected or 0
+        raise CorpusError(f"The download from {url} was cut short ({got} of {got + missing} bytes); "
+                          f"run again to retry.") from None
+    except http.client.HTTPException as err:
+        raise CorpusError(f"Could not download the corpus from {url} ({type(err).__name__}); run again to retry. "
+                          f"{hint}") from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise CorpusError(f"Could not download the corpus from {url} ({reason}); are you offline? {hint}") from None
@@ -81,6 +90,8 @@ def ensure_corpus(path: str | os.PathLike | None = None, url: str = URL) -> Path
     chosen = path or os.environ.get(ENV_VAR)
     if chosen:
         chosen = Path(chosen).expanduser()
+        if chosen.is_dir():
+            raise CorpusError(f"{chosen} is a folder, not a text file; pass the corpus file itself to --corpus or ${ENV_VAR}.")
         if not chosen.is_file():
             raise CorpusError(f"The corpus file {chosen} does not exist; check the path given by --corpus or ${ENV_VAR}.")
         return chosen

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from helpers.config import Config
 from helpers.corpus import load_paragraphs
@@ -56,7 +55,8 @@ class PreparedData:
     def train_pairs(self, cfg: Config, epoch: int = 0) -> list[Pair]:
         """The pairs of one epoch: new ones each epoch when ``cfg.resample_pairs``."""
         seed = cfg.seed + 1000 * (epoch if cfg.resample_pairs else 0)
-        return make_pairs(self.train_sentences, cfg.pairs_per_paragraph, seed=seed)
+        return make_pairs(self.train_sentences, cfg.pairs_per_paragraph, seed=seed,
+                          max_segment_sentences=cfg.max_segment_sentences)
 
     def summary(self) -> str:
         n_train = sum(len(v) >= 2 for v in self.train_sentences.values())
@@ -74,11 +74,36 @@ def prepare_data(cfg: Config, tokenizer: PreTrainedTokenizerBase | None = None) 
     train_sentences = {i: sentences[i] for i in train_ids}
     val_sentences = {i: sentences[i] for i in val_ids}
     # The validation set is fixed: every consecutive position once as "follows" and once as "random".
-    val_pairs = make_pairs(val_sentences, exhaustive=True, seed=cfg.seed + 1)
+    val_pairs = make_pairs(val_sentences, exhaustive=True, seed=cfg.seed + 1,
+                           max_segment_sentences=cfg.max_segment_sentences)
     if tokenizer is None:
         # The scratch tokenizer learns from training paragraphs only, so validation text stays unseen.
         tokenizer = load_tokenizer(cfg.model, [paragraphs[i] for i in train_ids], cfg.vocab_size)
     return PreparedData(paragraphs, sentences, train_sentences, val_sentences, val_pairs, tokenizer)
+
+
+class BucketSampler(Sampler[int]):
+    """Indices in batches of similar length, the batches in random order (bucketing for less padding)."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, generator: torch.Generator, window_batches: int = 50):
+        self.lengths, self.batch_size, self.generator = list(lengths), batch_size, generator
+        self.window = window_batches * batch_size  # a multiple of batch_size: only the very last batch can be short
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        batches = []
+        for start in range(0, len(order), self.window):
+            # Sorting a whole window (not transformers' LengthGroupedSampler's quarter-of-the-data groups)
+            # is what keeps padding low on a corpus this small; ties keep their random order.
+            window = sorted(order[start:start + self.window], key=self.lengths.__getitem__, reverse=True)
+            batches += [window[i:i + self.batch_size] for i in range(0, len(window), self.batch_size)]
+        short = [batches.pop()] if batches and len(batches[-1]) < self.batch_size else []
+        shuffled = [batches[k] for k in torch.randperm(len(batches), generator=self.generator).tolist()]
+        # The short batch goes last, so the DataLoader's batch_size cuts exactly these batches.
+        return iter([index for batch in shuffled + short for index in batch])
 
 
 def make_loader(dataset: MeditationsDataset, tokenizer: PreTrainedTokenizerBase, cfg: Config, shuffle: bool,
@@ -91,9 +116,11 @@ def make_loader(dataset: MeditationsDataset, tokenizer: PreTrainedTokenizerBase,
                              pad_to_multiple_of, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     if shuffle and cfg.bucket_by_length:
-        # Shuffles, then sorts by length inside groups of 50 batches: random order, little padding.
-        sampler = LengthGroupedSampler(cfg.batch_size, lengths=dataset.lengths, generator=generator)
-        return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collator)
+        # Shuffles, sorts by length inside windows of 50 batches, then shuffles the batches.
+        sampler = BucketSampler(dataset.lengths, cfg.batch_size, generator)
+        # The loader gets the generator too: creating an iterator then draws its base seed from it, not from
+        # the global RNG (which drives dropout), so a resumed run sees the very same random stream.
+        return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collator, generator=generator)
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, generator=generator, collate_fn=collator)
 
 

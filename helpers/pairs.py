@@ -102,12 +102,18 @@ def _random_other(sentences: Mapping[int, list[str]], flat: list[tuple[int, str]
                     "in at least two different paragraphs.")
 
 
+def _span(sentences: list[str], start: int, length: int) -> str:
+    return " ".join(sentences[start:start + length])
+
+
 def make_pairs(sentences: Mapping[int, list[str]], pairs_per_paragraph: int = 1, seed: int = 0,
-               exhaustive: bool = False) -> list[Pair]:
+               exhaustive: bool = False, max_segment_sentences: int = 1) -> list[Pair]:
     """Balanced NSP pairs; label-1 B sentences always come from another paragraph.
 
     ``exhaustive=True`` uses every consecutive position once as "follows" and once as "random"
     (a fixed validation set); otherwise ``pairs_per_paragraph`` positions are drawn per paragraph.
+    ``max_segment_sentences > 1`` makes A and B spans of up to that many sentences, as BERT packed its
+    segments (A ends at the split point, B starts there; a random B is a span of the same length).
     """
     rng = random.Random(seed)
     pairable = _pairable(sentences)
@@ -133,12 +139,17 @@ def make_pairs(sentences: Mapping[int, list[str]], pairs_per_paragraph: int = 1,
         draws = [(p, i, label) for (p, i), label in zip(positions, labels)]
     pairs = []
     for p, i, label in draws:
-        a, true_next = sentences[p][i], sentences[p][i + 1]
+        own = sentences[p]
+        a_len = rng.randint(1, min(max_segment_sentences, i + 1))
+        b_len = rng.randint(1, min(max_segment_sentences, len(own) - i - 1))
+        a, true_next = _span(own, i - a_len + 1, a_len), _span(own, i + 1, b_len)
         if label == IS_NEXT:
             pairs.append(Pair(a, true_next, IS_NEXT, p, p))
         else:
-            source, b = _random_other(sentences, flat, p, true_next, rng)
-            pairs.append(Pair(a, b, IS_RANDOM, p, source))
+            source, first = _random_other(sentences, flat, p, own[i + 1], rng)
+            other = sentences[source]
+            start = other.index(first)
+            pairs.append(Pair(a, _span(other, start, b_len), IS_RANDOM, p, source))
     rng.shuffle(pairs)
     return pairs
 
