@@ -122,12 +122,14 @@ def save_checkpoint(folder: str | os.PathLike, model, tokenizer, cfg: Config, me
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
-        disable_progress_bars()  # the "Writing model shards" bar would interleave with the training bar
+        from transformers.utils import logging as hf_logging
+        bars_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # the "Writing model shards" bar would interleave with the training bar
         try:
             model.save_pretrained(tmp, safe_serialization=True)
         finally:
-            enable_progress_bars()
+            if bars_on:
+                hf_logging.enable_progress_bar()
         tokenizer.save_pretrained(tmp)
         _write_json(tmp / "profile.json", cfg.to_dict())
         _write_json(tmp / "metrics.json", metrics)

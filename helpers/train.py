@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
@@ -92,10 +92,10 @@ def evaluate(losses: PretrainingLosses, batches: list[dict[str, torch.Tensor]], 
             "nsp_loss": nsp_loss_sum / max(nsp_count, 1)}
 
 
-def format_table(rows: list[dict[str, float]]) -> str:
+def format_table(rows: list[dict[str, float]], header: bool = True) -> str:
     """Per-epoch validation metrics as a fixed-width text table."""
-    header = f"{'epoch':>5}  " + "  ".join(f"{m:>14}" for m in METRICS)
-    lines = [header] + [f"{r['epoch']:>5}  " + "  ".join(f"{r[m]:>14.4f}" for m in METRICS) for r in rows]
+    lines = [f"{'epoch':>5}  " + "  ".join(f"{m:>14}" for m in METRICS)] if header else []
+    lines += [f"{r['epoch']:>5}  " + "  ".join(f"{r[m]:>14.4f}" for m in METRICS) for r in rows]
     return "\n".join(lines)
 
 
@@ -111,8 +111,13 @@ def nsp_readout(predictor: Predictor, sentence_a: str, sentence_b: str, label: i
 
 
 def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, track: bool = True, verbose: bool = True, data: PreparedData | None = None) -> TrainResult:
-    """Train ``cfg`` and save to ``output``; ``resume=True`` continues the checkpoint in ``output``."""
+          progress: bool = True, track: bool = True, verbose: bool = True, data: PreparedData | None = None,
+          on_step: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+    """Train ``cfg`` and save to ``output``; ``resume=True`` continues the checkpoint in ``output``.
+
+    ``on_step`` is called with each step's record (step, epoch, losses, lr); raising KeyboardInterrupt
+    there behaves like Ctrl-C: a resumable checkpoint is saved.
+    """
     output = Path(output)
     state: dict[str, Any] = {}
     if resume:
@@ -178,17 +183,25 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
             seed = cfg.seed + 7919 * epoch + 104729 * accelerator.process_index
             loader = accelerator.prepare(make_loader(train_set, tokenizer, cfg, shuffle=True, seed=seed,
                                                      pad_to_multiple_of=pad_multiple))
+            # Resuming restores the global RNG (dropout) where it stood when the checkpoint was taken: at an
+            # epoch boundary before the loader starts, mid-epoch once the skipped batches are behind us.
+            pending_rng = None
             if epoch == start_epoch and skip:
-                loader = accelerator.skip_first_batches(loader, skip)
-                set_rng_state(state["rng"])  # dropout continues exactly where it stopped
+                pending_rng = state["rng"]
             elif epoch == start_epoch and resume:
                 set_rng_state(state["rng"])
-            step_in_epoch = skip if epoch == start_epoch else 0
+            to_skip = skip if epoch == start_epoch else 0
+            step_in_epoch = to_skip
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and accelerator.is_main_process),
                        dynamic_ncols=True, leave=True)
             window_start, window_seqs, window_tokens = time.perf_counter(), 0, 0
             losses.train()
-            for batch in bar:
+            for index, batch in enumerate(bar):
+                if index < to_skip:  # drawn (so the mask generator advances as before) but already trained on
+                    continue
+                if pending_rng is not None:
+                    set_rng_state(pending_rng)
+                    pending_rng = None
                 out = losses(**batch)
                 loss = out["loss"]
                 if not torch.isfinite(loss).item():
@@ -204,10 +217,12 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
                 step_in_epoch += 1
                 window_seqs += batch["input_ids"].shape[0]
                 window_tokens += int(batch["attention_mask"].sum())
-                record = {"step": global_step, "epoch": epoch + step_in_epoch / max(len(loader) + skip * (epoch == start_epoch), 1),
+                record = {"step": global_step, "epoch": epoch + step_in_epoch / max(len(loader), 1),
                           "loss": loss.item(), "mlm_loss": out["mlm_loss"].item(), "nsp_loss": out["nsp_loss"].item(),
                           "lr": scheduler.get_last_lr()[0]}
                 result.history.append(record)
+                if on_step is not None:
+                    on_step(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", mlm=f"{record['mlm_loss']:.3f}", nsp=f"{record['nsp_loss']:.3f}")
                 if global_step % cfg.log_every == 0:
                     elapsed = max(time.perf_counter() - window_start, 1e-9)
@@ -218,11 +233,14 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
                 if cfg.max_steps is not None and global_step >= total_steps:
                     break
             bar.close()
+            if pending_rng is not None:  # the interrupt came after the epoch's last step
+                set_rng_state(pending_rng)
             skip = 0
             metrics = evaluate(accelerator.unwrap_model(losses), val_batches, accelerator)
             result.epochs.append({"epoch": epoch + 1, **metrics})
             tracker.log({f"val/{k}": v for k, v in metrics.items()}, step=global_step)
-            say(format_table(result.epochs))
+            # The header once, then one row per epoch (the bar above each row shows the epoch's progress).
+            say(format_table(result.epochs[-1:], header=len(result.epochs) == 1 or epoch == start_epoch))
             save(epoch + 1, 0)
     except KeyboardInterrupt:
         save(epoch, step_in_epoch)
@@ -235,6 +253,10 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
     result.final.pop("epoch", None)
     result.final["train_seconds"] = round(result.seconds, 1)
     result.final["padding_efficiency"] = round(padding_efficiency(val_batches), 4)
+    # Evidence that every process trained: its optimizer steps, gathered from all ranks.
+    steps = accelerator.gather(torch.tensor([global_step], device=accelerator.device)).tolist()
+    result.final["num_processes"] = accelerator.num_processes
+    result.final["steps_per_process"] = steps
     save(cfg.epochs, 0, final=result.final)
 
     if accelerator.is_main_process:

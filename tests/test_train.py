@@ -1,0 +1,265 @@
+"""The training loop end to end on the tiny profile: learning, checkpoints, resume, W&B, faults, processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import BertForNextSentencePrediction, BertForPreTraining, pipeline
+
+from helpers.checkpoint import CheckpointError, is_checkpoint, load_training_state
+from helpers.config import ROOT, get_profile
+from helpers.dataset import MeditationsDataset, make_loader, prepare_data
+from helpers.model import PretrainingLosses, stock_losses
+from helpers.train import TrainingError, train
+
+QUIET = dict(progress=False, verbose=False, track=False)
+
+
+def tiny(**overrides):
+    return get_profile("tiny", wandb="disabled", **overrides)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One uninterrupted tiny run (3 epochs), shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    return train(tiny(epochs=3), out, **QUIET)
+
+
+def _mlm_loss_on(model, batches) -> float:
+    losses = PretrainingLosses(model).eval()
+    with torch.no_grad():
+        return sum(losses(**b)["mlm_loss"].item() for b in batches) / len(batches)
+
+
+def test_training_lowers_mlm_loss_on_training_data(trained):
+    cfg = tiny(epochs=3)
+    data = prepare_data(cfg)
+    train_set = MeditationsDataset.from_pairs(data.tokenizer, data.train_pairs(cfg, 0), cfg.max_length)
+    batches = list(make_loader(train_set, data.tokenizer, cfg, shuffle=False, seed=123))
+    torch.manual_seed(cfg.seed)
+    from helpers.model import load_model
+    before = _mlm_loss_on(load_model(cfg, data.tokenizer), batches)
+    after = _mlm_loss_on(BertForPreTraining.from_pretrained(trained.checkpoint), batches)
+    assert after < before - 0.05, (before, after)
+
+
+def test_checkpoint_is_whole_and_loads_with_stock_transformers(trained):
+    ckpt = trained.checkpoint
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "profile.json", "metrics.json", "README.md",
+                 "checkpoint.json"):
+        assert (ckpt / name).is_file(), name
+    assert not list(ckpt.parent.glob(f".{ckpt.name}.*")), "temporary folders left behind"
+    fill = pipeline("fill-mask", model=str(ckpt), tokenizer=str(ckpt))
+    guesses = fill("the universe is [MASK].", top_k=3)
+    assert len(guesses) == 3 and all(0 <= g["score"] <= 1 for g in guesses)
+    nsp = BertForNextSentencePrediction.from_pretrained(ckpt)
+    weights = load_file(ckpt / "model.safetensors")
+    assert torch.equal(nsp.cls.seq_relationship.weight, weights["cls.seq_relationship.weight"])
+    metrics = json.loads((ckpt / "metrics.json").read_text())
+    assert len(metrics["epochs"]) == 3
+    for key in ("nsp_accuracy", "mlm_accuracy", "mlm_loss", "mlm_perplexity", "nsp_loss"):
+        assert key in metrics["final"]
+    assert 0 <= metrics["final"]["nsp_accuracy"] <= 1
+
+
+def test_fast_losses_equal_the_stock_forward():
+    cfg = tiny()
+    data = prepare_data(cfg)
+    torch.manual_seed(0)
+    from helpers.model import load_model
+    model = load_model(cfg, data.tokenizer).eval()
+    dataset = MeditationsDataset.from_pairs(data.tokenizer, data.val_pairs, cfg.max_length)
+    batch = next(iter(make_loader(dataset, data.tokenizer, cfg, shuffle=False, seed=1)))
+    with torch.no_grad():
+        fast = PretrainingLosses(model)(**batch)
+        stock = stock_losses(model, batch)
+    assert (batch["labels"] == -100).float().mean() > 0.5  # the stock path really pays for unlabelled positions
+    for key in ("loss", "mlm_loss", "nsp_loss"):
+        assert abs(fast[key].item() - stock[key].item()) < 1e-5, key
+
+
+def test_two_runs_with_one_seed_give_the_same_metrics(trained, tmp_path):
+    again = train(tiny(epochs=3), tmp_path / "again", **QUIET)
+    for a, b in zip(trained.epochs, again.epochs):
+        for key in ("nsp_accuracy", "mlm_accuracy", "mlm_loss", "nsp_loss"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), key
+
+
+@pytest.mark.parametrize("stop_at", [4, 7])  # 4 = an epoch boundary of the tiny profile, 7 = mid-epoch
+def test_resume_after_interrupt_equals_uninterrupted(trained, tmp_path, stop_at):
+    out = tmp_path / "interrupted"
+
+    def interrupt(record):
+        if record["step"] == stop_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(epochs=3), out, on_step=interrupt, **QUIET)
+    assert is_checkpoint(out)
+    _, state = load_training_state(out)
+    assert state["global_step"] == stop_at
+    resumed = train(tiny(epochs=3), out, resume=True, **QUIET)
+    # Tolerance: float sums may differ in the last bits; we see exact equality on one machine.
+    for a, b in zip(trained.epochs[-1:], resumed.epochs[-1:]):
+        for key in ("nsp_accuracy", "mlm_accuracy", "mlm_loss", "nsp_loss"):
+            assert a[key] == pytest.approx(b[key], abs=1e-5), key
+    ref = load_file(trained.checkpoint / "model.safetensors")
+    got = load_file(out / "model.safetensors")
+    assert max((ref[k] - got[k]).abs().max().item() for k in ref) < 1e-5
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "nan"
+    original = PretrainingLosses.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 6:  # in epoch 2 of the tiny profile (4 steps per epoch)
+                result["loss"] = result["loss"] * float("nan")
+        return result
+
+    monkeypatch.setattr(PretrainingLosses, "forward", poisoned)
+    with pytest.raises(TrainingError, match="NaN|nan"):
+        train(tiny(epochs=2), out, **QUIET)
+    _, state = load_training_state(out)
+    assert state["next_epoch"] == 1 and state["global_step"] == 4  # the checkpoint of epoch 1 survived
+
+
+def test_output_folder_with_other_files_is_refused(tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="--overwrite"):
+        train(tiny(), out, **QUIET)
+    assert (out / "notes.txt").read_text() == "mine"
+    train(tiny(epochs=1), out, overwrite=True, **QUIET)
+    assert is_checkpoint(out) and not (out / "notes.txt").exists()
+
+
+def _cli(*args, env_extra=None, timeout=300):
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "helpers.train", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cli_help_lists_every_option():
+    out = _cli("--help")
+    assert out.returncode == 0
+    for option in ("--profile", "--output", "--resume", "--epochs", "--lr", "--max-length", "--wandb", "--seed"):
+        assert option in out.stdout
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["--lr", "-1"], "--lr=-1.0 is invalid"),
+    (["--max-length", "4"], "--max-length=4 is invalid"),
+    (["--profile", "huge"], "unknown profile"),
+    (["--wandb", "maybe"], "--wandb='maybe' is invalid"),
+])
+def test_cli_bad_values_get_one_clear_sentence(tmp_path, args, phrase):
+    out = _cli("--output", str(tmp_path / "x"), *args)
+    assert out.returncode != 0
+    assert phrase in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_cli_trains_and_prints_metrics(tmp_path):
+    out = _cli("--profile", "tiny", "--output", str(tmp_path / "cli"), "--epochs", "1")
+    assert out.returncode == 0, out.stderr
+    assert "nsp_accuracy" in out.stdout and "Checkpoint:" in out.stdout
+    assert is_checkpoint(tmp_path / "cli")
+
+
+def _leet_records(run_dir: Path) -> list[dict]:
+    wandb_cli = Path(sys.executable).parent / "wandb"
+    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(run_dir)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip().startswith("{")]
+
+
+def test_wandb_offline_run_logs_what_training_computed(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-runs"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    result = train(get_profile("tiny", wandb="auto", log_every=2), tmp_path / "tracked", progress=False, verbose=False)
+    assert result.wandb_run is not None and result.wandb_run.name.startswith("offline-run-")
+    records = _leet_records(result.wandb_run)
+    text = json.dumps(records)
+    # The history holds per-step losses and the validation metrics that training returned.
+    assert "train/loss" in text and "val/nsp_accuracy" in text and "train/tokens_per_second" in text
+    logged_losses = []
+    for rec in records:
+        body = json.dumps(rec)
+        if "train/loss" in body:
+            logged_losses.append(rec)
+    assert logged_losses, "no history record with train/loss"
+    expected = {round(r["loss"], 4) for r in result.history if r["step"] % 2 == 0}
+    found = {round(float(v), 4) for v in _values_for(records, "train/loss")}
+    assert found and found <= expected, (found, expected)
+    val_found = {round(float(v), 4) for v in _values_for(records, "val/nsp_accuracy")}
+    assert {round(e["nsp_accuracy"], 4) for e in result.epochs} <= val_found
+
+
+def _values_for(records: list[dict], key: str) -> list:
+    """Every value logged under ``key`` in the records, whatever their nesting."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("key") == key and "value_json" in node:
+                found.append(json.loads(node["value_json"]))
+            elif node.get("nested_key") == [key] and "value_json" in node:
+                found.append(json.loads(node["value_json"]))
+            for k, v in node.items():
+                if k == key and isinstance(v, (int, float)):
+                    found.append(v)
+                walk(v)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(records)
+    return found
+
+
+def test_tracking_failure_never_stops_training(tmp_path, monkeypatch):
+    import wandb
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("W&B is down")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    with pytest.warns(UserWarning, match="training continues"):
+        result = train(get_profile("tiny", wandb="offline", epochs=1), tmp_path / "untracked", progress=False,
+                       verbose=False)
+    assert is_checkpoint(result.checkpoint)
+
+
+@pytest.mark.slow
+def test_two_process_cpu_run_trains_on_both_ranks_and_saves_once(tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    out = tmp_path / "ddp"
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "helpers.train",
+                           "--profile", "tiny", "--output", str(out), "--no-progress"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = json.loads((out / "metrics.json").read_text())["final"]
+    assert final["num_processes"] == 2
+    assert len(final["steps_per_process"]) == 2 and min(final["steps_per_process"]) > 0
+    assert proc.stdout.count("Checkpoint:") == 1  # only the main process reports (and saves)
+    assert not list(tmp_path.glob(".ddp.*"))
+    shutil.rmtree(out)
