@@ -165,6 +165,22 @@ def get_profile(name: str, **overrides: Any) -> Config:
     return Config(**{**PROFILES[name], **overrides, "profile": name})
 
 
+def choose_profile() -> tuple[str, str]:
+    """The profile a notebook should run, and why: $BERT_MEDITATIONS_PROFILE, else bert-base on a GPU, else default."""
+    import os
+
+    import torch
+
+    chosen = os.environ.get("BERT_MEDITATIONS_PROFILE")
+    if chosen:
+        if chosen not in PROFILES:
+            raise ConfigError(f"$BERT_MEDITATIONS_PROFILE={chosen!r} is not a profile: use one of {', '.join(PROFILES)}.")
+        return chosen, "set by $BERT_MEDITATIONS_PROFILE"
+    if torch.cuda.is_available():
+        return "bert-base", "a CUDA GPU is available"
+    return "default", "no GPU: the CPU profile"
+
+
 def _parse_bool(text: str) -> bool:
     lowered = text.lower()
     if lowered in ("1", "true", "yes", "on"):

@@ -1,0 +1,13 @@
+"""nbval runs the notebooks here: give their kernels the environment the stored outputs were made in."""
+
+import os
+
+# The stored outputs come from the tiny profile with a fixed hash seed (scripts/run_notebooks.py). Each
+# notebook's kernel starts after this file is imported and inherits these variables; PYTHONHASHSEED only
+# counts when a process starts, which is why it is set here and not inside the notebooks.
+os.environ["PYTHONHASHSEED"] = "0"
+os.environ.setdefault("BERT_MEDITATIONS_PROFILE", "tiny")
+# No hub, no telemetry, no progress bars from downloads: the notebooks need no network.
+for key, value in {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                   "GRADIO_ANALYTICS_ENABLED": "False", "TOKENIZERS_PARALLELISM": "false"}.items():
+    os.environ.setdefault(key, value)

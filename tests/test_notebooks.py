@@ -1,0 +1,262 @@
+"""The notebooks as committed: executed without errors, the course's skeleton, nothing private in the outputs,
+and no logic copied out of helpers. (nbval, run by `make test`, re-executes them and compares the outputs.)"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers.config import ROOT
+
+NOTEBOOKS = ROOT / "notebooks"
+EXPECTED = ["01_pairing.ipynb", "02_tokenizing.ipynb", "03_masking.ipynb", "04_training.ipynb",
+            "05_inference.ipynb", "06_gradio_demo.ipynb"]
+IGNORE_MARKER = "# NBVAL_IGNORE_OUTPUT"
+# Folders of this machine (or a user's) that must never show up in a committed output.
+MACHINE_PATH = re.compile(r"/(?:root|home|tmp|work)/")
+WANDB_KEY = re.compile(r"WANDB_API_KEY\W{0,8}[0-9a-fA-F]{40}")
+PROGRESS_TEXT = re.compile(r"\d+%\|.*\|\s*\d+/\d+")  # tqdm's "40%|####      | 2/5"
+DEF = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)", re.MULTILINE)
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def output_texts(cell) -> list[str]:
+    """Every text an output of ``cell`` holds (streams, tracebacks, each non-image MIME type)."""
+    texts = []
+    for out in cell.get("outputs", []):
+        if "text" in out:
+            texts.append(out["text"])
+        texts.extend(out.get("traceback", []))
+        if "evalue" in out:
+            texts.append(out["evalue"])
+        for mime, value in out.get("data", {}).items():
+            if not mime.startswith("image/"):  # base64 image data can spell anything
+                texts.append(value if isinstance(value, str) else str(value))
+    return texts
+
+
+def helper_names() -> set[str]:
+    """Public top-level functions and classes of helpers/*.py."""
+    names = set()
+    for path in (ROOT / "helpers").glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names |= {node.name for node in tree.body
+                  if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                  and not node.name.startswith("_")}
+    return names
+
+
+def execution_problems(nb) -> list[str]:
+    problems = []
+    for number, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        if cell.get("execution_count") is None:
+            problems.append(f"cell {number} was never executed (run `make notebooks`)")
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                problems.append(f"cell {number} stored an error: {out.get('ename')}: {out.get('evalue')}")
+    return problems
+
+
+def skeleton_problems(nb, name: str) -> list[str]:
+    """The course's shape: badge + title + what it teaches, a Colab-only install cell first, prose before every
+    code cell, and a Summary followed by 2-3 Exercises."""
+    problems = []
+    cells = nb.cells
+    if not cells or cells[0].cell_type != "markdown":
+        return ["the first cell must be Markdown: the Colab badge, the title and what the notebook teaches"]
+    opening = cells[0].source
+    if f"colab.research.google.com/github/" not in opening or f"/notebooks/{name})" not in opening:
+        problems.append("the first cell lacks an 'Open in Colab' badge linking to this notebook")
+    if not re.search(r"^# \S", opening, re.MULTILINE):
+        problems.append("the first cell lacks a '# ' title")
+    if "**Needs:**" not in opening:
+        problems.append("the first cell does not say what the notebook needs from the one before (**Needs:**)")
+    code = [c for c in cells if c.cell_type == "code"]
+    if not code or '"google.colab" in sys.modules' not in code[0].source or "REPO = " not in code[0].source:
+        problems.append('the first code cell must install on Colab only (`"google.colab" in sys.modules`, REPO = ...)')
+    for number, cell in enumerate(cells):
+        if cell.cell_type == "code" and (number == 0 or cells[number - 1].cell_type != "markdown"):
+            problems.append(f"code cell {number} has no Markdown before it")
+    headings = [(i, c.source) for i, c in enumerate(cells) if c.cell_type == "markdown"]
+    summary = [i for i, src in headings if re.search(r"^## Summary\s*$", src, re.MULTILINE)]
+    exercises = [(i, src) for i, src in headings if re.search(r"^## Exercises\s*$", src, re.MULTILINE)]
+    if not summary:
+        problems.append("no '## Summary' section")
+    if not exercises:
+        problems.append("no '## Exercises' section")
+    else:
+        index, src = exercises[-1]
+        items = re.findall(r"^\d+\. ", src.split("## Exercises", 1)[1], re.MULTILINE)
+        if not 2 <= len(items) <= 3:
+            problems.append(f"'## Exercises' should list 2 or 3 numbered exercises, not {len(items)}")
+        if summary and summary[-1] > index:
+            problems.append("'## Summary' should come before '## Exercises'")
+    return problems
+
+
+def privacy_problems(nb) -> list[str]:
+    problems = []
+    for number, cell in enumerate(nb.cells):
+        for text in output_texts(cell) if cell.cell_type == "code" else []:
+            if match := MACHINE_PATH.search(text):
+                problems.append(f"cell {number}: an output shows a machine path ({match.group()}...); print paths "
+                                f"relative to helpers.config.ROOT")
+            if WANDB_KEY.search(text):
+                problems.append(f"cell {number}: an output holds what looks like a W&B API key")
+        if WANDB_KEY.search(cell.source):
+            problems.append(f"cell {number}: the source holds what looks like a W&B API key")
+    return problems
+
+
+def redefinition_problems(nb, names: set[str]) -> list[str]:
+    problems = []
+    for number, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for name in DEF.findall(cell.source):
+            if name in names:
+                problems.append(f"cell {number} redefines helpers' {name}; import it (or show it with "
+                                f"inspect.getsource) instead")
+    return problems
+
+
+def volatile_problems(nb) -> list[str]:
+    """Progress bars (widgets or text) only in cells whose output nbval ignores."""
+    problems = []
+    for number, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or IGNORE_MARKER in cell.source.splitlines():
+            continue
+        widget = any("application/vnd.jupyter.widget-view+json" in out.get("data", {}) for out in cell.get("outputs", []))
+        if widget or any(PROGRESS_TEXT.search(text) for text in output_texts(cell)):
+            problems.append(f"cell {number} shows a progress bar but is not marked {IGNORE_MARKER}")
+    return problems
+
+
+def notebook_paths() -> list[Path]:
+    return sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+def test_the_six_notebooks_are_there():
+    assert [p.name for p in notebook_paths()] == EXPECTED
+
+
+@pytest.fixture(scope="module")
+def helpers_public() -> set[str]:
+    names = helper_names()
+    assert {"make_pairs", "select_positions", "train", "MeditationsDataset"} <= names  # the scan itself works
+    return names
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_notebook_as_stored(name, helpers_public):
+    path = NOTEBOOKS / name
+    assert path.is_file(), f"{path.relative_to(ROOT)} is missing"
+    nb = read(path)
+    nbformat.validate(nb)
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+    problems = (execution_problems(nb) + skeleton_problems(nb, name) + privacy_problems(nb)
+                + redefinition_problems(nb, helpers_public) + volatile_problems(nb))
+    assert not problems, f"{name}:\n  " + "\n  ".join(problems)
+
+
+def test_stored_outputs_come_from_the_tiny_profile():
+    """nbval compares against outputs made under BERT_MEDITATIONS_PROFILE=tiny; a notebook run under another
+    profile and committed would fail every test run."""
+    seen = []
+    for path in notebook_paths():
+        for cell in read(path).cells:
+            if cell.cell_type == "code":
+                for text in output_texts(cell):
+                    seen += re.findall(r"profile '([\w-]+)'", text)
+    assert seen, "no notebook output names its profile"
+    assert set(seen) == {"tiny"}, f"stored outputs name the profiles {sorted(set(seen))}; regenerate with `make notebooks`"
+
+
+def test_sanitize_file_is_well_formed():
+    text = (NOTEBOOKS / "sanitize.cfg").read_text(encoding="utf-8")
+    pairs = re.findall(r"^regex: (.*)$\n^replace: (.*)$", text, re.MULTILINE)
+    assert pairs and len(pairs) == text.count("regex: ")
+    for regex, _ in pairs:
+        re.compile(regex)
+    port = next(regex for regex, _ in pairs if "127" in regex)
+    assert re.sub(port, "X", "Running on http://127.0.0.1:7861/") == "Running on http://X/"
+
+
+# --- the checks above can fail: each one on a notebook made to break it ---
+
+
+def _notebook(*cells) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook(cells=list(cells))
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.execution_count = 1
+    return nb
+
+
+def _good_cells(name: str = "99_x.ipynb") -> list:
+    return [nbformat.v4.new_markdown_cell(
+                f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+                f"(https://colab.research.google.com/github/o/r/blob/main/notebooks/{name})\n\n# Title\n\n**Needs:** nothing."),
+            nbformat.v4.new_code_cell('import sys\nREPO = "https://example.org/r"\nif "google.colab" in sys.modules:\n    pass'),
+            nbformat.v4.new_markdown_cell("## Summary\n\n- done"),
+            nbformat.v4.new_markdown_cell("## Exercises\n\n1. one\n2. two")]
+
+
+def test_checks_pass_a_good_notebook():
+    nb = _notebook(*_good_cells())
+    assert execution_problems(nb) + skeleton_problems(nb, "99_x.ipynb") + privacy_problems(nb) == []
+
+
+def test_checks_catch_errors_and_unexecuted_cells():
+    nb = _notebook(*_good_cells())
+    nb.cells[1].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=[])]
+    assert any("ValueError" in p for p in execution_problems(nb))
+    nb.cells[1].execution_count = None
+    assert any("never executed" in p for p in execution_problems(nb))
+
+
+def test_checks_catch_a_missing_skeleton():
+    cells = _good_cells()
+    nb = _notebook(cells[0], cells[1], nbformat.v4.new_code_cell("x = 1"), cells[3])
+    problems = skeleton_problems(nb, "99_x.ipynb")
+    assert any("Summary" in p for p in problems) and any("no Markdown before it" in p for p in problems)
+    nb = _notebook(nbformat.v4.new_markdown_cell("# Title"), *cells[1:])
+    assert any("badge" in p for p in skeleton_problems(nb, "99_x.ipynb"))
+
+
+@pytest.mark.parametrize("leak", ["/root/.cache/x", "Checkpoint: /work/main/runs/a", "/tmp/tmpab12/model",
+                                  "/home/me/bert"])
+def test_checks_catch_machine_paths(leak):
+    nb = _notebook(*_good_cells())
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"saved to {leak}\n")]
+    assert privacy_problems(nb)
+
+
+def test_checks_catch_a_wandb_key():
+    nb = _notebook(*_good_cells())
+    nb.cells[1].outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "WANDB_API_KEY='" + "a1" * 20 + "'"})]
+    assert any("API key" in p for p in privacy_problems(nb))
+
+
+def test_checks_catch_a_redefined_helper(helpers_public):
+    nb = _notebook(nbformat.v4.new_code_cell("def make_pairs(sentences):\n    return []"),
+                   nbformat.v4.new_code_cell("def my_plot():\n    pass"))
+    problems = redefinition_problems(nb, helpers_public)
+    assert len(problems) == 1 and "make_pairs" in problems[0]
+
+
+def test_checks_catch_an_unmarked_progress_bar():
+    cell = nbformat.v4.new_code_cell("train(cfg, out)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="epoch 1/2:  40%|####      | 2/5 [00:01<00:02]")]
+    assert volatile_problems(_notebook(cell))
+    cell.source = IGNORE_MARKER + "\n" + cell.source
+    assert not volatile_problems(_notebook(cell))
