@@ -3,6 +3,7 @@
 #
 # The environment lives outside the checkout, keyed by the lock's hash, so a second clone (or the
 # same clone offline) reuses it instead of reinstalling. Set BERT_MEDITATIONS_VENV to choose the folder.
+_bm_saved_opts="$(set +o)"  # sourced: restore the caller's shell options at the end
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LOCK="$ROOT/requirements.lock"
@@ -36,3 +37,4 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # No telemetry or version checks leave this machine.
 export HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False DO_NOT_TRACK=1
 cd "$ROOT"
+eval "$_bm_saved_opts"; unset _bm_saved_opts

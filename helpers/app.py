@@ -1,0 +1,425 @@
+"""The Gradio demo: Next Sentence Prediction and fill-mask with one trained checkpoint.
+
+    python -m helpers.app --checkpoint runs/default [--port 7860] [--host 127.0.0.1] [--share]
+
+In a notebook: ``demo = build_demo(folder); url = serve(demo); ...; stop(demo)``.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Gradio and huggingface_hub read these when they are imported: set them first, so that the demo makes
+# no outbound connection (no version check, no telemetry). Serving stays local unless --share is given.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import io  # noqa: E402
+import ipaddress  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gradio as gr  # noqa: E402
+
+from helpers.checkpoint import CheckpointError  # noqa: E402
+from helpers.config import ROOT, Config  # noqa: E402
+from helpers.corpus import ENV_VAR, default_path  # noqa: E402
+from helpers.inference import FillMaskResult, InferenceError, NSPResult, Predictor  # noqa: E402
+from helpers.pairs import IS_NEXT, IS_RANDOM, LABEL_NAMES  # noqa: E402
+
+TITLE = "BERT pretrained on Marcus Aurelius' Meditations"
+MAX_TOP_K = 20
+THEME = gr.themes.Soft()  # its fonts ship with Gradio: the page loads nothing from outside either
+CSS = ".verdict h3 { margin-top: 0; }"
+FILL_HEADERS = ["mask", "rank", "token", "probability"]
+
+# Used when the corpus is not on this machine (or the checkpoint has no profile). Written for this demo.
+BUILTIN_PAIRS = [
+    ("Each morning I tell myself that the day will bring rude and ungrateful people.",
+     "Yet none of them can harm me, for none can make me do wrong.", IS_NEXT),
+    ("The river of time carries everything away.",
+     "Lettuce grows best in cool weather and moist soil.", IS_RANDOM),
+    ("Do not act as if you will live ten thousand years.",
+     "Death hangs over you; while you live, while it is in your power, be good.", IS_NEXT),
+    ("Look within, for within is the fountain of good.",
+     "The emperor reviewed the legions on the frontier before winter came.", IS_RANDOM),
+]
+BUILTIN_MASKS = [
+    "The [MASK] of a man is the work of his reason.",
+    "Nothing happens to any man which he is not formed by [MASK] to bear.",
+    "Let not your [MASK] wander; keep it on the [MASK] in front of you.",
+]
+
+
+@dataclass
+class Examples:
+    """Clickable examples for both tabs and where they came from."""
+
+    pairs: list[list[str]]  # [sentence_a, sentence_b, truth]
+    masks: list[list]  # [text, top_k]
+    source: str
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free now (Gradio 6 rejects server_port=0)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _saved_config(folder: Path) -> Config | None:
+    """The checkpoint's profile, or None for a BERT this repository did not train."""
+    data = _read_json(folder / "profile.json")
+    if data is None:
+        return None
+    try:
+        return Config(**data)
+    except (TypeError, ValueError):  # a profile from another version of the helpers
+        return None
+
+
+def _truth(label: int) -> str:
+    return f"held-out {'true' if label == IS_NEXT else 'random'} pair: {LABEL_NAMES[label]}"
+
+
+def _mask_one_word(sentence: str, tokenizer, skip: int = 0) -> str | None:
+    """``sentence`` with one whole word (a single token, 4+ letters) replaced by [MASK]; the longest first."""
+    words = [m for m in re.finditer(r"[A-Za-z]{4,}", sentence) if len(tokenizer.tokenize(m.group())) == 1]
+    words.sort(key=lambda m: (-len(m.group()), m.start()))
+    if len(words) <= skip:
+        return None
+    m = words[skip]
+    return sentence[:m.start()] + tokenizer.mask_token + sentence[m.end():]
+
+
+def held_out_examples(folder: Path, cfg: Config | None, tokenizer, n_pairs: int = 6, n_masks: int = 4) -> Examples:
+    """Examples from the checkpoint's validation split of the corpus, else the built-in ones."""
+    builtin = Examples([[a, b, f"built-in example: {LABEL_NAMES[label]}"] for a, b, label in BUILTIN_PAIRS],
+                       [[text, 5] for text in BUILTIN_MASKS], "built-in (the corpus or the profile is not available)")
+    if cfg is None:
+        return builtin
+    corpus = cfg.corpus or os.environ.get(ENV_VAR) or str(default_path())
+    if not Path(corpus).is_file():  # never download from inside the demo
+        return builtin
+    try:
+        from helpers.dataset import prepare_data
+        # The checkpoint's tokenizer is passed in, so nothing is trained here: this only splits the text.
+        data = prepare_data(cfg, tokenizer=tokenizer)
+    except Exception:  # noqa: BLE001 - a changed or foreign corpus just means no held-out examples
+        return builtin
+    short = [p for p in data.val_pairs if len(p.sentence_a) <= 160 and len(p.sentence_b) <= 160]
+    follows = [p for p in short if p.next_sentence_label == IS_NEXT][: (n_pairs + 1) // 2]
+    random_ = [p for p in short if p.next_sentence_label == IS_RANDOM][: n_pairs // 2]
+    pairs = [p for both in zip(follows, random_) for p in both] + follows[len(random_):] + random_[len(follows):]
+    sentences = [s for index in sorted(data.val_sentences) for s in data.val_sentences[index]
+                 if 40 <= len(s) <= 140]
+    masks = []
+    for number, sentence in enumerate(sentences):
+        text = _mask_one_word(sentence, tokenizer)
+        if text is not None and number % 3 == 2:  # every third one gets a second mask
+            text = _mask_one_word(text, tokenizer) or text
+        if text is not None:
+            masks.append([text, 5])
+        if len(masks) == n_masks:
+            break
+    if not pairs:
+        return builtin
+    return Examples([[p.sentence_a, p.sentence_b, _truth(p.next_sentence_label)] for p in pairs],
+                    masks or builtin.masks, f"held-out validation paragraphs of {Path(corpus).name}")
+
+
+def _display_path(folder: Path) -> str:
+    try:
+        return str(folder.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(folder)
+
+
+def checkpoint_summary(folder: Path, predictor: Predictor, cfg: Config | None, examples: Examples) -> str:
+    """The panel's Markdown: which checkpoint, its profile and its validation metrics."""
+    model = predictor.model.config
+    lines = [f"**Checkpoint** `{_display_path(folder)}` · "
+             + (f"profile **{cfg.profile}** (model source `{cfg.model}`)" if cfg else
+                "no profile.json (a BERT not trained by this repository)")
+             + f" · {model.num_hidden_layers} layers × {model.hidden_size} hidden, {model.vocab_size:,}-token vocabulary"
+             + f" · reads up to {predictor.max_length} tokens"]
+    final = (_read_json(folder / "metrics.json") or {}).get("final")
+    if isinstance(final, dict) and final:
+        shown = [("NSP accuracy", "nsp_accuracy", "{:.3f}"), ("MLM accuracy", "mlm_accuracy", "{:.3f}"),
+                 ("MLM perplexity", "mlm_perplexity", "{:,.1f}"), ("NSP loss", "nsp_loss", "{:.3f}")]
+        parts = [f"{name} {fmt.format(final[key])}" for name, key, fmt in shown
+                 if isinstance(final.get(key), (int, float))]
+        lines.append("**Validation** (held-out paragraphs) " + " · ".join(parts))
+    else:
+        lines.append("**Validation** no metrics.json in this folder")
+    lines.append(f"**Examples** {examples.source}")
+    return "  \n".join(lines)
+
+
+_MD_INLINE = re.compile(r"([\\`*_\[\]<>~|])")  # characters that format text anywhere in a line
+_MD_LINE_START = re.compile(r"^(\s*)([#>+=-]|\d+(?=[.)]))")  # ... and those that do only at its start
+
+
+def _escape(text: str) -> str:
+    """User text shown literally inside Markdown, with as few backslashes as will do."""
+    return _MD_INLINE.sub(r"\\\1", text)
+
+
+def _escape_line_start(line: str) -> str:
+    match = _MD_LINE_START.match(line)
+    if match is None:
+        return line
+    if match.group(2).isdigit():  # "1. text" would become a list: escape the dot instead
+        end = match.end()
+        return line[:end] + "\\" + line[end:]
+    return line[:match.start(2)] + "\\" + line[match.start(2):]
+
+
+def _notes(notes: list[str]) -> str:
+    return "".join(f"\n\n*Note: {note}*" for note in notes)  # our own sentences: nothing to escape
+
+
+def verdict_markdown(result: NSPResult) -> str:
+    """The verdict in words, with both probabilities and what was changed in the input."""
+    p_next, p_random = result.probabilities[LABEL_NAMES[IS_NEXT]], result.probabilities[LABEL_NAMES[IS_RANDOM]]
+    if result.label == IS_NEXT:
+        words = f"The model thinks sentence B is the one that came right after A ({p_next:.1%})."
+    else:
+        words = f"The model thinks sentence B was drawn from elsewhere, not the one after A ({p_random:.1%})."
+    return f"### {result.verdict}\n{words}{_notes(result.notes)}"
+
+
+def fill_markdown(text: str, result: FillMaskResult, mask_token: str) -> str:
+    """The text with each [MASK] replaced by its best guess, in bold, and the notes."""
+    pieces = text.split(mask_token)
+    out = _escape(pieces[0])
+    for number, piece in enumerate(pieces[1:]):
+        guess = (f"**{_escape(result.predictions[number][0][0])}**" if number < len(result.predictions)
+                 else _escape(mask_token))
+        out += guess + _escape(piece)
+    count = len(result.predictions)
+    return (f"### Best guess for {count} mask{'s' if count != 1 else ''}\n> {_escape_line_start(' '.join(out.split()))}"
+            f"{_notes(result.notes)}")
+
+
+def _failure(err: BaseException) -> str:
+    traceback.print_exception(err, file=sys.stderr)  # the details stay in the server's log
+    return (f"**The model failed on this input ({type(err).__name__}).** The app is still running; "
+            f"try shorter or different text.")
+
+
+def build_demo(checkpoint: str | os.PathLike, max_length: int | None = None, concurrency_limit: int = 1,
+               max_queue: int = 256, max_batch_size: int = 16) -> gr.Blocks:
+    """The whole demo from one checkpoint folder; raises CheckpointError with one sentence if it is unusable."""
+    folder = Path(checkpoint).expanduser()
+    predictor = Predictor.from_checkpoint(folder, max_length)
+    cfg = _saved_config(folder)
+    examples = held_out_examples(folder, cfg, predictor.tokenizer)
+    tok = predictor.tokenizer
+    mask = tok.mask_token
+
+    def next_sentence(firsts: list[str], seconds: list[str]) -> tuple[list, list]:
+        """Batched: several pairs from several users go through the model in one forward pass."""
+        try:
+            results = predictor.predict_nsp_batch(list(zip(firsts, seconds)), errors="return")
+        except Exception as err:  # noqa: BLE001 - never a stack trace in the page
+            return [None] * len(firsts), [_failure(err)] * len(firsts)
+        labels, verdicts = [], []
+        for result in results:
+            if isinstance(result, InferenceError):
+                labels.append(None)
+                verdicts.append(f"**{result}**")
+            else:
+                labels.append(result.probabilities)
+                verdicts.append(verdict_markdown(result))
+        return labels, verdicts
+
+    def fill(texts: list[str], top_ks: list) -> tuple[list, list]:
+        """Batched like ``next_sentence``; each request keeps its own top-k."""
+        ks = []
+        for k in top_ks:
+            try:
+                ks.append(max(1, min(int(k), MAX_TOP_K)))
+            except (TypeError, ValueError):
+                ks.append(5)
+        try:
+            results = predictor.fill_mask_batch(texts, max(ks), errors="return")
+        except Exception as err:  # noqa: BLE001
+            return [_failure(err)] * len(texts), [[]] * len(texts)
+        shown, tables = [], []
+        for text, k, result in zip(texts, ks, results):
+            if isinstance(result, InferenceError):
+                shown.append(f"**{result}**")
+                tables.append([])
+                continue
+            for stray in (tok.cls_token, tok.sep_token, tok.pad_token):  # shown as the model read the text
+                text = text.replace(stray, " ") if stray else text
+            shown.append(fill_markdown(text, result, mask))
+            tables.append([[number + 1, rank + 1, token, round(p, 6)]
+                           for number, options in enumerate(result.predictions)
+                           for rank, (token, p) in enumerate(options[:k])])
+        return shown, tables
+
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        gr.Markdown(f"## {TITLE}\nA small BERT trained with both of its pretraining objectives. "
+                    f"Try the two tasks it learned below.")
+        gr.Markdown(checkpoint_summary(folder, predictor, cfg, examples), elem_id="checkpoint-info")
+        with gr.Tab("Next sentence"):
+            gr.Markdown("Does sentence B come right after sentence A in the text, or was it drawn at random from "
+                        "elsewhere? This is the Next Sentence Prediction head reading `[CLS] A [SEP] B [SEP]`.")
+            with gr.Row():
+                with gr.Column():
+                    first = gr.Textbox(label="Sentence A", lines=2, max_lines=6, elem_id="sentence-a")
+                    second = gr.Textbox(label="Sentence B", lines=2, max_lines=6, elem_id="sentence-b")
+                    truth = gr.Textbox(label="Label in the data (examples only)", interactive=False,
+                                       elem_id="truth")
+                    nsp_button = gr.Button("Does B follow A?", variant="primary", elem_id="nsp-button")
+                with gr.Column():
+                    probabilities = gr.Label(label="Probabilities", num_top_classes=2, show_heading=False,
+                                             elem_id="nsp-label")
+                    verdict = gr.Markdown(elem_id="nsp-verdict", elem_classes=["verdict"])
+            gr.Examples(examples.pairs, inputs=[first, second, truth], label="Examples (click one, then the button)",
+                        cache_examples=False)
+        with gr.Tab("Fill the mask"):
+            gr.Markdown(f"Put {mask} where a word is missing; the masked-language-model head guesses it. "
+                        f"Several {mask}s are filled in one pass, each on its own.")
+            with gr.Row():
+                with gr.Column():
+                    text = gr.Textbox(label="Text", lines=3, max_lines=8, value=f"The {mask} is short.",
+                                      elem_id="mask-text")
+                    top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Guesses per mask (top-k)")
+                    fill_button = gr.Button("Fill the mask", variant="primary", elem_id="fill-button")
+                with gr.Column():
+                    filled = gr.Markdown(elem_id="fill-text")
+                    table = gr.Dataframe(headers=FILL_HEADERS, datatype=["number", "number", "str", "number"],
+                                         interactive=False, label="Top-k per mask", elem_id="fill-table")
+            gr.Examples(examples.masks, inputs=[text, top_k], label="Examples (held-out sentences with a word masked)",
+                        cache_examples=False)
+
+        # One worker ("model") serves both tabs, each call on a batch of queued requests.
+        gr.on([nsp_button.click, first.submit, second.submit], next_sentence, inputs=[first, second],
+              outputs=[probabilities, verdict], api_name="nsp", batch=True, max_batch_size=max_batch_size,
+              concurrency_id="model")
+        gr.on([fill_button.click, text.submit], fill, inputs=[text, top_k], outputs=[filled, table],
+              api_name="fill_mask", batch=True, max_batch_size=max_batch_size, concurrency_id="model")
+        # Typing a new pair makes the example's label stale: clear it in the browser, no server call.
+        gr.on([first.input, second.input], None, outputs=truth, js="() => ''", queue=False,
+              api_visibility="private")
+
+    demo.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue)
+    demo.predictor = predictor  # for notebooks and tests: the same model the page uses
+    demo.checkpoint = folder
+    return demo
+
+
+class ServeError(RuntimeError):
+    """The demo could not start listening; the message says what to change."""
+
+
+def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+          inline: bool | None = None) -> str:
+    """Start ``demo`` without blocking and return its local URL; ``port=None`` or 0 picks a free port.
+
+    Stop it with ``demo.close()``; in a notebook, ``inline`` (default: auto) shows it in the output cell.
+    """
+    port = port or free_port(host)
+    try:
+        demo.launch(server_name=host, server_port=port, share=share, inline=inline, prevent_thread_lock=True,
+                    quiet=True, show_error=False, ssr_mode=False, theme=THEME, css=CSS)
+    except OSError as err:
+        raise ServeError(f"Could not listen on {host}:{port} ({_first_line(err)}); pass another --port, "
+                         f"or --port 0 for any free one.") from None
+    return demo.local_url
+
+
+def stop(demo: gr.Blocks) -> None:
+    """Stop a demo started with ``serve``, without Gradio's "Closing server" line (stable notebook output)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        demo.close()
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return (lines[0] if lines else type(err).__name__)[:120].split(". You can")[0]
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    """--port, --host and --share, shared with helpers.main."""
+    parser.add_argument("--port", type=int, default=7860, help="port to listen on (0: any free port)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on; the default serves this machine only")
+    parser.add_argument("--share", action="store_true",
+                        help="also make a public link through Gradio's share servers (off by default)")
+
+
+def run_server(demo: gr.Blocks, host: str, port: int, share: bool) -> int:
+    """Serve until Ctrl+C and return the exit status; problems are one line on stderr."""
+    if not 0 <= port <= 65535:
+        print(f"error: --port={port} is not a port number; use 1 to 65535, or 0 for any free port.", file=sys.stderr)
+        return 2
+    if not is_loopback(host):
+        print(f"note: --host {host} lets other machines on your network reach the demo.", file=sys.stderr)
+    if share:
+        print("note: --share sends the demo through Gradio's share servers to a public link.", file=sys.stderr)
+    try:
+        url = serve(demo, host, port, share)
+    except ServeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"Demo running at {url} (Ctrl+C stops it).", flush=True)
+    if share and demo.share_url:
+        print(f"Public link: {demo.share_url}", flush=True)
+    try:
+        demo.block_thread()
+    finally:
+        demo.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve the demo of a trained checkpoint: Next Sentence "
+                                                 "Prediction and fill-mask.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, type=Path,
+                        help="folder of a BertForPreTraining checkpoint (e.g. runs/default)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="tokens read per input (default: the profile's, else the model's limit)")
+    add_serve_options(parser)
+    args = parser.parse_args(argv)
+    if args.max_length is not None and args.max_length < 8:
+        parser.exit(2, f"error: --max-length={args.max_length} is too small; a pair needs at least 8 tokens.\n")
+    try:
+        demo = build_demo(args.checkpoint, args.max_length)
+    except (CheckpointError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return run_server(demo, args.host, args.port, args.share)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
