@@ -125,7 +125,9 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
         cfg = saved_cfg if cfg is None else cfg
     else:
         check_output_dir(output, overwrite)
-    accelerator = Accelerator(mixed_precision=mixed_precision(cfg))
+    # With no GPU, say so: only then does Accelerate turn torchrun's ranks into a gloo process group.
+    on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    accelerator = Accelerator(mixed_precision=mixed_precision(cfg), cpu=on_cpu)
     say = accelerator.print if verbose else (lambda *a, **k: None)
     say(f"Profile '{cfg.profile}' on {accelerator.device} (mixed precision: {accelerator.mixed_precision}, "
         f"processes: {accelerator.num_processes})\n{cfg.describe()}")
