@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from helpers.config import Config
+from helpers.config import ROOT, Config, ConfigError
 
 MARKER = "checkpoint.json"  # written last inside the folder: its presence means "complete"
 STATE = "training_state.pt"
@@ -37,16 +38,68 @@ def is_checkpoint(folder: str | os.PathLike) -> bool:
     return (Path(folder) / MARKER).is_file()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: the process exists but is someone else's
+        return True
+    return True
+
+
 def recover(folder: str | os.PathLike) -> None:
-    """Finish a replacement that a crash interrupted between its two renames."""
+    """Finish a replacement that a crash interrupted between its two renames; drop what dead saves left behind."""
     folder = Path(folder)
+    if not folder.exists():
+        olds = sorted(folder.parent.glob(f".{folder.name}.old-*"), key=lambda p: p.stat().st_mtime)
+        complete = [old for old in olds if is_checkpoint(old)]
+        if complete:
+            os.rename(complete[-1], folder)
     if folder.exists():
         for stale in folder.parent.glob(f".{folder.name}.old-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        return
-    olds = sorted(folder.parent.glob(f".{folder.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if olds and is_checkpoint(olds[-1]):
-        os.rename(olds[-1], folder)
+    # A save killed mid-write leaves .NAME.tmp-PID behind; remove it once that process is gone.
+    for tmp in folder.parent.glob(f".{folder.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_files(folder: str | os.PathLike) -> None:
+    """Raise CheckpointError if a file differs from the sha256 that checkpoint.json recorded when it was saved."""
+    folder = Path(folder)
+    try:
+        recorded = json.loads((folder / MARKER).read_text(encoding="utf-8")).get("sha256") or {}
+    except (OSError, ValueError, AttributeError):
+        raise CheckpointError(f"{folder / MARKER} is unreadable, so the checkpoint is damaged; resume from another "
+                              f"checkpoint or start again.") from None
+    for name, digest in sorted(recorded.items()):
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing from the checkpoint; restore a copy or start again.")
+        if _sha256(path) != digest:
+            raise CheckpointError(f"{path} is damaged (its sha256 differs from the one recorded when it was saved); "
+                                  f"restore a copy or start again.")
+
+
+def _portable(path: str | None) -> str | None:
+    """A path as written into profile.json: relative to the repository when inside it, else the file name only."""
+    if not path:
+        return path
+    resolved = Path(path).expanduser().resolve()
+    try:
+        return resolved.relative_to(ROOT).as_posix()
+    except ValueError:
+        return resolved.name
 
 
 def check_output_dir(folder: str | os.PathLike, overwrite: bool = False) -> None:
@@ -131,15 +184,23 @@ def save_checkpoint(folder: str | os.PathLike, model, tokenizer, cfg: Config, me
             if bars_on:
                 hf_logging.enable_progress_bar()
         tokenizer.save_pretrained(tmp)
-        _write_json(tmp / "profile.json", cfg.to_dict())
+        # profile.json is published with the model: no absolute path of this machine goes into it. The corpus
+        # path as given stays in the training state, which only a resume on this machine reads.
+        _write_json(tmp / "profile.json", {**cfg.to_dict(), "corpus": _portable(cfg.corpus)})
         _write_json(tmp / "metrics.json", metrics)
         (tmp / "README.md").write_text(model_card(cfg, metrics.get("final", {})), encoding="utf-8")
         if training_state is not None:
-            torch.save(training_state, tmp / STATE)
+            # Through a Python file: a full disk then surfaces as OSError (torch's own writer says only
+            # "unexpected pos"), kept as the RuntimeError's context.
+            with open(tmp / STATE, "wb") as handle:
+                torch.save({**training_state, "corpus_path": cfg.corpus}, handle)
+        # Checksums of every file: safetensors and torch.save carry none, so bit rot would otherwise load silently.
+        checksums = {path.name: _sha256(path) for path in sorted(tmp.iterdir()) if path.is_file()}
         _write_json(tmp / MARKER, {"complete": True, "profile": cfg.profile,
                                    "resumable": training_state is not None,
                                    "epoch": (training_state or {}).get("epoch"),
-                                   "global_step": (training_state or {}).get("global_step")})
+                                   "global_step": (training_state or {}).get("global_step"),
+                                   "sha256": checksums})
         _fsync_tree(tmp)
         old = None
         if folder.exists():
@@ -148,14 +209,28 @@ def save_checkpoint(folder: str | os.PathLike, model, tokenizer, cfg: Config, me
         os.rename(tmp, folder)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except OSError as err:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"Could not save the checkpoint to {folder} ({err.strerror or err}); "
+        reason = _io_failure(err)
+        if reason is None:
+            raise
+        raise CheckpointError(f"Could not save the checkpoint to {folder} ({reason}); "
                               f"the previous checkpoint there, if any, is untouched.") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
+
+
+def _io_failure(err: BaseException) -> str | None:
+    """Why a write failed, when ``err`` is (or wraps) an I/O error: disk full, read-only, no permission."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen.strerror or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    # safetensors reports I/O errors as its own SafetensorError: "... I/O error: No space left on device (os error 28)"
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if type(err).__name__ == "SafetensorError" and "os error" in text:
+        return text.split("I/O error: ")[-1].split(" (os error")[0][:160]
+    return None
 
 
 def load_training_state(folder: str | os.PathLike) -> tuple[Config, dict[str, Any]]:
@@ -166,10 +241,28 @@ def load_training_state(folder: str | os.PathLike) -> tuple[Config, dict[str, An
         raise CheckpointError(f"{folder} holds no complete checkpoint to resume; start a new run with --output.")
     if not (folder / STATE).is_file():
         raise CheckpointError(f"{folder} is a finished checkpoint without training state; it cannot be resumed.")
-    cfg_dict = json.loads((folder / "profile.json").read_text(encoding="utf-8"))
+    verify_files(folder)
     try:
+        from safetensors import safe_open
+        with safe_open(folder / "model.safetensors", framework="pt") as weights:  # reads and checks the header
+            weights.keys()
+    except Exception as err:  # noqa: BLE001 - SafetensorError, OSError: the weights cannot be read back
+        raise CheckpointError(f"{folder / 'model.safetensors'} is damaged or cut short ({str(err)[:120]}); resume "
+                              f"from another checkpoint or start again.") from None
+    try:
+        cfg_dict = json.loads((folder / "profile.json").read_text(encoding="utf-8"))
         state = torch.load(folder / STATE, weights_only=True, map_location="cpu")
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a damaged file
-        raise CheckpointError(f"{folder / STATE} is damaged ({type(err).__name__}); resume from another checkpoint "
-                              f"or start again.") from None
-    return Config(**cfg_dict), state
+        raise CheckpointError(f"{folder} holds a damaged profile.json or {STATE} ({type(err).__name__}); resume from "
+                              f"another checkpoint or start again.") from None
+    if not isinstance(cfg_dict, dict) or not isinstance(state, dict):
+        raise CheckpointError(f"{folder} holds a profile.json or {STATE} of the wrong shape; resume from another "
+                              f"checkpoint or start again.")
+    if state.get("corpus_path") is not None:
+        cfg_dict["corpus"] = state["corpus_path"]  # the path as given, not the portable one of profile.json
+    try:
+        cfg = Config(**cfg_dict)
+    except (TypeError, ConfigError) as err:
+        raise CheckpointError(f"{folder / 'profile.json'} does not describe a run of this version ({err}); start "
+                              f"a new run with --output.") from None
+    return cfg, state

@@ -14,8 +14,9 @@ import torch
 from transformers import AutoTokenizer, BertForPreTraining, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from helpers.checkpoint import CheckpointError
+from helpers.checkpoint import CheckpointError, is_checkpoint, verify_files
 from helpers.pairs import IS_NEXT, IS_RANDOM, LABEL_NAMES
+from helpers.tokens import clip_to_tokens
 
 # Longer text is cut before tokenizing: no model here reads more than 512 tokens, and a pasted book
 # should not cost seconds of tokenizer time on a shared server.
@@ -110,6 +111,8 @@ def check_checkpoint_folder(folder: str | os.PathLike) -> Path:
         why = ("holds only pickled weights (pytorch_model.bin), which are never loaded here" if pickled
                else "holds no model.safetensors")
         raise CheckpointError(f"{folder} {why}; re-save the model with save_pretrained(safe_serialization=True).")
+    if is_checkpoint(folder):  # one of ours: its files must match the checksums recorded at save time
+        verify_files(folder)
     # Without these, transformers 5 quietly builds an empty tokenizer that reads every word as [UNK].
     if not any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
         raise CheckpointError(f"{folder} holds no usable tokenizer (no tokenizer.json or vocab.txt); save the "
@@ -199,6 +202,9 @@ class Predictor:
         first, second = list(first), (list(second) if second is not None else None)
         full = self.tokenizer(first, second, truncation=False, padding=False, verbose=False)["input_ids"]
         truncated = [len(ids) > self.max_length for ids in full]
+        if second is not None:  # see clip_to_tokens: long pairs would otherwise cost quadratic memory
+            first = clip_to_tokens(self.tokenizer, first, self.max_length)
+            second = clip_to_tokens(self.tokenizer, second, self.max_length)
         enc = self.tokenizer(first, second, truncation="longest_first", max_length=self.max_length, padding=True,
                              return_tensors="pt", return_token_type_ids=True, return_attention_mask=True)
         return {k: v.to(self.device) for k, v in enc.items()}, truncated

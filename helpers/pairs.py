@@ -93,11 +93,14 @@ def _pairable(sentences: Mapping[int, list[str]]) -> list[int]:
 def _random_other(sentences: Mapping[int, list[str]], flat: list[tuple[int, str]], paragraph: int,
                   true_next: str, rng: random.Random) -> tuple[int, str]:
     """A sentence from another paragraph that is not, by text, the true next sentence."""
-    for _ in range(1000):
+    for _ in range(100):  # fast path: rejection sampling, almost always done in one or two draws
         source, sentence = flat[rng.randrange(len(flat))]
         if source != paragraph and sentence != true_next:
             return source, sentence
-    # Rejection failed 1000 times: every other sentence equals the true next one, or there is none.
+    # A lopsided corpus (one huge paragraph): draw from the eligible sentences directly.
+    eligible = [(source, sentence) for source, sentence in flat if source != paragraph and sentence != true_next]
+    if eligible:
+        return eligible[rng.randrange(len(eligible))]
     raise PairError("Could not find a random sentence from another paragraph: the corpus needs sentences "
                     "in at least two different paragraphs.")
 

@@ -85,6 +85,18 @@ def check_max_length(max_length: int, tokenizer: PreTrainedTokenizerBase, model_
         raise ValueError(f"--max-length={max_length} is outside what this model takes: use a value from 8 to {limit}.")
 
 
+def clip_to_tokens(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int) -> list[str]:
+    """Cut each text after its first ``max_tokens`` tokens.
+
+    Pair truncation ("longest_first") never keeps more than ``max_tokens`` of either side, so clipping first
+    changes nothing in the result, but it keeps tokenizers' pair truncation from taking time and memory
+    that grow with the square of the length (huggingface/tokenizers#2035) on very long input.
+    """
+    enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    return [text if len(offsets) <= max_tokens else text[:offsets[max_tokens - 1][1]]
+            for text, offsets in zip(texts, enc["offset_mapping"])]
+
+
 def tokenize_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], max_length: int = 256,
                    pad_to_max_length: bool = False) -> dict[str, list]:
     """Pairs -> ``input_ids``, ``token_type_ids``, ``attention_mask``, ``special_tokens_mask`` and
@@ -94,7 +106,10 @@ def tokenize_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], ma
     the training path pads per batch instead (dynamic padding).
     """
     check_max_length(max_length, tokenizer)
-    encoded = tokenizer([p.sentence_a for p in pairs], [p.sentence_b for p in pairs],
+    firsts = clip_to_tokens(tokenizer, [p.sentence_a for p in pairs], max_length)
+    seconds = clip_to_tokens(tokenizer, [p.sentence_b for p in pairs], max_length)
+    # split_special_tokens: "[SEP]" or "[MASK]" typed in the corpus is text, never a control token.
+    encoded = tokenizer(firsts, seconds, split_special_tokens=True,
                         truncation="longest_first", max_length=max_length,
                         padding="max_length" if pad_to_max_length else False,
                         return_token_type_ids=True, return_attention_mask=True, return_special_tokens_mask=True)

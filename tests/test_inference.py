@@ -258,6 +258,13 @@ def _truncated(tmp_path, tiny):
     return folder
 
 
+def _truncated_foreign(tmp_path, tiny):
+    """A damaged save_pretrained folder that is not one of ours (no checksums to compare with)."""
+    folder = _truncated(tmp_path, tiny)
+    (folder / "checkpoint.json").unlink()
+    return folder
+
+
 def _garbage_weights(tmp_path, tiny):
     folder = _copy(tiny, tmp_path / "garbage")
     (folder / "model.safetensors").write_bytes(b"\x00\x01not safetensors at all" * 50)
@@ -307,12 +314,13 @@ def _no_tokenizer(tmp_path, tiny):
     (_masked_lm, "BertForMaskedLM, which has no next-sentence-prediction head"),
     (_nsp_only, "has no masked-word (MLM) head"),
     (_masked_lm_without_architectures, "has no next-sentence-prediction head"),
-    (_truncated, "could not be read"),
-    (_garbage_weights, "could not be read"),
+    (_truncated, "is damaged"),  # caught by the sha256 that checkpoint.json recorded
+    (_truncated_foreign, "could not be read"),
+    (_garbage_weights, "is damaged"),
     (_pickled_only, "only pickled weights"),
-    (_no_tokenizer, "no usable tokenizer"),
+    (_no_tokenizer, "tokenizer.json is missing"),  # its checksum was recorded at save time
 ], ids=["missing", "file", "empty", "random-files", "bad-json", "gpt2", "masked-lm", "nsp-only",
-        "masked-lm-no-arch", "truncated", "garbage", "pickled", "no-tokenizer"])
+        "masked-lm-no-arch", "truncated", "truncated-foreign", "garbage", "pickled", "no-tokenizer"])
 def test_unusable_checkpoint_is_one_clear_sentence(tmp_path, tiny_checkpoint, make, message):  # noqa: F811
     folder = make(tmp_path, tiny_checkpoint)
     with pytest.raises(CheckpointError) as caught:
