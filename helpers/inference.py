@@ -248,7 +248,9 @@ class Predictor:
             with self._lock:
                 enc, truncated = self._encode(firsts, seconds)
                 # seq_relationship_logits: (n_pairs, 2), index 0 = "B follows A", index 1 = "B is random"
-                logits = self.model(**enc).seq_relationship_logits.float()
+                # Only the NSP head: the full forward would also build (n_pairs, seq_len, vocab) MLM logits.
+                pooled = self.model.bert(**enc, return_dict=False)[1]  # (n_pairs, hidden), the [CLS] summary
+                logits = self.model.cls.seq_relationship(pooled).float()
             probs = logits.softmax(dim=-1)
             for row, index in enumerate(good):
                 label = int(logits[row].argmax())

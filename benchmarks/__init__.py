@@ -1,0 +1,1 @@
+"""Performance benchmark: the tutorial's reference recipe against the project's training path."""

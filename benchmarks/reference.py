@@ -1,0 +1,312 @@
+"""The tutorial's reference recipe and the project's training path, as timed training loops.
+
+Every path trains the same BERT shape (random init, bert-base-uncased's vocabulary size) on the same
+NSP pairs with batch size 16; only the way batches are built and the loss is computed differs.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import BertConfig, BertForPreTraining, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from helpers.config import Config, get_profile
+from helpers.dataset import MeditationsDataset, make_loader, prepare_data
+from helpers.inference import Predictor
+from helpers.masking import IGNORE_INDEX, mask_tokens
+from helpers.model import PretrainingLosses, scratch_config
+from helpers.pairs import Pair
+from helpers.tokens import tokenize_pairs
+from helpers.train import make_optimizer
+
+# bert-base-uncased's vocabulary size: the MLM decoder is (hidden -> 30,522) whatever tokenizer feeds it.
+VOCAB_SIZE = 30522
+BATCH_SIZE = 16
+MAX_LENGTH = 256
+REFERENCE_LR = 5e-5  # the tutorial's AdamW learning rate
+
+# Model shapes; "tiny" is only for the quick setting the test runs.
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64),
+    "small": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
+    "bert-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to train: how batches are padded and grouped, where the MLM head runs, compiled or not."""
+
+    name: str
+    description: str
+    pad_to_max_length: bool  # every pair padded to max_length (the reference) vs per-batch padding
+    bucket_by_length: bool = False  # batches of similar length (helpers.dataset.BucketSampler)
+    masked_head_only: bool = False  # helpers.model.PretrainingLosses instead of the stock forward
+    compile: bool = False  # torch.compile of the training module
+    attn_implementation: str = "sdpa"
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("reference", "tutorial recipe: pad to max_length, masks drawn once, labels = input_ids (incl. PAD), "
+            "stock BertForPreTraining forward (MLM head on every position), plain AdamW", pad_to_max_length=True),
+    Variant("dynamic_padding", "make_loader without bucketing (pad to the batch's longest pair, fresh 80/10/10 "
+            "masks), stock forward", pad_to_max_length=False),
+    Variant("dynamic_padding_bucketing", "make_loader with bucket_by_length, stock forward",
+            pad_to_max_length=False, bucket_by_length=True),
+    Variant("fast", "the project's path: make_loader with bucket_by_length + PretrainingLosses (MLM head on "
+            "masked positions only), SDPA attention", pad_to_max_length=False, bucket_by_length=True,
+            masked_head_only=True),
+    Variant("fast_compiled", "the fast path under torch.compile (inductor, default mode)", pad_to_max_length=False,
+            bucket_by_length=True, masked_head_only=True, compile=True),
+    Variant("fast_eager_attention", "the fast path with eager attention instead of SDPA", pad_to_max_length=False,
+            bucket_by_length=True, masked_head_only=True, attn_implementation="eager"),
+)}
+
+
+def benchmark_config(size: str, max_length: int = MAX_LENGTH) -> Config:
+    """The bert-base profile's data settings ('.' splitter, one pair per paragraph) with a model of ``size``."""
+    return get_profile("bert-base", model="scratch", vocab_size=VOCAB_SIZE, max_length=max_length,
+                       batch_size=BATCH_SIZE, **SIZES[size])
+
+
+def benchmark_data(max_length: int = MAX_LENGTH) -> tuple[PreTrainedTokenizerBase, list[Pair]]:
+    """The real corpus's first-epoch training pairs and a scratch WordPiece tokenizer (the hub is unreachable).
+
+    The scratch tokenizer learns only ~3,800 tokens from so small a corpus, but pairs come out at ~78
+    tokens on average, close to bert-base-uncased's ~75; the model's vocabulary is 30,522 either way.
+    """
+    cfg = benchmark_config("small", max_length)
+    data = prepare_data(cfg)
+    return data.tokenizer, data.train_pairs(cfg, 0)
+
+
+def build_model(size: str, tokenizer: PreTrainedTokenizerBase, variant: Variant, seed: int = 0) -> BertForPreTraining:
+    """A randomly initialised BertForPreTraining of ``size`` with a 30,522-token vocabulary."""
+    torch.manual_seed(seed)
+    if variant.name == "reference":
+        # The tutorial's model: a stock BertConfig (its default attention is SDPA in transformers 5).
+        config = BertConfig(vocab_size=VOCAB_SIZE, **SIZES[size])
+    else:
+        config = scratch_config(benchmark_config(size), tokenizer)  # attn_implementation="sdpa"
+        config.vocab_size = VOCAB_SIZE
+        config._attn_implementation = variant.attn_implementation
+    return BertForPreTraining(config)
+
+
+def reference_dataset(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], max_length: int,
+                      seed: int) -> MeditationsDataset:
+    """Every pair padded to ``max_length``; one set of masks drawn up front; labels are a clone of input_ids."""
+    enc = tokenize_pairs(tokenizer, pairs, max_length, pad_to_max_length=True)
+    input_ids = torch.tensor(enc["input_ids"])  # (n_pairs, max_length)
+    masked, labels = mask_tokens(input_ids, tokenizer, mode="reference",
+                                 generator=torch.Generator().manual_seed(seed))
+    return MeditationsDataset({"input_ids": masked, "token_type_ids": torch.tensor(enc["token_type_ids"]),
+                               "attention_mask": torch.tensor(enc["attention_mask"]), "labels": labels,
+                               "next_sentence_label": torch.tensor(enc["next_sentence_label"])})
+
+
+def batches(variant: Variant, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], max_length: int,
+            seed: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches, epoch after epoch (epoch ``e`` shuffles with ``seed + e``)."""
+    cfg = benchmark_config("small", max_length)
+    cfg.bucket_by_length = variant.bucket_by_length
+    if variant.pad_to_max_length:
+        dataset = reference_dataset(tokenizer, pairs, max_length, seed)  # masks once, reused every epoch
+        make = lambda s: DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True,  # noqa: E731
+                                    generator=torch.Generator().manual_seed(s))
+    else:
+        dataset = MeditationsDataset.from_pairs(tokenizer, pairs, max_length)
+        make = lambda s: make_loader(dataset, tokenizer, cfg, shuffle=True, seed=s)  # noqa: E731
+    epoch = 0
+    while True:
+        yield from make(seed + epoch)
+        epoch += 1
+
+
+MODEL_KEYS = ("input_ids", "token_type_ids", "attention_mask", "labels", "next_sentence_label")
+
+
+def make_step(variant: Variant, model: BertForPreTraining, total_steps: int) -> Callable[[dict], float]:
+    """One optimizer step (forward, backward, step) on a batch; returns the loss."""
+    if variant.name == "reference":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=REFERENCE_LR)
+        model.train()
+
+        def reference_step(batch: dict) -> float:
+            optimizer.zero_grad()
+            loss = model(**{k: batch[k] for k in MODEL_KEYS}).loss  # MLM over all (batch, max_length) positions + NSP
+            loss.backward()
+            optimizer.step()
+            return loss.item()
+        return reference_step
+
+    # The project's step (helpers.train): AdamW with decay groups, warm-up schedule, clipping.
+    cfg = benchmark_config("small")
+    losses = PretrainingLosses(model).train()
+    optimizer = make_optimizer(losses, cfg)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    if variant.masked_head_only:
+        forward = torch.compile(losses) if variant.compile else losses
+        compute = lambda batch: forward(**batch)["loss"]  # noqa: E731 - MLM head on labelled positions only
+    else:
+        compute = lambda batch: model(**{k: batch[k] for k in MODEL_KEYS}).loss  # noqa: E731 - head everywhere
+
+    def project_step(batch: dict) -> float:
+        loss = compute(batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(losses.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+    return project_step
+
+
+def current_rss_mb() -> float:
+    """This process's resident memory now, in MiB (Linux /proc)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class TrainRun:
+    """One timed run of a variant: totals over the measured steps (warm-up excluded)."""
+
+    variant: str
+    size: str
+    seed: int
+    steps: int
+    warmup_steps: int
+    seconds: float
+    warmup_seconds: float
+    pairs: int
+    real_tokens: int
+    positions: int  # (batch, seq_len) positions the model processed, padding included
+    loss_positions: int  # positions the MLM loss averaged over
+    step_seconds: list[float]
+    cpu_seconds: float  # process CPU time over the timed steps; / seconds ~ cores actually got
+    final_loss: float
+    attn_implementation: str
+    n_parameters: int
+    torch_threads: int
+    rss_before_mb: float
+    peak_rss_mb: float
+    cuda_peak_mb: float | None
+
+    @property
+    def pairs_per_s(self) -> float:
+        return self.pairs / self.seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.real_tokens / self.seconds
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"pairs_per_s": self.pairs_per_s, "tokens_per_s": self.tokens_per_s,
+                               "padding_efficiency": self.real_tokens / self.positions,
+                               "cpu_utilisation": self.cpu_seconds / self.seconds}
+
+
+def train_run(variant: Variant, size: str, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], steps: int,
+              warmup_steps: int, seed: int, max_length: int = MAX_LENGTH) -> TrainRun:
+    """Fresh model and optimizer; ``warmup_steps`` untimed steps, then ``steps`` timed optimizer steps."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rss_before = current_rss_mb()
+    model = build_model(size, tokenizer, variant, seed).to(device)
+    step = make_step(variant, model, warmup_steps + steps)
+    # Warm-up batches come from their own shuffle, so the timed steps start a fresh epoch: with as many
+    # steps as an epoch has batches, every path trains on exactly the same pairs.
+    warm = batches(variant, tokenizer, pairs, max_length, seed + 10_000)
+    started = time.perf_counter()
+    for _ in range(warmup_steps):
+        step({k: v.to(device) for k, v in next(warm).items()})
+    warmup_seconds = time.perf_counter() - started
+    timed = batches(variant, tokenizer, pairs, max_length, seed)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    step_seconds, n_pairs, real, positions, loss_positions, loss = [], 0, 0, 0, 0, float("nan")
+    cpu_started = time.process_time()
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        batch = {k: v.to(device) for k, v in next(timed).items()}  # collation (padding, masking) is timed too
+        loss = step(batch)  # .item() inside waits for the device
+        step_seconds.append(time.perf_counter() - t0)
+        n_pairs += batch["input_ids"].shape[0]
+        real += int(batch["attention_mask"].sum())
+        positions += batch["input_ids"].numel()
+        loss_positions += int((batch["labels"] != IGNORE_INDEX).sum())
+    cpu_seconds = time.process_time() - cpu_started
+    return TrainRun(variant=variant.name, size=size, seed=seed, steps=steps, warmup_steps=warmup_steps,
+                    seconds=sum(step_seconds), warmup_seconds=warmup_seconds, pairs=n_pairs, real_tokens=real,
+                    positions=positions, loss_positions=loss_positions, step_seconds=step_seconds, cpu_seconds=cpu_seconds,
+                    final_loss=loss,
+                    attn_implementation=model.config._attn_implementation,
+                    n_parameters=sum(p.numel() for p in model.parameters()), torch_threads=torch.get_num_threads(),
+                    rss_before_mb=rss_before, peak_rss_mb=peak_rss_mb(),
+                    cuda_peak_mb=torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) with linear interpolation between order statistics."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def inference_latency(size: str, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], calls: int,
+                      warmup_calls: int, max_length: int = MAX_LENGTH, seed: int = 0) -> dict:
+    """p50/p95 latency of Predictor.predict_nsp and .fill_mask (random weights, real sentences)."""
+    model = build_model(size, tokenizer, VARIANTS["fast"], seed)
+    predictor = Predictor(model, tokenizer, max_length)
+    mask = tokenizer.mask_token
+
+    def masked(sentence: str) -> str:
+        words = sentence.split()
+        words[len(words) // 2] = mask  # one [MASK] in the middle of a real sentence
+        return " ".join(words)
+
+    @torch.no_grad()
+    def nsp_without_mlm_head(a: str, b: str) -> torch.Tensor:
+        # Prototype: what predict_nsp costs if it skips the (seq_len, 30,522) MLM logits it never reads.
+        enc = tokenizer(a, b, truncation="longest_first", max_length=predictor.max_length, return_tensors="pt")
+        pooled = model.bert(**enc, return_dict=False)[1]  # (1, hidden)
+        return model.cls.seq_relationship(pooled).softmax(-1)  # (1, 2)
+
+    calls_by_method = {
+        "predict_nsp": [lambda p=p: predictor.predict_nsp(p.sentence_a, p.sentence_b) for p in pairs],
+        "fill_mask": [lambda p=p: predictor.fill_mask(masked(p.sentence_a), top_k=5) for p in pairs],
+        "nsp_without_mlm_head": [lambda p=p: nsp_without_mlm_head(p.sentence_a, p.sentence_b) for p in pairs],
+    }
+    out = {"size": size, "calls": calls, "warmup_calls": warmup_calls, "torch_threads": torch.get_num_threads()}
+    for method, fns in calls_by_method.items():
+        for k in range(warmup_calls):
+            fns[k % len(fns)]()
+        seconds = []
+        for k in range(calls):
+            t0 = time.perf_counter()
+            fns[k % len(fns)]()
+            seconds.append(time.perf_counter() - t0)
+        ms = [s * 1000 for s in seconds]
+        out[method] = {"p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95), "mean_ms": statistics.fmean(ms),
+                       "min_ms": min(ms), "max_ms": max(ms)}
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["pid"] = os.getpid()
+    return out
