@@ -21,7 +21,7 @@ from helpers.checkpoint import (CheckpointError, check_output_dir, load_training
                                 set_rng_state)
 from helpers.config import Config, ConfigError, parse_args
 from helpers.corpus import CorpusError
-from helpers.dataset import MeditationsDataset, PreparedData, make_loader, padding_efficiency, prepare_data
+from helpers.dataset import MeditationsDataset, PreparedData, make_loader, prepare_data
 from helpers.inference import Predictor
 from helpers.model import PretrainingLosses, load_model
 from helpers.pairs import LABEL_NAMES, PairError
@@ -176,6 +176,7 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
                             snapshot(next_epoch, next_step))
 
     started = time.perf_counter()
+    real_tokens = positions = 0  # padding efficiency of the training batches = real_tokens / positions
     epoch, step_in_epoch = start_epoch, skip
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -219,6 +220,8 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
                 step_in_epoch += 1
                 window_seqs += batch["input_ids"].shape[0]
                 window_tokens += int(batch["attention_mask"].sum())
+                real_tokens += int(batch["attention_mask"].sum())
+                positions += batch["attention_mask"].numel()
                 record = {"step": global_step, "epoch": epoch + step_in_epoch / max(len(loader), 1),
                           "loss": loss.item(), "mlm_loss": out["mlm_loss"].item(), "nsp_loss": out["nsp_loss"].item(),
                           "lr": scheduler.get_last_lr()[0]}
@@ -254,7 +257,7 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
     result.final = dict(result.epochs[-1]) if result.epochs else evaluate(accelerator.unwrap_model(losses), val_batches, accelerator)
     result.final.pop("epoch", None)
     result.final["train_seconds"] = round(result.seconds, 1)
-    result.final["padding_efficiency"] = round(padding_efficiency(val_batches), 4)
+    result.final["padding_efficiency"] = round(real_tokens / positions, 4) if positions else None
     # Evidence that every process trained: its optimizer steps, gathered from all ranks.
     steps = accelerator.gather(torch.tensor([global_step], device=accelerator.device)).tolist()
     result.final["num_processes"] = accelerator.num_processes

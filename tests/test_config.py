@@ -95,7 +95,7 @@ def _alternative(cfg: Config, name: str):
     special = {"profile": None, "corpus": ("my/corpus.txt", "my/corpus.txt"), "splitter": ("period", "period"),
                "mixed_precision": ("bf16", "bf16"), "wandb": ("offline", "offline"), "model": ("some/dir", "some/dir"),
                "wandb_project": ("other-project", "other-project"), "max_paragraphs": ("50", 50),
-               "max_steps": ("7", 7), "hidden_size": ("64", 64), "num_attention_heads": ("2", 2)}
+               "max_steps": ("7", 7), "hidden_size": ("64", 64), "num_attention_heads": ("4", 4)}
     if name in special:
         return special[name]
     value = getattr(cfg, name)
