@@ -263,3 +263,26 @@ def test_two_process_cpu_run_trains_on_both_ranks_and_saves_once(tmp_path):
     assert proc.stdout.count("Checkpoint:") == 1  # only the main process reports (and saves)
     assert not list(tmp_path.glob(".ddp.*"))
     shutil.rmtree(out)
+
+
+def test_a_local_checkpoint_is_a_model_source(trained, tmp_path):
+    """The hub code path (from_pretrained for tokenizer and model), fed a checkpoint this project made."""
+    cfg = tiny(model=str(trained.checkpoint), epochs=1)
+    result = train(cfg, tmp_path / "continued", **QUIET)
+    continued = BertForPreTraining.from_pretrained(result.checkpoint)
+    start = BertForPreTraining.from_pretrained(trained.checkpoint)
+    # Same architecture and vocabulary as the source, but its weights moved on.
+    assert continued.config.vocab_size == start.config.vocab_size
+    assert continued.config.hidden_size == start.config.hidden_size
+    assert not torch.equal(continued.cls.seq_relationship.weight, start.cls.seq_relationship.weight)
+    from transformers import AutoTokenizer
+    assert AutoTokenizer.from_pretrained(result.checkpoint).get_vocab() == AutoTokenizer.from_pretrained(
+        trained.checkpoint).get_vocab()
+
+
+def test_an_unreachable_hub_model_names_the_offline_alternatives(tmp_path, monkeypatch):
+    from helpers.tokens import ModelSourceError
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    with pytest.raises(ModelSourceError, match="--model scratch"):
+        train(tiny(model="bert-base-uncased"), tmp_path / "hub", **QUIET)
