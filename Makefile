@@ -16,7 +16,7 @@ test:  ## the whole suite: helper tests and the notebooks under nbval
 	@$(SETUP) && PYTHONHASHSEED=0 BERT_MEDITATIONS_PROFILE=tiny python -m pytest $(ARGS)
 
 lab:  ## open the notebooks in JupyterLab
-	@$(SETUP) && jupyter lab notebooks/
+	@$(SETUP) && jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 notebooks:  ## re-execute the notebooks and store their outputs
 	@$(SETUP) && python scripts/run_notebooks.py
