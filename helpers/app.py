@@ -18,7 +18,6 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import io  # noqa: E402
 import ipaddress  # noqa: E402
-import json  # noqa: E402
 import re  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
@@ -31,7 +30,7 @@ import gradio as gr  # noqa: E402
 from helpers.checkpoint import CheckpointError  # noqa: E402
 from helpers.config import ROOT, Config  # noqa: E402
 from helpers.corpus import ENV_VAR, default_path  # noqa: E402
-from helpers.inference import FillMaskResult, InferenceError, NSPResult, Predictor  # noqa: E402
+from helpers.inference import FillMaskResult, InferenceError, NSPResult, Predictor, read_json  # noqa: E402
 from helpers.pairs import IS_NEXT, IS_RANDOM, LABEL_NAMES  # noqa: E402
 
 TITLE = "BERT pretrained on Marcus Aurelius' Meditations"
@@ -74,17 +73,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _saved_config(folder: Path) -> Config | None:
     """The checkpoint's profile, or None for a BERT this repository did not train."""
-    data = _read_json(folder / "profile.json")
+    data = read_json(folder / "profile.json")
     if data is None:
         return None
     try:
@@ -158,7 +149,7 @@ def checkpoint_summary(folder: Path, predictor: Predictor, cfg: Config | None, e
                 "no profile.json (a BERT not trained by this repository)")
              + f" · {model.num_hidden_layers} layers × {model.hidden_size} hidden, {model.vocab_size:,}-token vocabulary"
              + f" · reads up to {predictor.max_length} tokens"]
-    final = (_read_json(folder / "metrics.json") or {}).get("final")
+    final = (read_json(folder / "metrics.json") or {}).get("final")
     if isinstance(final, dict) and final:
         shown = [("NSP accuracy", "nsp_accuracy", "{:.3f}"), ("MLM accuracy", "mlm_accuracy", "{:.3f}"),
                  ("MLM perplexity", "mlm_perplexity", "{:,.1f}"), ("NSP loss", "nsp_loss", "{:.3f}")]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 
 from helpers.config import ROOT, Config, ConfigError
+from helpers.corpus import sha256_of
 
 MARKER = "checkpoint.json"  # written last inside the folder: its presence means "complete"
 STATE = "training_state.pt"
@@ -66,14 +66,6 @@ def recover(folder: str | os.PathLike) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_files(folder: str | os.PathLike) -> None:
     """Raise CheckpointError if a file differs from the sha256 that checkpoint.json recorded when it was saved."""
     folder = Path(folder)
@@ -86,7 +78,7 @@ def verify_files(folder: str | os.PathLike) -> None:
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"{path} is missing from the checkpoint; restore a copy or start again.")
-        if _sha256(path) != digest:
+        if sha256_of(path) != digest:
             raise CheckpointError(f"{path} is damaged (its sha256 differs from the one recorded when it was saved); "
                                   f"restore a copy or start again.")
 
@@ -195,7 +187,7 @@ def save_checkpoint(folder: str | os.PathLike, model, tokenizer, cfg: Config, me
             with open(tmp / STATE, "wb") as handle:
                 torch.save({**training_state, "corpus_path": cfg.corpus}, handle)
         # Checksums of every file: safetensors and torch.save carry none, so bit rot would otherwise load silently.
-        checksums = {path.name: _sha256(path) for path in sorted(tmp.iterdir()) if path.is_file()}
+        checksums = {path.name: sha256_of(path) for path in sorted(tmp.iterdir()) if path.is_file()}
         _write_json(tmp / MARKER, {"complete": True, "profile": cfg.profile,
                                    "resumable": training_state is not None,
                                    "epoch": (training_state or {}).get("epoch"),

@@ -72,7 +72,8 @@ class _QuietLoading:
             hf_logging.enable_progress_bar()
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
+    """The JSON object in ``path``, or None when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -92,7 +93,7 @@ def check_checkpoint_folder(folder: str | os.PathLike) -> Path:
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder} holds no config.json, so it is not a saved model; pass a folder written by "
                               f"helpers.train or save_pretrained, or {_TRAIN_HINT}.")
-    config = _read_json(folder / "config.json")
+    config = read_json(folder / "config.json")
     if config is None:
         raise CheckpointError(f"{folder / 'config.json'} is not valid JSON, so the checkpoint is damaged; "
                               f"train it again or restore a copy.")
@@ -173,7 +174,7 @@ class Predictor:
             raise CheckpointError(f"The tokenizer in {folder} has {len(tokenizer)} tokens but the model knows "
                                   f"{model.config.vocab_size}; use the tokenizer the model was trained with.")
         if max_length is None:
-            profile = _read_json(folder / "profile.json") or {}
+            profile = read_json(folder / "profile.json") or {}
             max_length = profile.get("max_length") if isinstance(profile.get("max_length"), int) else None
         return cls(model, tokenizer, max_length)
 
