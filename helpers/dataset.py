@@ -107,13 +107,13 @@ class BucketSampler(Sampler[int]):
 
 
 def make_loader(dataset: MeditationsDataset, tokenizer: PreTrainedTokenizerBase, cfg: Config, shuffle: bool,
-                seed: int = 0, pad_to_multiple_of: int | None = None) -> DataLoader:
+                seed: int = 0, pad_to_multiple_of: int | None = None, mask_seed: int | None = None) -> DataLoader:
     """Dynamic padding and fresh masks per batch; batches of similar length when ``cfg.bucket_by_length``.
 
-    ``seed`` fixes both the order of the pairs and the masks drawn for them.
+    ``seed`` fixes the order of the pairs and, unless ``mask_seed`` is given, the masks drawn for them.
     """
     collator = make_collator(tokenizer, cfg.mlm_probability, cfg.mask_replace_prob, cfg.random_replace_prob,
-                             pad_to_multiple_of, seed=seed)
+                             pad_to_multiple_of, seed=seed if mask_seed is None else mask_seed)
     generator = torch.Generator().manual_seed(seed)
     if shuffle and cfg.bucket_by_length:
         # Shuffles, sorts by length inside windows of 50 batches, then shuffles the batches.

@@ -183,9 +183,12 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
             if global_step >= total_steps:
                 break
             train_set = MeditationsDataset.from_pairs(tokenizer, data.train_pairs(cfg, epoch), cfg.max_length)
-            seed = cfg.seed + 7919 * epoch + 104729 * accelerator.process_index
+            # Every process must see the same order (Accelerate then hands each its own share of the batches);
+            # the masks get a seed of their own per process.
+            seed = cfg.seed + 7919 * epoch
             loader = accelerator.prepare(make_loader(train_set, tokenizer, cfg, shuffle=True, seed=seed,
-                                                     pad_to_multiple_of=pad_multiple))
+                                                     pad_to_multiple_of=pad_multiple,
+                                                     mask_seed=seed + 104729 * accelerator.process_index))
             # Resuming restores the global RNG (dropout) where it stood when the checkpoint was taken: at an
             # epoch boundary before the loader starts, mid-epoch once the skipped batches are behind us.
             pending_rng = None
