@@ -221,6 +221,29 @@ class Predictor:
                 f"tokenizer (letters or symbols it never saw, such as emoji) and {'were' if count > 1 else 'was'} "
                 f"read as {self.tokenizer.unk_token}."]
 
+    @staticmethod
+    def _clean_batch(items: Sequence, clean_one, errors: str):
+        """Clean every item; a bad one raises, or with ``errors="return"`` leaves its InferenceError in its slot.
+
+        Returns the results list (errors filled in), the indices of the good items, and their cleaned
+        values, notes and truncation flags, in the same order.
+        """
+        results: list = [None] * len(items)
+        good, cleaned, notes, cuts = [], [], [], []
+        for index, item in enumerate(items):
+            try:
+                value, item_notes, cut = clean_one(item)
+            except InferenceError as err:
+                if errors == "raise":
+                    raise
+                results[index] = err
+                continue
+            good.append(index)
+            cleaned.append(value)
+            notes.append(item_notes)
+            cuts.append(cut)
+        return results, good, cleaned, notes, cuts
+
     # ----- Next Sentence Prediction -----
 
     @torch.no_grad()
@@ -229,22 +252,13 @@ class Predictor:
 
         ``errors="return"`` puts an ``InferenceError`` in the slot of a bad pair instead of raising.
         """
-        results: list[NSPResult | InferenceError | None] = [None] * len(pairs)
-        good, firsts, seconds, notes, cuts = [], [], [], [], []
-        for index, (a, b) in enumerate(pairs):
-            try:
-                a, notes_a, cut_a = self._clean(a, "sentence A")
-                b, notes_b, cut_b = self._clean(b, "sentence B")
-            except InferenceError as err:
-                if errors == "raise":
-                    raise
-                results[index] = err
-                continue
-            good.append(index)
-            firsts.append(a)
-            seconds.append(b)
-            notes.append(notes_a + notes_b)
-            cuts.append(cut_a or cut_b)
+        def clean_pair(pair: tuple[str, str]):
+            a, notes_a, cut_a = self._clean(pair[0], "sentence A")
+            b, notes_b, cut_b = self._clean(pair[1], "sentence B")
+            return (a, b), notes_a + notes_b, cut_a or cut_b
+
+        results, good, cleaned, notes, cuts = self._clean_batch(pairs, clean_pair, errors)
+        firsts, seconds = [a for a, _ in cleaned], [b for _, b in cleaned]
         if good:
             with self._lock:
                 enc, truncated = self._encode(firsts, seconds)
@@ -292,21 +306,12 @@ class Predictor:
         except (TypeError, ValueError):
             raise InferenceError(f"top_k must be a whole number, not {top_k!r}.") from None
         k = max(1, min(k, self.model.config.vocab_size))
-        results: list[FillMaskResult | InferenceError | None] = [None] * len(texts)
-        good, cleaned, notes, cuts = [], [], [], []
-        for index, text in enumerate(texts):
-            try:
-                text, text_notes, cut = self._clean(text, "the text")
-                self._check_masks(text)
-            except InferenceError as err:
-                if errors == "raise":
-                    raise
-                results[index] = err
-                continue
-            good.append(index)
-            cleaned.append(text)
-            notes.append(text_notes)
-            cuts.append(cut)
+        def clean_text(text: str):
+            text, text_notes, cut = self._clean(text, "the text")
+            self._check_masks(text)
+            return text, text_notes, cut
+
+        results, good, cleaned, notes, cuts = self._clean_batch(texts, clean_text, errors)
         if not good:
             return results  # type: ignore[return-value]
         mask_id = self.tokenizer.mask_token_id
