@@ -37,6 +37,7 @@ class Config:
     mlm_probability: float = field(default=0.15, metadata={"help": "share of tokens selected for the MLM objective"})
     mask_replace_prob: float = field(default=0.8, metadata={"help": "share of selected tokens replaced by [MASK]"})
     random_replace_prob: float = field(default=0.1, metadata={"help": "share of selected tokens replaced by a random token"})
+    val_mlm_probability: float = field(default=0.15, metadata={"help": "share of tokens masked for validation, where every selected token becomes [MASK] (masks fixed by the seed)"})
     # --- model ---
     model: str = field(default="scratch", metadata={"help": "'scratch' (small BERT + tokenizer trained on the corpus, offline) or a hub id / local checkpoint directory"})
     vocab_size: int = field(default=8000, metadata={"help": "scratch tokenizer vocabulary size"})
@@ -44,6 +45,7 @@ class Config:
     num_hidden_layers: int = field(default=4, metadata={"help": "scratch model depth"})
     num_attention_heads: int = field(default=4, metadata={"help": "scratch model attention heads"})
     intermediate_size: int = field(default=1024, metadata={"help": "scratch model feed-forward width"})
+    dropout: float = field(default=0.1, metadata={"help": "scratch model dropout (hidden states and attention), BERT's 0.1"})
     # --- optimisation ---
     epochs: int = field(default=2, metadata={"help": "passes over the training pairs"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps (overrides epochs when reached)"})
@@ -52,6 +54,8 @@ class Config:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorm)"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps spent warming the learning rate up"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    mlm_only_ratio: float = field(default=0.0, metadata={"help": "share of the optimizer steps trained on MLM alone before the NSP loss joins"})
+    nsp_weight: float = field(default=1.0, metadata={"help": "weight of the NSP loss in the sum (once it has joined)"})
     mixed_precision: str = field(default="auto", metadata={"help": "'auto' (bf16/fp16 on a GPU, off on CPU), 'no', 'bf16' or 'fp16'"})
     seed: int = field(default=42, metadata={"help": "one seed for pairs, masks, initialisation and data order"})
     # --- tracking ---
@@ -101,13 +105,19 @@ class Config:
             raise bad("val_fraction", "it must lie strictly between 0 and 1")
         if not 0 < self.mlm_probability < 1:
             raise bad("mlm_probability", "it must lie strictly between 0 and 1")
-        for name in ("mask_replace_prob", "random_replace_prob", "warmup_ratio"):
+        if not 0 < self.val_mlm_probability < 1:
+            raise bad("val_mlm_probability", "it must lie strictly between 0 and 1")
+        for name in ("mask_replace_prob", "random_replace_prob", "warmup_ratio", "mlm_only_ratio"):
             if not 0 <= getattr(self, name) <= 1:
                 raise bad(name, "it must lie between 0 and 1")
         if self.mask_replace_prob + self.random_replace_prob > 1:
             raise bad("random_replace_prob", "--mask-replace-prob plus --random-replace-prob must not exceed 1")
         if self.lr <= 0:
             raise bad("lr", "the learning rate must be positive")
+        if not 0 <= self.dropout < 1:
+            raise bad("dropout", "it must lie in [0, 1)")
+        if self.nsp_weight < 0:
+            raise bad("nsp_weight", "it must be 0 or more")
         if self.weight_decay < 0:
             raise bad("weight_decay", "it must be 0 or more")
         if self.max_grad_norm <= 0:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -17,6 +18,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import BertForPreTraining, get_linear_schedule_with_warmup, set_seed
 
+from helpers.baselines import MaskBaselines, OverlapBaseline
 from helpers.checkpoint import (CheckpointError, check_output_dir, load_training_state, rng_state, save_checkpoint,
                                 set_rng_state)
 from helpers.config import Config, ConfigError, parse_args
@@ -28,7 +30,11 @@ from helpers.pairs import LABEL_NAMES, PairError
 from helpers.tokens import ModelSourceError, check_max_length
 from helpers.tracking import Tracker
 
-METRICS = ("nsp_accuracy", "mlm_accuracy", "mlm_loss", "mlm_perplexity", "nsp_loss")
+# mlm_accuracy_at_mask: share of the validation [MASK] positions (15%, every selected token a [MASK]) whose
+# top guess is the hidden token, which is what fill-mask does.
+METRICS = ("nsp_accuracy", "mlm_accuracy_at_mask", "mlm_loss", "mlm_perplexity", "nsp_loss")
+# The same masks and pairs, guessed by counting (helpers.baselines): what the model must beat.
+BASELINES = ("baseline_unigram", "baseline_neighbours", "baseline_word_overlap")
 
 
 class TrainingError(RuntimeError):
@@ -43,6 +49,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     epochs: list[dict[str, float]] = field(default_factory=list)
     final: dict[str, float] = field(default_factory=dict)
+    baselines: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     wandb_run: Path | None = None
 
@@ -68,7 +75,7 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
 
 @torch.no_grad()
 def evaluate(losses: PretrainingLosses, batches: list[dict[str, torch.Tensor]], accelerator: Accelerator) -> dict[str, float]:
-    """Validation metrics, computed from the logits: accuracy on masked positions and on NSP, both losses."""
+    """Validation metrics, computed from the logits: accuracy at [MASK] and on NSP, both losses."""
     was_training = losses.training
     losses.eval()  # dropout off
     mlm_correct = mlm_count = nsp_correct = nsp_count = 0
@@ -87,15 +94,38 @@ def evaluate(losses: PretrainingLosses, batches: list[dict[str, torch.Tensor]], 
         nsp_count += n_pairs
     losses.train(was_training)
     mlm_loss = mlm_loss_sum / max(mlm_count, 1)
-    return {"nsp_accuracy": nsp_correct / max(nsp_count, 1), "mlm_accuracy": mlm_correct / max(mlm_count, 1),
+    return {"nsp_accuracy": nsp_correct / max(nsp_count, 1), "mlm_accuracy_at_mask": mlm_correct / max(mlm_count, 1),
             "mlm_loss": mlm_loss, "mlm_perplexity": math.exp(min(mlm_loss, 50.0)),
             "nsp_loss": nsp_loss_sum / max(nsp_count, 1)}
 
 
+def baselines(data: PreparedData, cfg: Config, val_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """The counting baselines, fitted on the training paragraphs, scored on the validation masks and pairs."""
+    texts = [" ".join(sentences) for sentences in data.train_sentences.values()]
+    scores = MaskBaselines(data.tokenizer, texts).score(val_batches)
+    overlap = OverlapBaseline(texts, data.train_pairs(cfg, 0)).score(data.val_pairs)
+    return {"baseline_unigram": scores["unigram"], "baseline_neighbours": scores["neighbours"],
+            "baseline_word_overlap": overlap}
+
+
+def format_baselines(values: dict[str, float]) -> str:
+    return (f"MLM at [MASK]: unigram {values['baseline_unigram']:.3f}, neighbours {values['baseline_neighbours']:.3f}; "
+            f"NSP: word overlap {values['baseline_word_overlap']:.3f} (chance 0.500)")
+
+
+def headline(final: dict[str, float]) -> str:
+    """The two held-out accuracies, each beside the baselines it has to beat."""
+    return (f"Held-out MLM accuracy at [MASK] {final['mlm_accuracy_at_mask']:.3f} (unigram "
+            f"{final['baseline_unigram']:.3f}, neighbours {final['baseline_neighbours']:.3f}); NSP accuracy "
+            f"{final['nsp_accuracy']:.3f} (word overlap {final['baseline_word_overlap']:.3f}, chance 0.500)")
+
+
 def format_table(rows: list[dict[str, float]], header: bool = True) -> str:
     """Per-epoch validation metrics as a fixed-width text table."""
-    lines = [f"{'epoch':>5}  " + "  ".join(f"{m:>14}" for m in METRICS)] if header else []
-    lines += [f"{r['epoch']:>5}  " + "  ".join(f"{r[m]:>14.4f}" for m in METRICS) for r in rows]
+    width = max(map(len, METRICS))
+    lines = [f"{'epoch':>5}  {'seconds':>7}  " + "  ".join(f"{m:>{width}}" for m in METRICS)] if header else []
+    lines += [f"{r['epoch']:>5}  {r.get('seconds', 0):>7.0f}  " + "  ".join(f"{r[m]:>{width}.4f}" for m in METRICS)
+              for r in rows]
     return "\n".join(lines)
 
 
@@ -140,9 +170,14 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
     check_max_length(cfg.max_length, tokenizer, model.config.max_position_embeddings)
     say(data.summary())
 
-    # Validation batches are built once (fixed masks) so that epochs compare like with like.
+    # Validation batches are built once (fixed masks) so that epochs compare like with like. Every selected
+    # token becomes [MASK], whatever training does: the figure then measures what fill-mask does.
     val_set = MeditationsDataset.from_pairs(tokenizer, data.val_pairs, cfg.max_length)
-    val_batches = list(make_loader(val_set, tokenizer, cfg, shuffle=False, seed=cfg.seed))
+    val_cfg = dataclasses.replace(cfg, mlm_probability=cfg.val_mlm_probability, mask_replace_prob=1.0,
+                                  random_replace_prob=0.0)
+    val_batches = list(make_loader(val_set, tokenizer, val_cfg, shuffle=False, seed=cfg.seed))
+    result_baselines = baselines(data, cfg, val_batches)
+    say("Baselines on the same validation masks and pairs: " + format_baselines(result_baselines))
     n_train = len(data.train_pairs(cfg, 0))
     steps_per_epoch = math.ceil(n_train / (cfg.batch_size * accelerator.num_processes))
     total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
@@ -151,7 +186,9 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
     optimizer = make_optimizer(losses, cfg)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     losses, optimizer = accelerator.prepare(losses, optimizer)
-    result = TrainResult(checkpoint=output, history=state.get("history", []), epochs=state.get("epochs", []))
+    result = TrainResult(checkpoint=output, history=state.get("history", []), epochs=state.get("epochs", []),
+                         baselines=result_baselines)
+    mlm_only_steps = round(cfg.mlm_only_ratio * total_steps)  # NSP joins the loss after these
     start_epoch, skip, global_step = state.get("next_epoch", 0), state.get("next_step", 0), state.get("global_step", 0)
     if resume:
         optimizer.load_state_dict(state["optimizer"])
@@ -165,13 +202,14 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
     def snapshot(next_epoch: int, next_step: int) -> dict[str, Any]:
         return {"next_epoch": next_epoch, "next_step": next_step, "global_step": global_step,
                 "epoch": next_epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng_state(), "history": result.history, "epochs": result.epochs}
+                "rng": rng_state(), "history": result.history, "epochs": result.epochs,
+                "seconds": state.get("seconds", 0.0) + time.perf_counter() - started}
 
     def save(next_epoch: int, next_step: int, final: dict[str, float] | None = None) -> None:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             metrics = {"epochs": result.epochs, "final": final or (result.epochs[-1] if result.epochs else {}),
-                       "history": result.history}
+                       "baselines": result.baselines, "history": result.history}
             save_checkpoint(output, accelerator.unwrap_model(losses).model, tokenizer, cfg, metrics,
                             snapshot(next_epoch, next_step))
 
@@ -209,7 +247,9 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
                     set_rng_state(pending_rng)
                     pending_rng = None
                 out = losses(**batch)
-                loss = out["loss"]
+                # MLM first: NSP rides on what MLM builds, and from step 0 it holds MLM at the unigram guess.
+                nsp_weight = cfg.nsp_weight if global_step >= mlm_only_steps else 0.0
+                loss = out["mlm_loss"] + nsp_weight * out["nsp_loss"]
                 if not torch.isfinite(loss).item():
                     raise TrainingError(f"The loss became {loss.item()} at step {global_step + 1}; training stopped and "
                                         f"the last good checkpoint in {output} (if any) is kept. Try a lower --lr or "
@@ -245,7 +285,8 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
                 set_rng_state(pending_rng)
             skip = 0
             metrics = evaluate(accelerator.unwrap_model(losses), val_batches, accelerator)
-            result.epochs.append({"epoch": epoch + 1, **metrics})
+            seconds = state.get("seconds", 0.0) + time.perf_counter() - started  # wall-clock, this run and before
+            result.epochs.append({"epoch": epoch + 1, "step": global_step, "seconds": round(seconds, 1), **metrics})
             tracker.log({f"val/{k}": v for k, v in metrics.items()}, step=global_step)
             # The header once, then one row per epoch (the bar above each row shows the epoch's progress).
             say(format_table(result.epochs[-1:], header=len(result.epochs) == 1 or epoch == start_epoch))
@@ -259,6 +300,7 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
     result.seconds = time.perf_counter() - started
     result.final = dict(result.epochs[-1]) if result.epochs else evaluate(accelerator.unwrap_model(losses), val_batches, accelerator)
     result.final.pop("epoch", None)
+    result.final.update(result.baselines)
     result.final["train_seconds"] = round(result.seconds, 1)
     result.final["padding_efficiency"] = round(real_tokens / positions, 4) if positions else None
     # Evidence that every process trained: its optimizer steps, gathered from all ranks.
@@ -279,8 +321,7 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
                         round(v.probabilities[LABEL_NAMES[0]], 4)] for p, v in zip(examples, verdicts)], step=global_step)
         tracker.summary({f"final/{k}": v for k, v in result.final.items()})
     tracker.finish()
-    say(f"\nValidation NSP accuracy {result.final['nsp_accuracy']:.3f}, MLM accuracy {result.final['mlm_accuracy']:.3f} "
-        f"({result.seconds:.0f} s).\nCheckpoint: {output}")
+    say(f"\n{headline(result.final)} ({result.seconds:.0f} s).\nCheckpoint: {output}")
     return result
 
 
