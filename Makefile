@@ -4,7 +4,7 @@ SETUP := source scripts/setup.sh
 CHECKPOINT ?= runs/default
 ARGS ?=
 
-.PHONY: demo train test lab notebooks bench lock
+.PHONY: demo train test lab notebooks bench learning record lock
 
 demo:  ## train the default profile (unless $(CHECKPOINT) holds a finished run), then serve the demo
 	@$(SETUP) && python -m helpers.main --checkpoint $(CHECKPOINT) $(ARGS)
@@ -23,6 +23,12 @@ notebooks:  ## re-execute the notebooks and store their outputs
 
 bench:  ## the performance benchmark (writes benchmarks/results.json)
 	@$(SETUP) && python -m benchmarks.run $(ARGS)
+
+learning:  ## the learning-curve experiments (writes benchmarks/learning.json and docs/learning_curves.png; about an hour)
+	@$(SETUP) && python -m benchmarks.learning $(ARGS)
+
+record:  ## train the default profile once and keep its curves and answers in docs/record.json (about five minutes)
+	@$(SETUP) && python -m helpers.record $(ARGS)
 
 lock:  ## re-resolve requirements.lock from pyproject.toml in a scratch environment
 	@bash scripts/lock.sh

@@ -52,7 +52,7 @@ class PretrainingLosses(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, token_type_ids, labels, next_sentence_label, **_):
+    def forward(self, input_ids, attention_mask, token_type_ids, labels, next_sentence_label, nsp_weight: float = 1.0, **_):
         sequence, pooled = self.model.bert(input_ids=input_ids, attention_mask=attention_mask,
                                            token_type_ids=token_type_ids, return_dict=False)[:2]
         # sequence: (batch, seq_len, hidden); pooled: (batch, hidden), the [CLS] summary
@@ -65,7 +65,8 @@ class PretrainingLosses(nn.Module):
             mlm_loss = F.cross_entropy(mlm_logits.float(), mlm_labels)
         else:  # a batch where nothing was selected: no MLM signal, but keep the graph whole
             mlm_loss = mlm_logits.sum() * 0.0
-        return {"loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss,
+        # nsp_weight 0 trains MLM alone (the NSP head gets no gradient); 1 is BertForPreTraining's plain sum.
+        return {"loss": mlm_loss + nsp_weight * nsp_loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss,
                 "mlm_logits": mlm_logits, "mlm_labels": mlm_labels, "nsp_logits": nsp_logits}
 
 

@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 from transformers import BertForPreTraining, get_linear_schedule_with_warmup, set_seed
 
 from helpers.baselines import MaskBaselines, OverlapBaseline
-from helpers.checkpoint import (CheckpointError, check_output_dir, load_training_state, rng_state, save_checkpoint,
-                                set_rng_state)
+from helpers.checkpoint import (CheckpointError, check_output_dir, load_training_state, rng_state, run_lock,
+                                save_checkpoint, set_rng_state)
 from helpers.config import Config, ConfigError, parse_args
 from helpers.corpus import CorpusError
 from helpers.dataset import MeditationsDataset, PreparedData, make_loader, prepare_data
@@ -140,6 +140,32 @@ def nsp_readout(predictor: Predictor, sentence_a: str, sentence_b: str, label: i
             f"(true label: {label} = '{LABEL_NAMES[label]}')")
 
 
+@dataclass
+class Run:
+    """One training run: the objects the loop works on, and where it stands."""
+
+    cfg: Config
+    output: Path
+    accelerator: Accelerator
+    data: PreparedData
+    losses: PretrainingLosses
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    val_batches: list[dict[str, torch.Tensor]]
+    result: TrainResult
+    tracker: Tracker
+    total_steps: int
+    mlm_only_steps: int  # NSP joins the loss after these steps
+    saved: dict[str, Any]  # the training state a resumed run started from ({} for a new run)
+    say: Callable[..., None]
+    global_step: int = 0
+    step_in_epoch: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    real_tokens: int = 0  # padding efficiency of the training batches = real_tokens / positions
+    positions: int = 0
+    window: list[float] = field(default_factory=lambda: [time.perf_counter(), 0, 0])  # W&B throughput: start, pairs, tokens
+
+
 def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: bool = False,
           progress: bool = True, track: bool = True, verbose: bool = True, data: PreparedData | None = None,
           on_step: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
@@ -149,9 +175,29 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
     there behaves like Ctrl-C: a resumable checkpoint is saved.
     """
     output = Path(output)
-    state: dict[str, Any] = {}
+    with run_lock(output):
+        run = start_run(cfg, output, resume, overwrite, track, verbose, data)
+        epoch = run.saved.get("next_epoch", 0)
+        try:
+            for epoch in range(epoch, run.cfg.epochs):
+                if run.global_step >= run.total_steps:
+                    break
+                train_epoch(run, epoch, progress, on_step)
+                end_epoch(run, epoch)
+        except KeyboardInterrupt:
+            save(run, epoch, run.step_in_epoch)
+            run.say(f"\nInterrupted: a resumable checkpoint is in {output}; continue with --resume {output}.")
+            run.tracker.finish()
+            raise
+        return finish(run)
+
+
+def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, track: bool, verbose: bool,
+              data: PreparedData | None) -> Run:
+    """Data, model, optimizer, schedule, validation batches and baselines; a resumed run's saved state."""
+    saved: dict[str, Any] = {}
     if resume:
-        saved_cfg, state = load_training_state(output)
+        saved_cfg, saved = load_training_state(output)
         cfg = saved_cfg if cfg is None else cfg
     else:
         check_output_dir(output, overwrite)
@@ -164,164 +210,176 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
 
     set_seed(cfg.seed)  # one seed: pairs, masks, initialisation and data order
     if data is None:
-        data = prepare_data(cfg) if not resume else prepare_data(cfg, tokenizer=_saved_tokenizer(output))
-    tokenizer = data.tokenizer
-    model = BertForPreTraining.from_pretrained(output, use_safetensors=True) if resume else load_model(cfg, tokenizer)
-    check_max_length(cfg.max_length, tokenizer, model.config.max_position_embeddings)
+        data = prepare_data(cfg, tokenizer=_saved_tokenizer(output) if resume else None)
+    model = BertForPreTraining.from_pretrained(output, use_safetensors=True) if resume else load_model(cfg, data.tokenizer)
+    check_max_length(cfg.max_length, data.tokenizer, model.config.max_position_embeddings)
     say(data.summary())
+    val_batches = validation_batches(data, cfg)
+    base = baselines(data, cfg, val_batches)
+    say("Baselines on the same validation masks and pairs: " + format_baselines(base))
 
-    # Validation batches are built once (fixed masks) so that epochs compare like with like. Every selected
-    # token becomes [MASK], whatever training does: the figure then measures what fill-mask does.
-    val_set = MeditationsDataset.from_pairs(tokenizer, data.val_pairs, cfg.max_length)
-    val_cfg = dataclasses.replace(cfg, mlm_probability=cfg.val_mlm_probability, mask_replace_prob=1.0,
-                                  random_replace_prob=0.0)
-    val_batches = list(make_loader(val_set, tokenizer, val_cfg, shuffle=False, seed=cfg.seed))
-    result_baselines = baselines(data, cfg, val_batches)
-    say("Baselines on the same validation masks and pairs: " + format_baselines(result_baselines))
-    n_train = len(data.train_pairs(cfg, 0))
-    steps_per_epoch = math.ceil(n_train / (cfg.batch_size * accelerator.num_processes))
+    steps_per_epoch = math.ceil(len(data.train_pairs(cfg, 0)) / (cfg.batch_size * accelerator.num_processes))
     total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
-
     losses = PretrainingLosses(model)
     optimizer = make_optimizer(losses, cfg)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     losses, optimizer = accelerator.prepare(losses, optimizer)
-    result = TrainResult(checkpoint=output, history=state.get("history", []), epochs=state.get("epochs", []),
-                         baselines=result_baselines)
-    mlm_only_steps = round(cfg.mlm_only_ratio * total_steps)  # NSP joins the loss after these
-    start_epoch, skip, global_step = state.get("next_epoch", 0), state.get("next_step", 0), state.get("global_step", 0)
     if resume:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        say(f"Resuming {output} at epoch {start_epoch + 1}, step {global_step}.")
-
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        say(f"Resuming {output} at epoch {saved['next_epoch'] + 1}, step {saved['global_step']}.")
     tracker = Tracker(cfg, enabled=track and accelerator.is_main_process)
-    result.wandb_run = tracker.run_path
+    result = TrainResult(checkpoint=output, history=saved.get("history", []), epochs=saved.get("epochs", []),
+                         baselines=base, wandb_run=tracker.run_path)
+    return Run(cfg, output, accelerator, data, losses, optimizer, scheduler, val_batches, result, tracker, total_steps,
+               round(cfg.mlm_only_ratio * total_steps), saved, say, global_step=saved.get("global_step", 0))
+
+
+def validation_batches(data: PreparedData, cfg: Config) -> list[dict[str, torch.Tensor]]:
+    """The validation pairs in batches with fixed masks, every selected token a [MASK] (what fill-mask sees)."""
+    val_set = MeditationsDataset.from_pairs(data.tokenizer, data.val_pairs, cfg.max_length)
+    val_cfg = dataclasses.replace(cfg, mlm_probability=cfg.val_mlm_probability, mask_replace_prob=1.0,
+                                  random_replace_prob=0.0)
+    return list(make_loader(val_set, data.tokenizer, val_cfg, shuffle=False, seed=cfg.seed))
+
+
+def epoch_loader(run: Run, epoch: int):
+    """This epoch's pairs in batches; each process gets its share, with masks of its own."""
+    cfg, accelerator = run.cfg, run.accelerator
+    train_set = MeditationsDataset.from_pairs(run.data.tokenizer, run.data.train_pairs(cfg, epoch), cfg.max_length)
+    # Every process must see the same order (Accelerate then hands each its own share of the batches).
+    seed = cfg.seed + 7919 * epoch
     pad_multiple = 8 if accelerator.mixed_precision != "no" else None  # tensor cores like multiples of 8
+    return accelerator.prepare(make_loader(train_set, run.data.tokenizer, cfg, shuffle=True, seed=seed,
+                                           pad_to_multiple_of=pad_multiple,
+                                           mask_seed=seed + 104729 * accelerator.process_index))
 
-    def snapshot(next_epoch: int, next_step: int) -> dict[str, Any]:
-        return {"next_epoch": next_epoch, "next_step": next_step, "global_step": global_step,
-                "epoch": next_epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng_state(), "history": result.history, "epochs": result.epochs,
-                "seconds": state.get("seconds", 0.0) + time.perf_counter() - started}
 
-    def save(next_epoch: int, next_step: int, final: dict[str, float] | None = None) -> None:
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            metrics = {"epochs": result.epochs, "final": final or (result.epochs[-1] if result.epochs else {}),
-                       "baselines": result.baselines, "history": result.history}
-            save_checkpoint(output, accelerator.unwrap_model(losses).model, tokenizer, cfg, metrics,
-                            snapshot(next_epoch, next_step))
-
-    started = time.perf_counter()
-    real_tokens = positions = 0  # padding efficiency of the training batches = real_tokens / positions
-    epoch, step_in_epoch = start_epoch, skip
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            if global_step >= total_steps:
-                break
-            train_set = MeditationsDataset.from_pairs(tokenizer, data.train_pairs(cfg, epoch), cfg.max_length)
-            # Every process must see the same order (Accelerate then hands each its own share of the batches);
-            # the masks get a seed of their own per process.
-            seed = cfg.seed + 7919 * epoch
-            loader = accelerator.prepare(make_loader(train_set, tokenizer, cfg, shuffle=True, seed=seed,
-                                                     pad_to_multiple_of=pad_multiple,
-                                                     mask_seed=seed + 104729 * accelerator.process_index))
-            # Resuming restores the global RNG (dropout) where it stood when the checkpoint was taken: at an
-            # epoch boundary before the loader starts, mid-epoch once the skipped batches are behind us.
+def train_epoch(run: Run, epoch: int, progress: bool, on_step: Callable[[dict[str, float]], None] | None) -> None:
+    """One pass over the epoch's batches: forward, both losses, backward, clip, step."""
+    cfg, accelerator, losses, optimizer = run.cfg, run.accelerator, run.losses, run.optimizer
+    loader = epoch_loader(run, epoch)
+    first = epoch == run.saved.get("next_epoch", 0)
+    skip = run.saved.get("next_step", 0) if first else 0  # batches a resumed run already trained on
+    # A resumed run restores the global RNG (dropout) where it stood at the checkpoint: before the loader
+    # starts at an epoch boundary, once the skipped batches are drawn mid-epoch.
+    pending_rng = run.saved["rng"] if first and skip else None
+    if first and run.saved and not skip:
+        set_rng_state(run.saved["rng"])
+    run.step_in_epoch = skip
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
+               disable=not (progress and accelerator.is_main_process))
+    losses.train()  # dropout on
+    for index, batch in enumerate(bar):
+        if index < skip:  # drawn (so the mask generator advances as before) but already trained on
+            continue
+        if pending_rng is not None:
+            set_rng_state(pending_rng)
             pending_rng = None
-            if epoch == start_epoch and skip:
-                pending_rng = state["rng"]
-            elif epoch == start_epoch and resume:
-                set_rng_state(state["rng"])
-            to_skip = skip if epoch == start_epoch else 0
-            step_in_epoch = to_skip
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and accelerator.is_main_process),
-                       dynamic_ncols=True, leave=True)
-            window_start, window_seqs, window_tokens = time.perf_counter(), 0, 0
-            losses.train()
-            for index, batch in enumerate(bar):
-                if index < to_skip:  # drawn (so the mask generator advances as before) but already trained on
-                    continue
-                if pending_rng is not None:
-                    set_rng_state(pending_rng)
-                    pending_rng = None
-                out = losses(**batch)
-                # MLM first: NSP rides on what MLM builds, and from step 0 it holds MLM at the unigram guess.
-                nsp_weight = cfg.nsp_weight if global_step >= mlm_only_steps else 0.0
-                loss = out["mlm_loss"] + nsp_weight * out["nsp_loss"]
-                if not torch.isfinite(loss).item():
-                    raise TrainingError(f"The loss became {loss.item()} at step {global_step + 1}; training stopped and "
-                                        f"the last good checkpoint in {output} (if any) is kept. Try a lower --lr or "
-                                        f"--mixed-precision no.")
-                accelerator.backward(loss)
-                accelerator.clip_grad_norm_(losses.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                global_step += 1
-                step_in_epoch += 1
-                window_seqs += batch["input_ids"].shape[0]
-                window_tokens += int(batch["attention_mask"].sum())
-                real_tokens += int(batch["attention_mask"].sum())
-                positions += batch["attention_mask"].numel()
-                record = {"step": global_step, "epoch": epoch + step_in_epoch / max(len(loader), 1),
-                          "loss": loss.item(), "mlm_loss": out["mlm_loss"].item(), "nsp_loss": out["nsp_loss"].item(),
-                          "lr": scheduler.get_last_lr()[0]}
-                result.history.append(record)
-                if on_step is not None:
-                    on_step(record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", mlm=f"{record['mlm_loss']:.3f}", nsp=f"{record['nsp_loss']:.3f}")
-                if global_step % cfg.log_every == 0:
-                    elapsed = max(time.perf_counter() - window_start, 1e-9)
-                    tracker.log({"train/" + k: v for k, v in record.items() if k != "step"}
-                                | {"train/sequences_per_second": window_seqs / elapsed,
-                                   "train/tokens_per_second": window_tokens / elapsed}, step=global_step)
-                    window_start, window_seqs, window_tokens = time.perf_counter(), 0, 0
-                if cfg.max_steps is not None and global_step >= total_steps:
-                    break
-            bar.close()
-            if pending_rng is not None:  # the interrupt came after the epoch's last step
-                set_rng_state(pending_rng)
-            skip = 0
-            metrics = evaluate(accelerator.unwrap_model(losses), val_batches, accelerator)
-            seconds = state.get("seconds", 0.0) + time.perf_counter() - started  # wall-clock, this run and before
-            result.epochs.append({"epoch": epoch + 1, "step": global_step, "seconds": round(seconds, 1), **metrics})
-            tracker.log({f"val/{k}": v for k, v in metrics.items()}, step=global_step)
-            # The header once, then one row per epoch (the bar above each row shows the epoch's progress).
-            say(format_table(result.epochs[-1:], header=len(result.epochs) == 1 or epoch == start_epoch))
-            save(epoch + 1, 0)
-    except KeyboardInterrupt:
-        save(epoch, step_in_epoch)
-        say(f"\nInterrupted: a resumable checkpoint is in {output}; continue with --resume {output}.")
-        tracker.finish()
-        raise
+        # MLM first: NSP rides on what MLM builds, and from step 0 it holds MLM at the unigram guess.
+        nsp_weight = cfg.nsp_weight if run.global_step >= run.mlm_only_steps else 0.0
+        # batch: input_ids, token_type_ids, attention_mask, labels (batch, seq_len); next_sentence_label (batch,)
+        out = losses(**batch, nsp_weight=nsp_weight)
+        loss = out["loss"]  # mlm_loss + nsp_weight * nsp_loss
+        if not torch.isfinite(loss).item():
+            raise TrainingError(f"The loss became {loss.item()} at step {run.global_step + 1}; training stopped and the "
+                                f"last good checkpoint in {run.output} (if any) is kept. Try a lower --lr or "
+                                f"--mixed-precision no.")
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(losses.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        run.scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        run.global_step += 1
+        run.step_in_epoch += 1
+        record = log_step(run, batch, out, loss, epoch + run.step_in_epoch / max(len(loader), 1))
+        if on_step is not None:
+            on_step(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", mlm=f"{record['mlm_loss']:.3f}", nsp=f"{record['nsp_loss']:.3f}")
+        if cfg.max_steps is not None and run.global_step >= run.total_steps:
+            break
+    bar.close()
+    if pending_rng is not None:  # the interrupt came after the epoch's last step
+        set_rng_state(pending_rng)
 
-    result.seconds = time.perf_counter() - started
-    result.final = dict(result.epochs[-1]) if result.epochs else evaluate(accelerator.unwrap_model(losses), val_batches, accelerator)
+
+def log_step(run: Run, batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor], loss: torch.Tensor,
+             epoch: float) -> dict[str, float]:
+    """The step's record in the history, and every ``log_every`` steps in W&B with the throughput."""
+    real = int(batch["attention_mask"].sum())
+    run.real_tokens += real
+    run.positions += batch["attention_mask"].numel()
+    record = {"step": run.global_step, "epoch": epoch, "loss": loss.item(), "mlm_loss": out["mlm_loss"].item(),
+              "nsp_loss": out["nsp_loss"].item(), "lr": run.scheduler.get_last_lr()[0]}
+    run.result.history.append(record)
+    window = run.window
+    window[1] += batch["input_ids"].shape[0]
+    window[2] += real
+    if run.global_step % run.cfg.log_every == 0:
+        elapsed = max(time.perf_counter() - window[0], 1e-9)
+        run.tracker.log({"train/" + k: v for k, v in record.items() if k != "step"}
+                        | {"train/sequences_per_second": window[1] / elapsed,
+                           "train/tokens_per_second": window[2] / elapsed}, step=run.global_step)
+        run.window = [time.perf_counter(), 0, 0]
+    return record
+
+
+def end_epoch(run: Run, epoch: int) -> None:
+    """Validate, log and print the epoch's row, and save a resumable checkpoint."""
+    metrics = evaluate(run.accelerator.unwrap_model(run.losses), run.val_batches, run.accelerator)
+    seconds = run.saved.get("seconds", 0.0) + time.perf_counter() - run.started  # this run's and before
+    run.result.epochs.append({"epoch": epoch + 1, "step": run.global_step, "seconds": round(seconds, 1), **metrics})
+    run.tracker.log({f"val/{k}": v for k, v in metrics.items()}, step=run.global_step)
+    # The header once, then one row per epoch (the bar above each row shows the epoch's progress).
+    first = epoch == run.saved.get("next_epoch", 0)
+    run.say(format_table(run.result.epochs[-1:], header=len(run.result.epochs) == 1 or first))
+    save(run, epoch + 1, 0)
+
+
+def save(run: Run, next_epoch: int, next_step: int, final: dict[str, float] | None = None) -> None:
+    """A whole checkpoint: the model, the metrics, and the state a resumed run continues from."""
+    accelerator, result = run.accelerator, run.result
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
+    metrics = {"epochs": result.epochs, "final": final or (result.epochs[-1] if result.epochs else {}),
+               "baselines": result.baselines, "history": result.history}
+    state = {"next_epoch": next_epoch, "next_step": next_step, "global_step": run.global_step, "epoch": next_epoch,
+             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(), "rng": rng_state(),
+             "history": result.history, "epochs": result.epochs,
+             "seconds": run.saved.get("seconds", 0.0) + time.perf_counter() - run.started}
+    save_checkpoint(run.output, accelerator.unwrap_model(run.losses).model, run.data.tokenizer, run.cfg, metrics, state)
+
+
+def finish(run: Run) -> TrainResult:
+    """The final metrics beside their baselines, the last checkpoint, and one validation pair read out."""
+    accelerator, result, cfg = run.accelerator, run.result, run.cfg
+    result.seconds = time.perf_counter() - run.started
+    model = accelerator.unwrap_model(run.losses)
+    result.final = dict(result.epochs[-1]) if result.epochs else evaluate(model, run.val_batches, accelerator)
     result.final.pop("epoch", None)
     result.final.update(result.baselines)
     result.final["train_seconds"] = round(result.seconds, 1)
-    result.final["padding_efficiency"] = round(real_tokens / positions, 4) if positions else None
+    result.final["padding_efficiency"] = round(run.real_tokens / run.positions, 4) if run.positions else None
     # Evidence that every process trained: its optimizer steps, gathered from all ranks.
-    steps = accelerator.gather(torch.tensor([global_step], device=accelerator.device)).tolist()
+    steps = accelerator.gather(torch.tensor([run.global_step], device=accelerator.device)).tolist()
     result.final["num_processes"] = accelerator.num_processes
     result.final["steps_per_process"] = steps
-    save(cfg.epochs, 0, final=result.final)
-
+    save(run, cfg.epochs, 0, final=result.final)
     if accelerator.is_main_process:
-        predictor = Predictor(accelerator.unwrap_model(losses).model, tokenizer, cfg.max_length)
-        examples = data.val_pairs[:8]
+        predictor = Predictor(model.model, run.data.tokenizer, cfg.max_length)
+        examples = run.data.val_pairs[:8]
         verdicts = predictor.predict_nsp_batch([(p.sentence_a, p.sentence_b) for p in examples])
-        if verbose:
-            say("\nOne validation pair, read out:\n" + nsp_readout(predictor, examples[0].sentence_a,
-                                                                 examples[0].sentence_b, examples[0].next_sentence_label))
-        tracker.table("val/examples", ["sentence_a", "sentence_b", "true", "predicted", "p_follows"],
-                      [[p.sentence_a, p.sentence_b, LABEL_NAMES[p.next_sentence_label], v.verdict,
-                        round(v.probabilities[LABEL_NAMES[0]], 4)] for p, v in zip(examples, verdicts)], step=global_step)
-        tracker.summary({f"final/{k}": v for k, v in result.final.items()})
-    tracker.finish()
-    say(f"\n{headline(result.final)} ({result.seconds:.0f} s).\nCheckpoint: {output}")
+        first = examples[0]
+        run.say("\nOne validation pair, read out:\n" + nsp_readout(predictor, first.sentence_a, first.sentence_b,
+                                                                  first.next_sentence_label))
+        run.tracker.table("val/examples", ["sentence_a", "sentence_b", "true", "predicted", "p_follows"],
+                          [[p.sentence_a, p.sentence_b, LABEL_NAMES[p.next_sentence_label], v.verdict,
+                            round(v.probabilities[LABEL_NAMES[0]], 4)] for p, v in zip(examples, verdicts)],
+                          step=run.global_step)
+        run.tracker.summary({f"final/{k}": v for k, v in result.final.items()})
+    run.tracker.finish()
+    run.say(f"\n{headline(result.final)} ({result.seconds:.0f} s).\nCheckpoint: {run.output}")
     return result
 
 

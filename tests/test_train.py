@@ -66,7 +66,7 @@ def test_checkpoint_is_whole_and_loads_with_stock_transformers(trained):
     assert torch.equal(nsp.cls.seq_relationship.weight, weights["cls.seq_relationship.weight"])
     metrics = json.loads((ckpt / "metrics.json").read_text())
     assert len(metrics["epochs"]) == 3
-    for key in ("nsp_accuracy", "mlm_accuracy", "mlm_loss", "mlm_perplexity", "nsp_loss"):
+    for key in ("nsp_accuracy", "mlm_accuracy_at_mask", "mlm_loss", "mlm_perplexity", "nsp_loss"):
         assert key in metrics["final"]
     assert 0 <= metrics["final"]["nsp_accuracy"] <= 1
 
@@ -90,7 +90,7 @@ def test_fast_losses_equal_the_stock_forward():
 def test_two_runs_with_one_seed_give_the_same_metrics(trained, tmp_path):
     again = train(tiny(epochs=3), tmp_path / "again", **QUIET)
     for a, b in zip(trained.epochs, again.epochs):
-        for key in ("nsp_accuracy", "mlm_accuracy", "mlm_loss", "nsp_loss"):
+        for key in ("nsp_accuracy", "mlm_accuracy_at_mask", "mlm_loss", "nsp_loss"):
             assert a[key] == pytest.approx(b[key], abs=1e-6), key
 
 
@@ -110,7 +110,7 @@ def test_resume_after_interrupt_equals_uninterrupted(trained, tmp_path, stop_at)
     resumed = train(tiny(epochs=3), out, resume=True, **QUIET)
     # Tolerance: float sums may differ in the last bits; we see exact equality on one machine.
     for a, b in zip(trained.epochs[-1:], resumed.epochs[-1:]):
-        for key in ("nsp_accuracy", "mlm_accuracy", "mlm_loss", "nsp_loss"):
+        for key in ("nsp_accuracy", "mlm_accuracy_at_mask", "mlm_loss", "nsp_loss"):
             assert a[key] == pytest.approx(b[key], abs=1e-5), key
     ref = load_file(trained.checkpoint / "model.safetensors")
     got = load_file(out / "model.safetensors")

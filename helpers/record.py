@@ -1,0 +1,140 @@
+"""The recorded run: the default profile trained once, kept small in docs/record.json for notebooks and README.
+
+    python -m helpers.record            # or: make record (about five minutes on 2 cores)
+
+It holds the per-step training losses, the per-epoch held-out metrics and their baselines, the answers of the
+untrained and the trained model to a fixed set of prompts, the profile and the code version. A test fails when
+the record no longer matches the default profile, so the figures never show a run of another recipe.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from helpers.config import ROOT, Config, get_profile
+from helpers.pairs import IS_NEXT, LABEL_NAMES
+
+RECORD = ROOT / "docs" / "record.json"
+# Fill-mask prompts: "{mask}" stands for the tokenizer's mask token; the answer is the Meditations' word.
+FILL_PROMPTS = [
+    ("Live {mask} to nature.", "according"),
+    ("Such as are thy habitual thoughts, such also will be the character of thy mind; for the soul is dyed "
+     "by the {mask}.", "thoughts"),
+    ("Begin the {mask} by saying to thyself, I shall meet with the busy-body, the ungrateful, arrogant.", "morning"),
+    ("Consider the {mask} of the universe.", "nature"),
+    ("The universe is {mask}; our life is what our thoughts make it.", "change"),
+]
+# NSP prompts: (A, B, label) with BertForPreTraining's labels, 0 = "B follows A", 1 = "B is random".
+NSP_PROMPTS = [
+    ("Begin the morning by saying to thyself, I shall meet with the busy-body, the ungrateful, arrogant, deceitful, "
+     "envious, unsocial.", "All these things happen to them by reason of their ignorance of what is good and evil.", 0),
+    ("Begin the morning by saying to thyself, I shall meet with the busy-body, the ungrateful, arrogant, deceitful, "
+     "envious, unsocial.", "The gods have given the power of using the lyre.", 1),
+]
+
+
+def machine() -> dict[str, Any]:
+    """The CPU, cores, torch version and date of this run."""
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo")
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                if line.startswith("model name")), "") if cpuinfo.exists() else platform.processor()
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "date": datetime.date.today().isoformat()}
+
+
+def code_version() -> str:
+    """The git commit of this checkout (with '+changes' when the tree differs from it)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    sha = git("rev-parse", "--short", "HEAD") or "unknown"
+    return sha + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def answers(predictor, tokenizer) -> dict[str, list[dict[str, Any]]]:
+    """The model's answers to the fixed prompts: top-5 fill-mask tokens, NSP verdict and P(B follows A)."""
+    fill = []
+    for template, answer in FILL_PROMPTS:
+        text = template.format(mask=tokenizer.mask_token)
+        top = predictor.fill_mask(text, top_k=5)[0]  # the prompt's only [MASK]: [(token, probability), ...]
+        fill.append({"text": text, "answer": answer, "top": [[token, round(p, 4)] for token, p in top]})
+    nsp = []
+    for a, b, label in NSP_PROMPTS:
+        result = predictor.predict_nsp(a, b)
+        nsp.append({"sentence_a": a, "sentence_b": b, "label": label, "verdict": result.verdict,
+                    "p_follows": round(result.probabilities[LABEL_NAMES[IS_NEXT]], 4)})
+    return {"fill_mask": fill, "nsp": nsp}
+
+
+def _merge(before: dict, after: dict) -> dict[str, list[dict[str, Any]]]:
+    """One entry per prompt with its 'before' and 'after' answers."""
+    fill = [{"text": b["text"], "answer": b["answer"], "before": b["top"], "after": a["top"]}
+            for b, a in zip(before["fill_mask"], after["fill_mask"])]
+    nsp = [{**{k: b[k] for k in ("sentence_a", "sentence_b", "label")},
+            "before": {"verdict": b["verdict"], "p_follows": b["p_follows"]},
+            "after": {"verdict": a["verdict"], "p_follows": a["p_follows"]}} for b, a in zip(before["nsp"], after["nsp"])]
+    return {"fill_mask": fill, "nsp": nsp}
+
+
+def record_profile(cfg: Config) -> dict[str, Any]:
+    """The profile as the record stores it (no machine paths, no tracking choice)."""
+    values = cfg.to_dict()
+    values.pop("corpus", None)
+    values.pop("wandb", None)
+    return values
+
+
+def make_record(cfg: Config | None = None, out: Path = RECORD, progress: bool = True) -> dict[str, Any]:
+    """Train ``cfg`` (the default profile), ask the prompts before and after, and write the record."""
+    from transformers import set_seed
+
+    from helpers.dataset import prepare_data
+    from helpers.inference import Predictor
+    from helpers.model import load_model
+    from helpers.train import train
+
+    cfg = cfg or get_profile("default", wandb="disabled")
+    set_seed(cfg.seed)  # the order train() follows, so "before" is exactly the model training starts from
+    data = prepare_data(cfg)
+    untrained = Predictor(load_model(cfg, data.tokenizer), data.tokenizer, cfg.max_length)
+    before = answers(untrained, data.tokenizer)
+    with tempfile.TemporaryDirectory() as folder:
+        result = train(cfg, Path(folder) / "record", progress=progress, track=False)
+        after = answers(Predictor.from_checkpoint(result.checkpoint), data.tokenizer)
+    rounded = lambda row: {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}  # noqa: E731
+    record = {"profile": record_profile(cfg), "code_version": code_version(), "machine": machine(),
+              "baselines": {k: round(v, 4) for k, v in result.baselines.items()},
+              "final": rounded(result.final), "epochs": [rounded(r) for r in result.epochs],
+              "history": [rounded(r) for r in result.history], "prompts": _merge(before, after)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, out)  # whole or absent
+    return record
+
+
+def load_record(path: Path = RECORD) -> dict[str, Any]:
+    """The committed record of the default profile's run."""
+    if not path.is_file():
+        raise FileNotFoundError(f"No recorded run at {path}; make one with `make record` (about five minutes).")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def main() -> int:
+    record = make_record()
+    print(f"Wrote {RECORD.relative_to(ROOT)}: {len(record['history'])} steps, {len(record['epochs'])} epochs, "
+          f"{record['final']['train_seconds']:.0f} s.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
