@@ -36,10 +36,10 @@ def saved_metrics(folder: Path) -> str:
         return f"{folder} holds a checkpoint without readable metrics.json/profile.json."
     profile = profile.get("profile", "?")
     final = metrics.get("final") if isinstance(metrics.get("final"), dict) else {}
-    rows = [f"  {key:<20} {value:.4f}" + (f"  (baselines: {', '.join(f'{label} {ref:.4f}' for label, ref in beside)})"
+    rows = [f"  {key:<22} {value:.4f}" + (f"  (baselines: {', '.join(f'{label} {ref:.4f}' for label, ref in beside)})"
                                           if beside else "")
             for key, _, value, beside in compared_accuracies(final)]
-    rows += [f"  {key:<20} {final[key]:.4f}" for key in SHOWN if isinstance(final.get(key), (int, float))]
+    rows += [f"  {key:<22} {final[key]:.4f}" for key in SHOWN if isinstance(final.get(key), (int, float))]
     return f"Checkpoint {folder} (profile '{profile}') is already trained; its validation metrics:\n" + "\n".join(rows)
 
 
