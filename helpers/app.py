@@ -149,10 +149,11 @@ def saved_final(folder: Path) -> dict:
 
 def validation_markdown(final: dict) -> str:
     """The held-out metrics, each accuracy beside the counting baselines it has to beat."""
-    parts = [f"{name} {value:.3f}" + (f" ({', '.join(f'{label} {ref:.3f}' for label, ref in beside)})" if beside else "")
-             for _, name, value, beside in compared_accuracies(final)]
+    parts = [f"{name} {value:.3f}" + (f" ({', '.join(f'{label} {ref:.3f}' for label, ref in beside)})"
+                                      if beside else "") for _, name, value, beside in compared_accuracies(final)]
     extra = [("MLM perplexity", "mlm_perplexity", "{:,.1f}"), ("NSP loss", "nsp_loss", "{:.3f}")]
-    parts += [f"{name} {fmt.format(final[key])}" for name, key, fmt in extra if isinstance(final.get(key), (int, float))]
+    parts += [f"{name} {fmt.format(final[key])}" for name, key, fmt in extra
+              if isinstance(final.get(key), (int, float))]
     if not parts:
         return "**Validation** no metrics.json in this folder"
     return "**Validation** (held-out paragraphs) " + " · ".join(parts)

@@ -185,7 +185,7 @@ _NUMBER = (int, float)
 
 
 def compared_accuracies(final: dict[str, Any]) -> list[tuple[str, str, float, list[tuple[str, float]]]]:
-    """(key, name, value, [(baseline, value), ...]) per held-out accuracy in ``final``; absent baselines are left out."""
+    """(key, name, value, [(baseline, value), ...]) per held-out accuracy in ``final``; absent baselines left out."""
     rows = []
     for key, name, beside in ACCURACIES:
         if isinstance(final.get(key), _NUMBER):

@@ -45,7 +45,8 @@ def nsp_logits(model: BertForPreTraining, batch: BatchEncoding) -> torch.Tensor:
 
 
 @torch.no_grad()
-def mask_logits(model: BertForPreTraining, batch: BatchEncoding, mask_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_logits(model: BertForPreTraining, batch: BatchEncoding,
+                mask_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The MLM head's logits at every [MASK], (n_masks, vocab), and where those masks were, (batch, seq_len)."""
     selected = (batch["input_ids"] == mask_token_id) & batch["attention_mask"].bool()
     sequence = model.bert(**batch, return_dict=False)[0]  # (batch, seq_len, hidden)

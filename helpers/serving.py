@@ -168,7 +168,7 @@ def strip_special_tokens(text: str, tokenizer: PreTrainedTokenizerBase) -> tuple
 
 
 def clean_text(text, what: str, tokenizer: PreTrainedTokenizerBase) -> tuple[str, list[str], bool]:
-    """Check one piece of user text, cut it to MAX_CHARS, drop typed special tokens; the text, notes and whether it was cut."""
+    """Check one piece of user text, cut it to MAX_CHARS, drop typed special tokens; return text, notes, cut."""
     name = what[0].upper() + what[1:]  # "the text" starts a sentence as "The text"
     if not isinstance(text, str):
         raise InferenceError(f"{name} must be text, not {type(text).__name__}.")
@@ -185,7 +185,8 @@ def clean_text(text, what: str, tokenizer: PreTrainedTokenizerBase) -> tuple[str
     return text, notes, cut
 
 
-def unknown_note(tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[str]:
+def unknown_note(tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor) -> list[str]:
     """A note when the tokenizer read part of one row (seq_len,) as its unknown token, else nothing."""
     unk = tokenizer.unk_token_id
     count = int(((input_ids == unk) & attention_mask.bool()).sum()) if unk is not None else 0
@@ -246,7 +247,7 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, folder: str | os.PathLike, max_length: int | None = None) -> "Predictor":
-        """Load a checked BertForPreTraining folder; ``max_length`` defaults to profile.json's, else the model's limit."""
+        """Load a checked BertForPreTraining folder; ``max_length`` defaults to profile.json's, else the model's."""
         folder = check_checkpoint_folder(folder)
         model, tokenizer = load_pretraining(folder)
         if max_length is None:
@@ -269,7 +270,7 @@ class Predictor:
     # ----- Next Sentence Prediction -----
 
     def predict_nsp_batch(self, pairs: Sequence[tuple[str, str]], errors: str = "raise") -> list[NSPResult]:
-        """NSP for several (A, B) pairs in one forward pass; ``errors="return"`` leaves an InferenceError in a bad pair's slot."""
+        """NSP for several (A, B) pairs in one pass; ``errors="return"`` puts an InferenceError in a bad pair's slot."""
         def clean_pair(pair: tuple[str, str]):
             a, notes_a, cut_a = clean_text(pair[0], "sentence A", self.tokenizer)
             b, notes_b, cut_b = clean_text(pair[1], "sentence B", self.tokenizer)

@@ -302,7 +302,8 @@ def _nsp_fn(demo):
 def test_every_nsp_answer_carries_the_held_out_accuracy_and_baselines(tiny_checkpoint):  # noqa: F811
     from helpers.app import build_demo
     demo = build_demo(tiny_checkpoint)
-    labels, verdicts = _nsp_fn(demo)(["Everything is opinion.", "Short.", ""], ["The sun warms the stones.", "B.", "B."])
+    labels, verdicts = _nsp_fn(demo)(["Everything is opinion.", "Short.", ""],
+                                     ["The sun warms the stones.", "B.", "B."])
     assert labels[2] is None and "Sentence A is empty" in verdicts[2]  # an error is no answer: no record
     for verdict in verdicts[:2]:
         assert verdict.startswith("### ")
@@ -314,7 +315,8 @@ def test_older_metrics_show_what_is_there():
     old = {"nsp_accuracy": 0.61, "mlm_accuracy": 0.15, "mlm_perplexity": 900.0, "nsp_loss": 0.69}
     assert nsp_record(old) == "This checkpoint is right on 0.61 of held-out pairs; chance is 0.50."
     assert "NSP accuracy 0.610 (chance 0.500)" in validation_markdown(old)
-    assert "MLM accuracy at [MASK]" not in validation_markdown(old) and "MLM perplexity 900.0" in validation_markdown(old)
+    assert "MLM accuracy at [MASK]" not in validation_markdown(old)
+    assert "MLM perplexity 900.0" in validation_markdown(old)
     assert "no held-out NSP accuracy on record" in nsp_record({})
     assert validation_markdown({}) == "**Validation** no metrics.json in this folder"
 
