@@ -27,11 +27,12 @@ from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from helpers.checkpoint import CheckpointError  # noqa: E402
+from helpers.checkpoint import CheckpointError, compared_accuracies, read_json  # noqa: E402
 from helpers.config import ROOT, Config  # noqa: E402
 from helpers.corpus import ENV_VAR, default_path  # noqa: E402
-from helpers.inference import FillMaskResult, InferenceError, NSPResult, Predictor, read_json  # noqa: E402
-from helpers.pairs import IS_NEXT, IS_RANDOM, LABEL_NAMES  # noqa: E402
+from helpers.pairs import IS_NEXT, IS_RANDOM, LABEL_NAMES, build_bag  # noqa: E402
+from helpers.serving import (FillMaskResult, InferenceError, NSPResult, Predictor, first_line,  # noqa: E402
+                             strip_special_tokens)
 
 TITLE = "BERT pretrained on Marcus Aurelius' Meditations"
 MAX_TOP_K = 20
@@ -117,8 +118,7 @@ def held_out_examples(folder: Path, cfg: Config | None, tokenizer, n_pairs: int 
     follows = [p for p in short if p.next_sentence_label == IS_NEXT][: (n_pairs + 1) // 2]
     random_ = [p for p in short if p.next_sentence_label == IS_RANDOM][: n_pairs // 2]
     pairs = [p for both in zip(follows, random_) for p in both] + follows[len(random_):] + random_[len(follows):]
-    sentences = [s for index in sorted(data.val_sentences) for s in data.val_sentences[index]
-                 if 40 <= len(s) <= 140]
+    sentences = [s for s in build_bag(data.val_sentences) if 40 <= len(s) <= 140]
     masks = []
     for number, sentence in enumerate(sentences):
         text = _mask_one_word(sentence, tokenizer)
@@ -141,6 +141,33 @@ def _display_path(folder: Path) -> str:
         return str(folder)
 
 
+def saved_final(folder: Path) -> dict:
+    """The final validation metrics in the folder's metrics.json, or {} when there are none."""
+    final = (read_json(folder / "metrics.json") or {}).get("final")
+    return final if isinstance(final, dict) else {}
+
+
+def validation_markdown(final: dict) -> str:
+    """The held-out metrics, each accuracy beside the counting baselines it has to beat."""
+    parts = [f"{name} {value:.3f}" + (f" ({', '.join(f'{label} {ref:.3f}' for label, ref in beside)})"
+                                      if beside else "") for _, name, value, beside in compared_accuracies(final)]
+    extra = [("MLM perplexity", "mlm_perplexity", "{:,.1f}"), ("NSP loss", "nsp_loss", "{:.3f}")]
+    parts += [f"{name} {fmt.format(final[key])}" for name, key, fmt in extra
+              if isinstance(final.get(key), (int, float))]
+    if not parts:
+        return "**Validation** no metrics.json in this folder"
+    return "**Validation** (held-out paragraphs) " + " · ".join(parts)
+
+
+def nsp_record(final: dict) -> str:
+    """One sentence for beside every NSP answer: how often this checkpoint is right, against a rule and chance."""
+    accuracy, overlap = final.get("nsp_accuracy"), final.get("baseline_word_overlap")
+    if not isinstance(accuracy, (int, float)):
+        return "This checkpoint has no held-out NSP accuracy on record; chance is 0.50, so read the verdict as a guess."
+    rule = f"; a shared-words rule gets {overlap:.2f}" if isinstance(overlap, (int, float)) else ""
+    return f"This checkpoint is right on {accuracy:.2f} of held-out pairs{rule}; chance is 0.50."
+
+
 def checkpoint_summary(folder: Path, predictor: Predictor, cfg: Config | None, examples: Examples) -> str:
     """The panel's Markdown: which checkpoint, its profile and its validation metrics."""
     model = predictor.model.config
@@ -149,15 +176,7 @@ def checkpoint_summary(folder: Path, predictor: Predictor, cfg: Config | None, e
                 "no profile.json (a BERT not trained by this repository)")
              + f" · {model.num_hidden_layers} layers × {model.hidden_size} hidden, {model.vocab_size:,}-token vocabulary"
              + f" · reads up to {predictor.max_length} tokens"]
-    final = (read_json(folder / "metrics.json") or {}).get("final")
-    if isinstance(final, dict) and final:
-        shown = [("NSP accuracy", "nsp_accuracy", "{:.3f}"), ("MLM accuracy", "mlm_accuracy", "{:.3f}"),
-                 ("MLM perplexity", "mlm_perplexity", "{:,.1f}"), ("NSP loss", "nsp_loss", "{:.3f}")]
-        parts = [f"{name} {fmt.format(final[key])}" for name, key, fmt in shown
-                 if isinstance(final.get(key), (int, float))]
-        lines.append("**Validation** (held-out paragraphs) " + " · ".join(parts))
-    else:
-        lines.append("**Validation** no metrics.json in this folder")
+    lines.append(validation_markdown(saved_final(folder)))
     lines.append(f"**Examples** {examples.source}")
     return "  \n".join(lines)
 
@@ -185,14 +204,15 @@ def _notes(notes: list[str]) -> str:
     return "".join(f"\n\n*Note: {note}*" for note in notes)  # our own sentences: nothing to escape
 
 
-def verdict_markdown(result: NSPResult) -> str:
-    """The verdict in words, with both probabilities and what was changed in the input."""
+def verdict_markdown(result: NSPResult, record: str) -> str:
+    """The verdict in words, with both probabilities, the checkpoint's ``record`` (see nsp_record) and the notes."""
     p_next, p_random = result.probabilities[LABEL_NAMES[IS_NEXT]], result.probabilities[LABEL_NAMES[IS_RANDOM]]
     if result.label == IS_NEXT:
         words = f"The model thinks sentence B is the one that came right after A ({p_next:.1%})."
     else:
         words = f"The model thinks sentence B was drawn from elsewhere, not the one after A ({p_random:.1%})."
-    return f"### {result.verdict}\n{words}{_notes(result.notes)}"
+    # Beside every answer: a verdict from a model barely better than a coin must not read as a finding.
+    return f"### {result.verdict}\n{words}\n\n*{record}*{_notes(result.notes)}"
 
 
 def fill_markdown(text: str, result: FillMaskResult, mask_token: str) -> str:
@@ -214,18 +234,9 @@ def _failure(err: BaseException) -> str:
             f"try shorter or different text.")
 
 
-def build_demo(checkpoint: str | os.PathLike, max_length: int | None = None, concurrency_limit: int = 1,
-               max_queue: int = 256, max_batch_size: int = 16) -> gr.Blocks:
-    """The whole demo from one checkpoint folder; raises CheckpointError with one sentence if it is unusable."""
-    folder = Path(checkpoint).expanduser()
-    predictor = Predictor.from_checkpoint(folder, max_length)
-    cfg = _saved_config(folder)
-    examples = held_out_examples(folder, cfg, predictor.tokenizer)
-    tok = predictor.tokenizer
-    mask = tok.mask_token
-
+def nsp_handler(predictor: Predictor, record: str):
+    """The NSP tab's batched function: several pairs from several users go through the model in one pass."""
     def next_sentence(firsts: list[str], seconds: list[str]) -> tuple[list, list]:
-        """Batched: several pairs from several users go through the model in one forward pass."""
         try:
             results = predictor.predict_nsp_batch(list(zip(firsts, seconds)), errors="return")
         except Exception as err:  # noqa: BLE001 - never a stack trace in the page
@@ -237,11 +248,16 @@ def build_demo(checkpoint: str | os.PathLike, max_length: int | None = None, con
                 verdicts.append(f"**{result}**")
             else:
                 labels.append(result.probabilities)
-                verdicts.append(verdict_markdown(result))
+                verdicts.append(verdict_markdown(result, record))
         return labels, verdicts
+    return next_sentence
+
+
+def fill_handler(predictor: Predictor):
+    """The fill-mask tab's batched function, like ``nsp_handler``; each request keeps its own top-k."""
+    tok = predictor.tokenizer
 
     def fill(texts: list[str], top_ks: list) -> tuple[list, list]:
-        """Batched like ``next_sentence``; each request keeps its own top-k."""
         ks = []
         for k in top_ks:
             try:
@@ -258,55 +274,72 @@ def build_demo(checkpoint: str | os.PathLike, max_length: int | None = None, con
                 shown.append(f"**{result}**")
                 tables.append([])
                 continue
-            for stray in (tok.cls_token, tok.sep_token, tok.pad_token):  # shown as the model read the text
-                text = text.replace(stray, " ") if stray else text
-            shown.append(fill_markdown(text, result, mask))
+            text, _ = strip_special_tokens(text, tok)  # shown as the model read it
+            shown.append(fill_markdown(text, result, tok.mask_token))
             tables.append([[number + 1, rank + 1, token, round(p, 6)]
                            for number, options in enumerate(result.predictions)
                            for rank, (token, p) in enumerate(options[:k])])
         return shown, tables
+    return fill
 
+
+def _nsp_tab(examples: Examples) -> tuple[gr.Textbox, gr.Textbox, gr.Textbox, gr.Button, gr.Label, gr.Markdown]:
+    """The NSP tab's components (inside an open ``gr.Blocks``)."""
+    gr.Markdown("Does sentence B come right after sentence A in the text, or was it drawn at random from "
+                "elsewhere? This is the Next Sentence Prediction head reading `[CLS] A [SEP] B [SEP]`.")
+    with gr.Row():
+        with gr.Column():
+            first = gr.Textbox(label="Sentence A", lines=2, max_lines=6, elem_id="sentence-a")
+            second = gr.Textbox(label="Sentence B", lines=2, max_lines=6, elem_id="sentence-b")
+            truth = gr.Textbox(label="Label in the data (examples only)", interactive=False, elem_id="truth")
+            button = gr.Button("Does B follow A?", variant="primary", elem_id="nsp-button")
+        with gr.Column():
+            probabilities = gr.Label(label="Probabilities", num_top_classes=2, show_heading=False,
+                                     elem_id="nsp-label")
+            verdict = gr.Markdown(elem_id="nsp-verdict", elem_classes=["verdict"])
+    gr.Examples(examples.pairs, inputs=[first, second, truth], label="Examples (click one, then the button)",
+                cache_examples=False)
+    return first, second, truth, button, probabilities, verdict
+
+
+def _fill_tab(examples: Examples, mask: str) -> tuple[gr.Textbox, gr.Slider, gr.Button, gr.Markdown, gr.Dataframe]:
+    """The fill-mask tab's components (inside an open ``gr.Blocks``)."""
+    gr.Markdown(f"Put {mask} where a word is missing; the masked-language-model head guesses it. "
+                f"Several {mask}s are filled in one pass, each on its own.")
+    with gr.Row():
+        with gr.Column():
+            text = gr.Textbox(label="Text", lines=3, max_lines=8, value=f"The {mask} is short.", elem_id="mask-text")
+            top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Guesses per mask (top-k)")
+            button = gr.Button("Fill the mask", variant="primary", elem_id="fill-button")
+        with gr.Column():
+            filled = gr.Markdown(elem_id="fill-text")
+            table = gr.Dataframe(headers=FILL_HEADERS, datatype=["number", "number", "str", "number"],
+                                 interactive=False, label="Top-k per mask", elem_id="fill-table")
+    gr.Examples(examples.masks, inputs=[text, top_k], label="Examples (held-out sentences with a word masked)",
+                cache_examples=False)
+    return text, top_k, button, filled, table
+
+
+def build_demo(checkpoint: str | os.PathLike, max_length: int | None = None, concurrency_limit: int = 1,
+               max_queue: int = 256, max_batch_size: int = 16) -> gr.Blocks:
+    """The whole demo from one checkpoint folder; raises CheckpointError with one sentence if it is unusable."""
+    folder = Path(checkpoint).expanduser()
+    predictor = Predictor.from_checkpoint(folder, max_length)
+    cfg = _saved_config(folder)
+    examples = held_out_examples(folder, cfg, predictor.tokenizer)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(f"## {TITLE}\nA small BERT trained with both of its pretraining objectives. "
                     f"Try the two tasks it learned below.")
         gr.Markdown(checkpoint_summary(folder, predictor, cfg, examples), elem_id="checkpoint-info")
         with gr.Tab("Next sentence"):
-            gr.Markdown("Does sentence B come right after sentence A in the text, or was it drawn at random from "
-                        "elsewhere? This is the Next Sentence Prediction head reading `[CLS] A [SEP] B [SEP]`.")
-            with gr.Row():
-                with gr.Column():
-                    first = gr.Textbox(label="Sentence A", lines=2, max_lines=6, elem_id="sentence-a")
-                    second = gr.Textbox(label="Sentence B", lines=2, max_lines=6, elem_id="sentence-b")
-                    truth = gr.Textbox(label="Label in the data (examples only)", interactive=False,
-                                       elem_id="truth")
-                    nsp_button = gr.Button("Does B follow A?", variant="primary", elem_id="nsp-button")
-                with gr.Column():
-                    probabilities = gr.Label(label="Probabilities", num_top_classes=2, show_heading=False,
-                                             elem_id="nsp-label")
-                    verdict = gr.Markdown(elem_id="nsp-verdict", elem_classes=["verdict"])
-            gr.Examples(examples.pairs, inputs=[first, second, truth], label="Examples (click one, then the button)",
-                        cache_examples=False)
+            first, second, truth, nsp_button, probabilities, verdict = _nsp_tab(examples)
         with gr.Tab("Fill the mask"):
-            gr.Markdown(f"Put {mask} where a word is missing; the masked-language-model head guesses it. "
-                        f"Several {mask}s are filled in one pass, each on its own.")
-            with gr.Row():
-                with gr.Column():
-                    text = gr.Textbox(label="Text", lines=3, max_lines=8, value=f"The {mask} is short.",
-                                      elem_id="mask-text")
-                    top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Guesses per mask (top-k)")
-                    fill_button = gr.Button("Fill the mask", variant="primary", elem_id="fill-button")
-                with gr.Column():
-                    filled = gr.Markdown(elem_id="fill-text")
-                    table = gr.Dataframe(headers=FILL_HEADERS, datatype=["number", "number", "str", "number"],
-                                         interactive=False, label="Top-k per mask", elem_id="fill-table")
-            gr.Examples(examples.masks, inputs=[text, top_k], label="Examples (held-out sentences with a word masked)",
-                        cache_examples=False)
-
+            text, top_k, fill_button, filled, table = _fill_tab(examples, predictor.tokenizer.mask_token)
         # One worker ("model") serves both tabs, each call on a batch of queued requests.
-        gr.on([nsp_button.click, first.submit, second.submit], next_sentence, inputs=[first, second],
-              outputs=[probabilities, verdict], api_name="nsp", batch=True, max_batch_size=max_batch_size,
-              concurrency_id="model")
-        gr.on([fill_button.click, text.submit], fill, inputs=[text, top_k], outputs=[filled, table],
+        gr.on([nsp_button.click, first.submit, second.submit], nsp_handler(predictor, nsp_record(saved_final(folder))),
+              inputs=[first, second], outputs=[probabilities, verdict], api_name="nsp", batch=True,
+              max_batch_size=max_batch_size, concurrency_id="model")
+        gr.on([fill_button.click, text.submit], fill_handler(predictor), inputs=[text, top_k], outputs=[filled, table],
               api_name="fill_mask", batch=True, max_batch_size=max_batch_size, concurrency_id="model")
         # Typing a new pair makes the example's label stale: clear it in the browser, no server call.
         gr.on([first.input, second.input], None, outputs=truth, js="() => ''", queue=False,
@@ -333,7 +366,7 @@ def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sha
         demo.launch(server_name=host, server_port=port, share=share, inline=inline, prevent_thread_lock=True,
                     quiet=True, show_error=False, ssr_mode=False, theme=THEME, css=CSS)
     except OSError as err:
-        raise ServeError(f"Could not listen on {host}:{port} ({_first_line(err)}); pass another --port, "
+        raise ServeError(f"Could not listen on {host}:{port} ({first_line(err)}); pass another --port, "
                          f"or --port 0 for any free one.") from None
     return demo.local_url
 
@@ -342,11 +375,6 @@ def stop(demo: gr.Blocks) -> None:
     """Stop a demo started with ``serve``, without Gradio's "Closing server" line (stable notebook output)."""
     with contextlib.redirect_stdout(io.StringIO()):
         demo.close()
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return (lines[0] if lines else type(err).__name__)[:120].split(". You can")[0]
 
 
 def is_loopback(host: str) -> bool:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,15 @@ def _fsync_tree(folder: Path) -> None:
 
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON object in ``path``, or None when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def is_checkpoint(folder: str | os.PathLike) -> bool:
@@ -69,11 +81,11 @@ def recover(folder: str | os.PathLike) -> None:
 def verify_files(folder: str | os.PathLike) -> None:
     """Raise CheckpointError if a file differs from the sha256 that checkpoint.json recorded when it was saved."""
     folder = Path(folder)
-    try:
-        recorded = json.loads((folder / MARKER).read_text(encoding="utf-8")).get("sha256") or {}
-    except (OSError, ValueError, AttributeError):
+    marker = read_json(folder / MARKER)
+    if marker is None:
         raise CheckpointError(f"{folder / MARKER} is unreadable, so the checkpoint is damaged; resume from another "
-                              f"checkpoint or start again.") from None
+                              f"checkpoint or start again.")
+    recorded = marker.get("sha256") or {}
     for name, digest in sorted(recorded.items()):
         path = folder / name
         if not path.is_file():
@@ -94,15 +106,51 @@ def _portable(path: str | None) -> str | None:
         return resolved.name
 
 
-def check_output_dir(folder: str | os.PathLike, overwrite: bool = False) -> None:
-    """Refuse a non-empty folder unless ``overwrite``: a run never silently replaces someone's files."""
+def check_output_dir(folder: str | os.PathLike, overwrite: bool = False, option: str = "--output") -> None:
+    """Refuse a file, or a non-empty folder unless ``overwrite``: a run never silently replaces someone's files."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise CheckpointError(f"--output {folder} is a file; pass a folder path.")
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        what = "a checkpoint" if is_checkpoint(folder) else "other files"
-        raise CheckpointError(f"--output {folder} already holds {what}; pass --resume {folder} to continue it, "
-                              f"--overwrite to replace it, or choose another folder.")
+        raise CheckpointError(f"{option} {folder} is a file; pass a folder path.")
+    if not folder.is_dir() or not any(folder.iterdir()) or overwrite:
+        return
+    # helpers.train (--output) can resume or overwrite; helpers.main (--checkpoint) serves a finished
+    # checkpoint and trains only into an empty folder, so it has only the other folder to suggest.
+    if option != "--output":
+        raise CheckpointError(f"{folder} holds files but no finished checkpoint; pass another {option} folder, "
+                              f"or empty this one to train there.")
+    what = "a checkpoint" if is_checkpoint(folder) else "other files"
+    raise CheckpointError(f"--output {folder} already holds {what}; pass --resume {folder} to continue it, "
+                          f"--overwrite to replace it, or choose another folder.")
+
+
+@contextmanager
+def run_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``folder`` for one training run; a second run into it while this one lives raises CheckpointError."""
+    folder = Path(folder).expanduser()
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun's other ranks belong to the run that rank 0 locked
+        yield folder.parent / f".{folder.name}.lock"
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    path = folder.parent / f".{folder.name}.lock"  # beside the folder: the folder itself is swapped by renames
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        # flock, not a pid file alone: the kernel drops the lock when its process dies, even by SIGKILL, so a
+        # crashed run never leaves a stale lock behind. Non-blocking: a second run is refused, not queued.
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "unknown"
+        handle.close()
+        raise CheckpointError(f"{folder} is being written by a training run that is still going (pid {pid}); wait "
+                              f"for it to finish, stop it, or choose another --output.") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")  # only for the message above: the lock is the flock, not this text
+        handle.flush()
+        yield path
+    finally:
+        handle.close()  # closing the file releases the flock
 
 
 def rng_state() -> dict[str, Any]:
@@ -126,9 +174,51 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# Each held-out accuracy in metrics.json's "final", and what it is shown beside: the counting baselines of
+# helpers.baselines (a key of "final") or a fixed figure (chance).
+ACCURACIES = (
+    ("mlm_accuracy_at_mask", "MLM accuracy at [MASK]", (("unigram", "baseline_unigram"),
+                                                         ("neighbours", "baseline_neighbours"))),
+    ("nsp_accuracy", "NSP accuracy", (("word overlap", "baseline_word_overlap"), ("chance", 0.5))),
+)
+_NUMBER = (int, float)
+
+
+def compared_accuracies(final: dict[str, Any]) -> list[tuple[str, str, float, list[tuple[str, float]]]]:
+    """(key, name, value, [(baseline, value), ...]) per held-out accuracy in ``final``; absent baselines left out."""
+    rows = []
+    for key, name, beside in ACCURACIES:
+        if isinstance(final.get(key), _NUMBER):
+            baselines = [(label, ref if isinstance(ref, float) else final[ref]) for label, ref in beside
+                         if isinstance(ref, float) or isinstance(final.get(ref), _NUMBER)]
+            rows.append((key, name, final[key], baselines))
+    return rows
+
+
+def _card_explanations(cfg: Config) -> dict[str, str]:
+    share = f"{cfg.val_mlm_probability:.0%}"
+    return {
+        "mlm_accuracy_at_mask": f"**MLM accuracy at [MASK]** counts, over the held-out paragraphs with {share} of "
+                                f"their tokens selected and every selected token replaced by [MASK], how often the "
+                                f"model's top guess is the original token. Beside it, on the same masks: *unigram* "
+                                f"always guesses the most frequent training token; *neighbours* guesses the token "
+                                f"seen most often between the same left and right neighbours in the training text.",
+        "nsp_accuracy": "**NSP accuracy** counts how often the verdict (\"B follows A\" or \"B is random\") is "
+                        "right on held-out sentence pairs, half of them true next sentences and half with B drawn "
+                        "from another paragraph. Beside it, on the same pairs: *word overlap* says \"B follows A\" "
+                        "when A and B share enough content words; *chance* is a coin flip.",
+    }
+
+
 def model_card(cfg: Config, metrics: dict[str, Any]) -> str:
-    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()
-                     if not isinstance(v, (list, dict)))
+    compared = compared_accuracies(metrics)
+    shown = {key for key, *_ in compared} | {ref for *_, beside in ACCURACIES for _, ref in beside}
+    rows = [f"| {name} | {value:.4f} | {' · '.join(f'{label} {ref:.4f}' for label, ref in baselines)} |"
+            for _, name, value, baselines in compared]
+    rows += [f"| {k} | {v:.4f} | |" if isinstance(v, float) else f"| {k} | {v} | |" for k, v in metrics.items()
+             if k not in shown and not isinstance(v, (list, dict))]
+    explanations = _card_explanations(cfg)
+    explained = "\n\n".join(explanations[key] for key, *_ in compared)
     return f"""---
 library_name: transformers
 pipeline_tag: fill-mask
@@ -150,11 +240,14 @@ nsp = BertForNextSentencePrediction.from_pretrained("PATH")  # logit 0 = "B foll
 
 ## Validation metrics (held-out paragraphs)
 
-| metric | value |
-|---|---|
-{rows}
+| metric | this model | counting baselines on the same data |
+|---|---|---|
+{chr(10).join(rows)}
 
-The full profile is in `profile.json`, the metrics per epoch in `metrics.json`.
+{explained}
+
+The model has learned something only where it beats the baselines beside it. The full profile is in
+`profile.json`, the metrics per epoch in `metrics.json`.
 """
 
 
@@ -241,14 +334,17 @@ def load_training_state(folder: str | os.PathLike) -> tuple[Config, dict[str, An
     except Exception as err:  # noqa: BLE001 - SafetensorError, OSError: the weights cannot be read back
         raise CheckpointError(f"{folder / 'model.safetensors'} is damaged or cut short ({str(err)[:120]}); resume "
                               f"from another checkpoint or start again.") from None
+    cfg_dict = read_json(folder / "profile.json")
+    if cfg_dict is None:
+        raise CheckpointError(f"{folder / 'profile.json'} is damaged (not a readable JSON object); resume from "
+                              f"another checkpoint or start again.")
     try:
-        cfg_dict = json.loads((folder / "profile.json").read_text(encoding="utf-8"))
         state = torch.load(folder / STATE, weights_only=True, map_location="cpu")
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a damaged file
-        raise CheckpointError(f"{folder} holds a damaged profile.json or {STATE} ({type(err).__name__}); resume from "
+        raise CheckpointError(f"{folder} holds a damaged {STATE} ({type(err).__name__}); resume from "
                               f"another checkpoint or start again.") from None
-    if not isinstance(cfg_dict, dict) or not isinstance(state, dict):
-        raise CheckpointError(f"{folder} holds a profile.json or {STATE} of the wrong shape; resume from another "
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{folder} holds a {STATE} of the wrong shape; resume from another "
                               f"checkpoint or start again.")
     if state.get("corpus_path") is not None:
         cfg_dict["corpus"] = state["corpus_path"]  # the path as given, not the portable one of profile.json

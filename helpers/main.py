@@ -5,19 +5,20 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 # helpers.app comes first: it sets the no-telemetry variables before gradio or huggingface_hub is imported.
 from helpers.app import add_serve_options, build_demo, run_server
-from helpers.checkpoint import CheckpointError, is_checkpoint, recover
+from helpers.checkpoint import (CheckpointError, check_output_dir, compared_accuracies, is_checkpoint, read_json,
+                                recover)
 from helpers.config import ConfigError, parse_args
 from helpers.corpus import CorpusError
 from helpers.pairs import PairError
 from helpers.tokens import ModelSourceError
 
-SHOWN = ("nsp_accuracy", "mlm_accuracy", "mlm_perplexity", "nsp_loss", "mlm_loss", "train_seconds")
+# Shown after the accuracies (which stand beside their baselines); mlm_accuracy exists only in older runs.
+SHOWN = ("mlm_perplexity", "mlm_loss", "nsp_loss", "mlm_accuracy", "train_seconds")
 
 
 def _extra_options(parser) -> None:
@@ -29,25 +30,25 @@ def _extra_options(parser) -> None:
 
 
 def saved_metrics(folder: Path) -> str:
-    """One line per validation metric of a finished checkpoint."""
-    try:
-        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-        profile = json.loads((folder / "profile.json").read_text(encoding="utf-8")).get("profile", "?")
-    except (OSError, ValueError):
+    """One line per validation metric of a finished checkpoint, each accuracy beside its baselines."""
+    metrics, profile = read_json(folder / "metrics.json"), read_json(folder / "profile.json")
+    if metrics is None or profile is None:
         return f"{folder} holds a checkpoint without readable metrics.json/profile.json."
-    final = metrics.get("final", {}) if isinstance(metrics, dict) else {}
-    rows = [f"  {key:<15} {final[key]:.4f}" for key in SHOWN if isinstance(final.get(key), (int, float))]
+    profile = profile.get("profile", "?")
+    final = metrics.get("final") if isinstance(metrics.get("final"), dict) else {}
+    rows = [f"  {key:<22} {value:.4f}" + (f"  (baselines: {', '.join(f'{label} {ref:.4f}' for label, ref in beside)})"
+                                          if beside else "")
+            for key, _, value, beside in compared_accuracies(final)]
+    rows += [f"  {key:<22} {final[key]:.4f}" for key in SHOWN if isinstance(final.get(key), (int, float))]
     return f"Checkpoint {folder} (profile '{profile}') is already trained; its validation metrics:\n" + "\n".join(rows)
 
 
 def interrupted_note(folder: Path) -> str | None:
     """A hint when the checkpoint is a resumable run that stopped before its last epoch."""
-    try:
-        marker = json.loads((folder / "checkpoint.json").read_text(encoding="utf-8"))
-        epochs = json.loads((folder / "profile.json").read_text(encoding="utf-8"))["epochs"]
-    except (OSError, ValueError, KeyError, TypeError):
+    marker, profile = read_json(folder / "checkpoint.json"), read_json(folder / "profile.json")
+    if marker is None or profile is None:
         return None
-    done = marker.get("epoch")
+    done, epochs = marker.get("epoch"), profile.get("epochs")
     if isinstance(done, int) and isinstance(epochs, int) and done < epochs:
         return (f"note: {folder} stopped after epoch {done} of {epochs}; finish it with "
                 f"`python -m helpers.train --resume {folder}`.")
@@ -66,11 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             if note:
                 print(note, flush=True)
         else:
-            if folder.is_dir() and any(folder.iterdir()):
-                raise CheckpointError(f"{folder} holds files but no finished checkpoint; pass another --checkpoint "
-                                      f"folder, or empty this one to train there.")
-            if folder.exists() and not folder.is_dir():
-                raise CheckpointError(f"--checkpoint {folder} is a file; pass a folder path.")
+            check_output_dir(folder, option="--checkpoint")
             from helpers.train import TrainingError, train  # heavy: only when there is something to train
             print(f"No checkpoint in {folder} yet: training profile '{cfg.profile}' first.", flush=True)
             try:

@@ -71,9 +71,14 @@ def split_corpus(paragraphs: Sequence[str], splitter: str = "period") -> dict[in
     return {index: split(paragraph) for index, paragraph in enumerate(paragraphs)}
 
 
+def sentences_with_paragraph(sentences: Mapping[int, list[str]]) -> list[tuple[int, str]]:
+    """Every sentence of every paragraph, in order, each with the index of its paragraph."""
+    return [(index, sentence) for index in sorted(sentences) for sentence in sentences[index]]
+
+
 def build_bag(sentences: Mapping[int, list[str]]) -> list[str]:
     """The reference recipe's bag: every sentence of every paragraph, in order."""
-    return [sentence for index in sorted(sentences) for sentence in sentences[index]]
+    return [sentence for _, sentence in sentences_with_paragraph(sentences)]
 
 
 def train_val_split(n_paragraphs: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -123,7 +128,7 @@ def make_pairs(sentences: Mapping[int, list[str]], pairs_per_paragraph: int = 1,
     if not pairable:
         raise PairError("No paragraph holds two or more sentences, so there is no 'B follows A' pair; "
                         "use a corpus with one multi-sentence paragraph per line.")
-    flat = [(index, s) for index in sorted(sentences) for s in sentences[index]]
+    flat = sentences_with_paragraph(sentences)
     if len({index for index, _ in flat}) < 2:
         raise PairError("All sentences come from one paragraph, so no 'B is random' pair can come from another; "
                         "use a corpus with at least two paragraphs.")
@@ -163,7 +168,7 @@ def reference_pairs(sentences: Mapping[int, list[str]], seed: int = 0) -> list[P
     Its flaw: the bag includes A's own paragraph, so a "random" B can be A's true next sentence.
     """
     rng = random.Random(seed)
-    bag = [(index, s) for index in sorted(sentences) for s in sentences[index]]
+    bag = sentences_with_paragraph(sentences)
     pairs = []
     for p in _pairable(sentences):
         start = rng.randint(0, len(sentences[p]) - 2)

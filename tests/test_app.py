@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -146,10 +147,19 @@ def test_served_on_loopback_only(server):
     ("Remember how long you have been putting off these things.", "You must now perceive of what universe you are a part."),
     ("Everything is opinion.", "The sun warms the stones of the road."),
 ])
-def test_next_sentence_tab(client, predictor, a, b):
+def test_next_sentence_tab(client, predictor, tiny_checkpoint, a, b):  # noqa: F811
     answer = client.predict(a, b, api_name="/nsp")
     check_nsp(answer, predictor, a, b)
     assert set(confidences(answer[0])) == {LABEL_NAMES[IS_NEXT], LABEL_NAMES[IS_RANDOM]}
+    check_record(answer[1], tiny_checkpoint)
+
+
+def check_record(verdict: str, folder) -> None:
+    """The answer carries the checkpoint's held-out NSP accuracy, the word-overlap baseline and chance."""
+    final = json.loads((folder / "metrics.json").read_text())["final"]
+    assert f"This checkpoint is right on {final['nsp_accuracy']:.2f} of held-out pairs" in verdict
+    assert f"a shared-words rule gets {final['baseline_word_overlap']:.2f}" in verdict
+    assert "chance is 0.50." in verdict
 
 
 @pytest.mark.parametrize("text, k", [("The [MASK] is short.", 5), ("[MASK] and [MASK] and [MASK].", 3)])
@@ -276,10 +286,39 @@ def test_panel_names_checkpoint_profile_and_metrics(tiny_checkpoint):  # noqa: F
     info = next(b for b in _components(demo, gr.Markdown) if b.elem_id == "checkpoint-info").value
     final = json.loads((tiny_checkpoint / "metrics.json").read_text())["final"]
     assert str(tiny_checkpoint) in info and "profile **tiny**" in info
-    assert f"NSP accuracy {final['nsp_accuracy']:.3f}" in info
+    assert (f"MLM accuracy at [MASK] {final['mlm_accuracy_at_mask']:.3f} (unigram {final['baseline_unigram']:.3f}, "
+            f"neighbours {final['baseline_neighbours']:.3f})") in info
+    assert (f"NSP accuracy {final['nsp_accuracy']:.3f} (word overlap {final['baseline_word_overlap']:.3f}, "
+            f"chance 0.500)") in info
     assert f"MLM perplexity {final['mlm_perplexity']:,.1f}" in info
     assert "held-out validation paragraphs" in info
     assert demo.predictor.max_length == 64
+
+
+def _nsp_fn(demo):
+    return next(block.fn for block in demo.fns.values() if block.api_name == "nsp")
+
+
+def test_every_nsp_answer_carries_the_held_out_accuracy_and_baselines(tiny_checkpoint):  # noqa: F811
+    from helpers.app import build_demo
+    demo = build_demo(tiny_checkpoint)
+    labels, verdicts = _nsp_fn(demo)(["Everything is opinion.", "Short.", ""],
+                                     ["The sun warms the stones.", "B.", "B."])
+    assert labels[2] is None and "Sentence A is empty" in verdicts[2]  # an error is no answer: no record
+    for verdict in verdicts[:2]:
+        assert verdict.startswith("### ")
+        check_record(verdict, tiny_checkpoint)
+
+
+def test_older_metrics_show_what_is_there():
+    from helpers.app import nsp_record, validation_markdown
+    old = {"nsp_accuracy": 0.61, "mlm_accuracy": 0.15, "mlm_perplexity": 900.0, "nsp_loss": 0.69}
+    assert nsp_record(old) == "This checkpoint is right on 0.61 of held-out pairs; chance is 0.50."
+    assert "NSP accuracy 0.610 (chance 0.500)" in validation_markdown(old)
+    assert "MLM accuracy at [MASK]" not in validation_markdown(old)
+    assert "MLM perplexity 900.0" in validation_markdown(old)
+    assert "no held-out NSP accuracy on record" in nsp_record({})
+    assert validation_markdown({}) == "**Validation** no metrics.json in this folder"
 
 
 def test_examples_are_held_out_pairs_both_true_and_random(tiny_checkpoint):  # noqa: F811
@@ -414,12 +453,17 @@ def test_main_trains_when_empty_then_reuses_and_serves(tmp_path):
     first = _run(["-m", "helpers.main", "--profile", "tiny", "--checkpoint", str(folder), "--no-serve",
                   "--no-progress", "--wandb", "disabled", "--epochs", "1"])
     assert first.returncode == 0, first.stderr
-    assert "training profile 'tiny'" in first.stdout and "Validation NSP accuracy" in first.stdout
+    assert "training profile 'tiny'" in first.stdout and "Held-out MLM accuracy at [MASK]" in first.stdout
     assert (folder / "checkpoint.json").is_file()
     assert json.loads((folder / "profile.json").read_text())["epochs"] == 1  # the override reached training
     second = _run(["-m", "helpers.main", "--profile", "tiny", "--checkpoint", str(folder), "--no-serve"])
-    assert second.returncode == 0 and "already trained" in second.stdout and "nsp_accuracy" in second.stdout
-    assert "Validation NSP accuracy" not in second.stdout  # not trained again
+    assert second.returncode == 0 and "already trained" in second.stdout
+    final = json.loads((folder / "metrics.json").read_text())["final"]
+    assert re.search(rf"nsp_accuracy +{final['nsp_accuracy']:.4f}  \(baselines: word overlap "
+                     rf"{final['baseline_word_overlap']:.4f}, chance 0\.5000\)", second.stdout), second.stdout
+    assert re.search(rf"mlm_accuracy_at_mask +{final['mlm_accuracy_at_mask']:.4f}  \(baselines: unigram "
+                     rf"{final['baseline_unigram']:.4f}, neighbours {final['baseline_neighbours']:.4f}\)", second.stdout)
+    assert "Held-out MLM accuracy" not in second.stdout  # not trained again
     args = ["-m", "helpers.main", "--checkpoint", str(folder), "--port", str(free_port())]
     with demo_server(args) as running:
         assert running.url.startswith("http://127.0.0.1:")

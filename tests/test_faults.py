@@ -21,7 +21,8 @@ import torch
 from transformers import AutoTokenizer, BertForPreTraining
 
 import helpers.corpus as corpus
-from helpers.checkpoint import CheckpointError, is_checkpoint, load_training_state, recover, save_checkpoint
+from helpers.checkpoint import (CheckpointError, is_checkpoint, load_training_state, recover, run_lock,
+                                save_checkpoint)
 from helpers.config import ROOT, get_profile
 from helpers.corpus import CorpusError, SHA256, ensure_corpus, sha256_of
 from helpers.inference import Predictor
@@ -255,6 +256,49 @@ def test_resume_of_damaged_checkpoint_is_one_line_on_the_command_line(damaged_co
                             env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().startswith("error:") and "model.safetensors" in result.stderr
+
+
+# ----- a second run into the folder of a live one -----
+
+HOLD_LOCK = """
+import sys, time
+from helpers.checkpoint import run_lock
+with run_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_live_runs_folder_is_refused_until_that_run_dies(tmp_path):
+    folder = tmp_path / "runs" / "live"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], cwd=ROOT, env=subprocess_env(),
+                              stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CheckpointError) as caught:
+            with run_lock(folder):
+                pytest.fail("a second run got the lock while the first one lives")
+        message = _one_sentence(caught.value)
+        assert f"{folder} is being written by a training run that is still going (pid {holder.pid})" in message
+        assert message.count(". ") == 0  # one sentence
+    finally:
+        holder.kill()  # SIGKILL: no clean-up code of the holder runs
+        holder.wait(timeout=30)
+    with run_lock(folder) as lock:  # the kernel released the dead run's lock: no stale lock to delete by hand
+        assert lock.parent == folder.parent and lock.read_text().strip() == str(os.getpid())
+        with pytest.raises(CheckpointError, match="still going"):  # held by this process: a nested run is refused
+            with run_lock(folder):
+                pass
+    with run_lock(folder):  # and released again on leaving the block
+        pass
+
+
+def test_other_ranks_of_a_distributed_run_share_rank_0s_lock(tmp_path, monkeypatch):
+    folder = tmp_path / "shared"
+    with run_lock(folder):
+        monkeypatch.setenv("RANK", "1")
+        with run_lock(folder):  # torchrun's rank 1 of the same run: not refused
+            pass
 
 
 # ----- a download cut mid-transfer -----

@@ -115,6 +115,26 @@ def test_fill_mask_batch_equals_one_by_one(predictor):
             assert [p for _, p in b] == pytest.approx([p for _, p in a], abs=1e-5)
 
 
+def test_the_core_functions_give_the_predictors_answers_without_its_plumbing(predictor):
+    """helpers.inference's few-line core is what Predictor serves: same probabilities, same top-k per mask."""
+    from helpers.inference import fill_mask_top_k, nsp_probabilities
+    probs = nsp_probabilities(predictor.model, predictor.tokenizer, PAIRS, predictor.max_length)
+    assert probs.shape == (len(PAIRS), 2)
+    for pair, row in zip(PAIRS, probs):
+        expected = stock_nsp_logits(predictor, *pair).softmax(-1)
+        assert torch.allclose(row, expected, atol=1e-5)
+        assert row.tolist() == pytest.approx(list(predictor.predict_nsp(*pair).probabilities.values()), abs=1e-5)
+    texts = ["A [MASK] word.", "Two [MASK] in one [MASK] sentence.", "No mask here.", "[MASK]"]
+    guesses = fill_mask_top_k(predictor.model, predictor.tokenizer, texts, k=3, max_length=predictor.max_length)
+    assert [len(per_text) for per_text in guesses] == [1, 2, 0, 1]  # each text keeps its own masks
+    for text, per_text in zip(texts, guesses):
+        if per_text:
+            served = predictor.fill_mask(text, top_k=3)
+            assert [[t for t, _ in options] for options in per_text] == [[t for t, _ in o] for o in served]
+            for options, expected in zip(per_text, served):
+                assert [p for _, p in options] == pytest.approx([p for _, p in expected], abs=1e-5)
+
+
 def test_twenty_masks_give_twenty_lists(predictor):
     text = " ".join(f"word{i} [MASK]" for i in range(20))
     result = predictor.fill_mask_result(text, top_k=2)
