@@ -1,0 +1,245 @@
+"""Pictures (and two tables) of the course: each function draws real data from the helpers, never typed-in numbers.
+
+Every ``plot_*`` function returns the matplotlib ``Figure`` it drew, so a test can read back what is on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib import pyplot as plt
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from transformers import BertForPreTraining, PreTrainedTokenizerBase
+
+from helpers.masking import IGNORE_INDEX
+
+# The validation curves and the baselines each has to beat (same colour, baselines dashed).
+VALIDATION_LINES = {"mlm_accuracy_at_mask": ("MLM accuracy at [MASK]", "tab:blue"),
+                    "nsp_accuracy": ("NSP accuracy", "tab:orange")}
+BASELINE_LINES = {"baseline_unigram": ("MLM baseline: most frequent token", "tab:blue"),
+                  "baseline_neighbours": ("MLM baseline: same neighbours", "tab:cyan"),
+                  "baseline_word_overlap": ("NSP baseline: word overlap", "tab:orange")}
+LOSS_LINES = {"loss": "tab:gray", "mlm_loss": "tab:blue", "nsp_loss": "tab:orange"}
+# The fate of each position of a masked batch, in the order of the colour map below.
+MASK_CATEGORIES = ("[PAD]", "other special token", "not selected", "selected → [MASK]", "selected → random token",
+                   "selected → unchanged")
+MASK_COLOURS = ("white", "lightgray", "whitesmoke", "tab:red", "tab:orange", "gold")
+
+
+def record_label(record: Mapping[str, Any]) -> str:
+    """'recorded run: profile default, <cpu> (<cores> cores), <date>' for a record from ``helpers.record``."""
+    machine = record.get("machine", {})
+    return (f"recorded run: profile {record['profile']['profile']}, {machine.get('cpu', 'unknown CPU')} "
+            f"({machine.get('cores', '?')} cores), {machine.get('date', 'undated')}")
+
+
+def live_label(profile: str) -> str:
+    """The caption of a run made in the notebook itself."""
+    return f"live run in this notebook: profile {profile}"
+
+
+def plot_validation(epochs: Sequence[Mapping[str, float]], baselines: Mapping[str, float], x: str = "seconds",
+                    title: str = "", ax: plt.Axes | None = None) -> Figure:
+    """Held-out accuracies per epoch against ``x`` ('seconds' or 'epoch'), the baselines as dashed lines."""
+    fig, ax = _figure(ax, (7, 3.5))
+    xs = [row[x] for row in epochs]
+    for key, (name, colour) in VALIDATION_LINES.items():
+        ax.plot(xs, [row[key] for row in epochs], marker="o", markersize=3, color=colour, label=name)
+    for key, (name, colour) in BASELINE_LINES.items():
+        ax.axhline(baselines[key], color=colour, linestyle="--", linewidth=1, label=f"{name} ({baselines[key]:.3f})")
+    ax.axhline(0.5, color="black", linestyle=":", linewidth=1, label="NSP chance (0.500)")
+    ax.set_xlabel({"seconds": "training time (s)", "epoch": "epoch"}.get(x, x))
+    ax.set_ylabel("held-out accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
+def plot_losses(history: Sequence[Mapping[str, float]], title: str = "", ax: plt.Axes | None = None) -> Figure:
+    """The training losses of every optimizer step (``TrainResult.history`` rows)."""
+    fig, ax = _figure(ax, (7, 3.5))
+    steps = [row["step"] for row in history]
+    for key, colour in LOSS_LINES.items():
+        ax.plot(steps, [row[key] for row in history], color=colour, linewidth=0.8, label=key)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_run(epochs: Sequence[Mapping[str, float]], baselines: Mapping[str, float],
+             history: Sequence[Mapping[str, float]], title: str) -> Figure:
+    """One run side by side: held-out accuracies per epoch (with baselines), and the per-step training losses."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 3.8), layout="constrained")
+    plot_validation(epochs, baselines, title="held-out accuracy per epoch", ax=left)
+    plot_losses(history, title="training losses per step", ax=right)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_lr(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> Figure:
+    """The learning rate of every step, one panel per run, with its highest value (the end of any warm-up) marked."""
+    fig, axes = plt.subplots(1, len(histories), figsize=(6 * len(histories), 3), layout="constrained", squeeze=False)
+    for ax, (name, history) in zip(axes[0], histories.items()):
+        steps, lrs = [row["step"] for row in history], [row["lr"] for row in history]
+        peak = steps[int(np.argmax(lrs))]
+        ax.plot(steps, lrs, color="tab:purple")
+        ax.axvline(peak, color="gray", linestyle="--", linewidth=1, label=f"highest learning rate (step {peak})")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("learning rate")
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def plot_lengths(lengths: Sequence[int], max_length: int = 256) -> Figure:
+    """A histogram of pair lengths in tokens, with the padded length as a dashed line."""
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.hist(list(lengths), bins=40, color="tab:blue")
+    ax.axvline(max_length, color="tab:red", linestyle="--", label=f"max_length = {max_length}")
+    ax.set_xlabel("tokens per pair ([CLS] A [SEP] B [SEP])")
+    ax.set_ylabel("pairs")
+    ax.legend()
+    return fig
+
+
+def padding_grid(batches: Sequence[Mapping[str, torch.Tensor]]) -> np.ndarray:
+    """Pairs x positions, batch after batch: 1 = real token, 0 = [PAD], NaN = past the batch's padded length."""
+    width = max(batch["attention_mask"].shape[1] for batch in batches)
+    rows = []
+    for batch in batches:
+        mask = batch["attention_mask"].float().numpy()  # (batch, batch's seq_len)
+        rows.append(np.pad(mask, ((0, 0), (0, width - mask.shape[1])), constant_values=np.nan))
+    return np.concatenate(rows)
+
+
+def plot_padding(loaders: Mapping[str, Sequence[Mapping[str, torch.Tensor]]]) -> Figure:
+    """One panel per way of batching: every pair a row, real tokens dark, [PAD] light, uncomputed blank."""
+    fig, axes = plt.subplots(1, len(loaders), figsize=(4.5 * len(loaders), 4.5), layout="constrained",
+                             squeeze=False, sharey=True)
+    colours = ListedColormap(["#f4a582", "#2166ac"])  # 0 = [PAD], 1 = real token; NaN stays white
+    for ax, (name, batches) in zip(axes[0], loaders.items()):
+        grid = padding_grid(batches)
+        pad_share = np.nansum(grid == 0) / np.sum(~np.isnan(grid))
+        ax.imshow(grid, aspect="auto", interpolation="nearest", cmap=colours, vmin=0, vmax=1)
+        ax.set_title(f"{name}\n{pad_share:.1%} of the computed positions are [PAD]", fontsize=9)
+        ax.set_xlabel("position in the pair")
+    axes[0][0].set_ylabel("pairs, batch after batch")
+    fig.legend(handles=[Patch(color="#2166ac", label="real token"), Patch(color="#f4a582", label="[PAD]"),
+                        Patch(facecolor="white", edgecolor="gray", label="not computed")],
+               loc="outside lower center", ncols=3, fontsize=8)
+    return fig
+
+
+def mask_categories(input_ids: torch.Tensor, labels: torch.Tensor, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """Each position's index in MASK_CATEGORIES, from a masked batch and its labels; (batch, seq_len) long."""
+    special = torch.isin(input_ids, torch.tensor(sorted(set(tokenizer.all_special_ids))))
+    selected = labels != IGNORE_INDEX  # (batch, seq_len): the positions the MLM loss scores
+    categories = torch.full_like(input_ids, 2)  # not selected
+    categories[special] = 1
+    categories[input_ids == tokenizer.pad_token_id] = 0
+    categories[selected & (input_ids == tokenizer.mask_token_id)] = 3
+    categories[selected & (input_ids != tokenizer.mask_token_id) & (input_ids != labels)] = 4
+    categories[selected & (input_ids == labels)] = 5
+    return categories
+
+
+def plot_masked_batch(input_ids: torch.Tensor, labels: torch.Tensor, tokenizer: PreTrainedTokenizerBase,
+                      annotate: bool = True, max_positions: int | None = None) -> Figure:
+    """A batch as a grid of tokens, coloured by what masking did to each position (MASK_CATEGORIES)."""
+    categories = mask_categories(input_ids, labels, tokenizer)
+    real = categories.ne(0).any(dim=0).nonzero()  # columns that hold a real token in some row
+    width = int(real.max()) + 1 if len(real) else categories.shape[1]
+    width = min(width, max_positions or width)  # the first positions only, so that the tokens stay legible
+    categories, shown = categories[:, :width], input_ids[:, :width]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * width), 0.55 * len(categories) + 1.2), layout="constrained")
+    ax.imshow(categories.numpy(), aspect="auto", interpolation="nearest", cmap=ListedColormap(MASK_COLOURS),
+              vmin=0, vmax=len(MASK_CATEGORIES) - 1)
+    if annotate:
+        for (row, col), token in np.ndenumerate(np.array(tokenizer.convert_ids_to_tokens(shown.flatten().tolist()),
+                                                          dtype=object).reshape(shown.shape)):
+            if categories[row, col] != 0:
+                ax.text(col, row, token, ha="center", va="center", rotation=90, fontsize=6)
+    ax.set_xlabel("position")
+    ax.set_ylabel("pair in the batch")
+    ax.set_yticks(range(len(categories)))
+    fig.legend(handles=[Patch(facecolor=c, edgecolor="gray", label=n) for n, c in zip(MASK_CATEGORIES, MASK_COLOURS)],
+               loc="outside lower center", ncols=3, fontsize=8)
+    return fig
+
+
+def pair_attentions(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, sentence_a: str, sentence_b: str,
+                    max_length: int = 512) -> tuple[list[str], torch.Tensor]:
+    """The tokens of one pair and its attention weights, (layers, heads, seq_len, seq_len).
+
+    transformers' SDPA attention returns no weights, so the model runs this one pair with the "eager"
+    implementation (the same maths, written out) and is switched back afterwards.
+    """
+    encoded = tokenizer(sentence_a, sentence_b, truncation="longest_first", max_length=max_length,
+                        return_tensors="pt")  # (1, seq_len) each
+    before = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = model(**encoded.to(next(model.parameters()).device), output_attentions=True)
+    finally:
+        model.set_attn_implementation(before)
+    attentions = torch.stack([layer[0] for layer in out.attentions]).cpu()  # (layers, heads, seq_len, seq_len)
+    return tokenizer.convert_ids_to_tokens(encoded["input_ids"][0]), attentions
+
+
+def plot_attention(tokens: Sequence[str], attentions: torch.Tensor, sep_token: str = "[SEP]",
+                   layer: int = -1) -> Figure:
+    """Attention weights of every head of one layer: row = the token attending, column = the token attended to."""
+    weights = attentions[layer]  # (heads, seq_len, seq_len)
+    heads, length = weights.shape[0], len(tokens)
+    fig, axes = plt.subplots(1, heads, figsize=(5 * heads, 5.3), layout="constrained", squeeze=False)
+    first_sep = list(tokens).index(sep_token)  # A's [SEP]: segment A above and left of the lines
+    for head, ax in enumerate(axes[0]):
+        # Each head scaled to its own largest weight: an untrained head is near-uniform (1 / seq_len everywhere).
+        ax.imshow(weights[head].numpy(), cmap="Blues", vmin=0, vmax=float(weights[head].max()))
+        for draw in (ax.axvline, ax.axhline):
+            draw(first_sep + 0.5, color="tab:red", linewidth=1)
+        ax.set_xticks(range(length), tokens, rotation=90, fontsize=6)
+        ax.set_yticks(range(length), tokens, fontsize=6)
+        layer_number = layer if layer >= 0 else attentions.shape[0] + layer
+        ax.set_title(f"layer {layer_number + 1}, head {head + 1} (darkest = {float(weights[head].max()):.2f})",
+                     fontsize=9)
+    return fig
+
+
+def fill_mask_table(items: Sequence[Mapping[str, Any]], top: int = 3) -> pd.DataFrame:
+    """The recorded fill-mask prompts: the answer and the top guesses before and after training."""
+    def guesses(rows: Sequence[Sequence]) -> str:
+        return ", ".join(f"{token} ({probability:.3f})" for token, probability in rows[:top])
+
+    return pd.DataFrame({"prompt": [item["text"] for item in items], "answer": [item["answer"] for item in items],
+                         "before training": [guesses(item["before"]) for item in items],
+                         "after training": [guesses(item["after"]) for item in items]})
+
+
+def nsp_table(items: Sequence[Mapping[str, Any]], label_names: Mapping[int, str]) -> pd.DataFrame:
+    """The recorded NSP prompts: the true label and the verdict, with P(B follows A), before and after training."""
+    def verdict(answer: Mapping[str, Any]) -> str:
+        return f"{answer['verdict']} ({answer['p_follows']:.3f})"
+
+    return pd.DataFrame({"A": [item["sentence_a"] for item in items], "B": [item["sentence_b"] for item in items],
+                         "true": [label_names[item["label"]] for item in items],
+                         "before training (P follows)": [verdict(item["before"]) for item in items],
+                         "after training (P follows)": [verdict(item["after"]) for item in items]})
+
+
+def _figure(ax: plt.Axes | None, size: tuple[float, float]) -> tuple[Figure, plt.Axes]:
+    """A new figure and axes, or the figure of the given axes."""
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
+    return fig, ax

@@ -1,0 +1,168 @@
+"""The course's pictures, each drawn from small real data and read back from the figure it returns."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: draw into memory
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
+from transformers import BertForPreTraining, set_seed  # noqa: E402
+
+from helpers import plots  # noqa: E402
+from helpers.dataset import MeditationsDataset, make_loader, padding_efficiency  # noqa: E402
+from helpers.masking import IGNORE_INDEX, make_collator  # noqa: E402
+from helpers.model import scratch_config  # noqa: E402
+from helpers.pairs import LABEL_NAMES, make_pairs  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def pairs(smart_sentences):
+    return make_pairs({i: smart_sentences[i] for i in range(80)}, seed=0)
+
+
+@pytest.fixture(scope="module")
+def dataset(scratch_tokenizer, pairs):
+    return MeditationsDataset.from_pairs(scratch_tokenizer, pairs, max_length=64)
+
+
+# Per-epoch and per-step rows with the keys helpers.train.train writes (values are a run's, rounded).
+EPOCHS = [{"epoch": 1, "step": 4, "seconds": 3.1, "nsp_accuracy": 0.50, "mlm_accuracy_at_mask": 0.004},
+          {"epoch": 2, "step": 8, "seconds": 6.6, "nsp_accuracy": 0.55, "mlm_accuracy_at_mask": 0.031}]
+BASELINES = {"baseline_unigram": 0.055, "baseline_neighbours": 0.232, "baseline_word_overlap": 0.671}
+HISTORY = [{"step": s, "epoch": s / 4, "loss": 7.6 - 0.1 * s, "mlm_loss": 6.9 - 0.1 * s, "nsp_loss": 0.7,
+            "lr": 1e-3 * (s / 2 if s <= 2 else (8 - s) / 6)} for s in range(1, 9)]
+
+
+def test_validation_plot_draws_each_metric_and_each_baseline():
+    fig = plots.plot_validation(EPOCHS, BASELINES, x="seconds", title="t")
+    ax = fig.axes[0]
+    solid = [line for line in ax.lines if line.get_linestyle() == "-"]
+    dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert [list(line.get_xdata()) for line in solid] == [[3.1, 6.6]] * 2
+    assert [list(line.get_ydata()) for line in solid] == [[0.004, 0.031], [0.50, 0.55]]
+    assert sorted(line.get_ydata()[0] for line in dashed) == sorted(BASELINES.values())
+    assert fig.axes[0].get_xlabel() == "training time (s)"
+    assert plots.plot_validation(EPOCHS, BASELINES, x="epoch").axes[0].lines[0].get_xdata().tolist() == [1, 2]
+
+
+def test_run_plot_puts_accuracies_and_losses_side_by_side():
+    fig = plots.plot_run(EPOCHS, BASELINES, HISTORY, "recorded run")
+    accuracies, losses = fig.axes
+    assert len(accuracies.lines) == 2 + len(BASELINES) + 1  # two metrics, the baselines, NSP chance
+    assert [line.get_label() for line in losses.lines] == ["loss", "mlm_loss", "nsp_loss"]
+    assert losses.lines[1].get_ydata().tolist() == [row["mlm_loss"] for row in HISTORY]
+    assert fig.get_suptitle() == "recorded run"
+
+
+def test_lr_plot_marks_the_highest_learning_rate():
+    fig = plots.plot_lr({"a": HISTORY, "b": HISTORY[:5]})
+    assert len(fig.axes) == 2
+    curve, warmup_end = fig.axes[0].lines
+    assert curve.get_ydata().tolist() == [row["lr"] for row in HISTORY]
+    assert warmup_end.get_xdata()[0] == 2  # the step with the highest learning rate
+    assert warmup_end.get_label() == "highest learning rate (step 2)"
+
+
+def test_lr_plot_of_a_real_schedule(scratch_tokenizer):
+    from transformers import get_linear_schedule_with_warmup
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=3, num_training_steps=10)
+    history = []
+    for step in range(1, 11):
+        optimizer.step()
+        scheduler.step()
+        history.append({"step": step, "lr": scheduler.get_last_lr()[0]})
+    assert plots.plot_lr({"run": history}).axes[0].lines[1].get_xdata()[0] == 3
+
+
+def test_padding_image_shows_the_pad_share_of_the_loader(scratch_tokenizer, dataset, tiny_cfg):
+    batches = list(make_loader(dataset, scratch_tokenizer, tiny_cfg, shuffle=True, seed=0))
+    grid = plots.padding_grid(batches)
+    assert grid.shape == (len(dataset), max(b["input_ids"].shape[1] for b in batches))
+    assert np.nansum(grid == 0) / np.sum(~np.isnan(grid)) == pytest.approx(1 - padding_efficiency(batches))
+    fig = plots.plot_padding({"plain": batches, "again": batches})
+    assert len(fig.axes) == 2 and all(len(ax.images) == 1 for ax in fig.axes)
+    shown = fig.axes[0].images[0].get_array()
+    assert np.array_equal(np.isnan(shown), np.isnan(grid))
+    assert f"{1 - padding_efficiency(batches):.1%}" in fig.axes[0].get_title()
+
+
+def test_masked_batch_image_marks_exactly_the_masked_positions(scratch_tokenizer, dataset):
+    batch = make_collator(scratch_tokenizer, seed=0)([dataset[i] for i in range(6)])
+    ids, labels = batch["input_ids"], batch["labels"]
+    categories = plots.mask_categories(ids, labels, scratch_tokenizer)
+    selected = labels != IGNORE_INDEX
+    assert torch.equal(categories >= 3, selected)
+    assert torch.equal(categories == 3, selected & (ids == scratch_tokenizer.mask_token_id))
+    assert torch.equal(categories == 0, ids == scratch_tokenizer.pad_token_id)
+    fig = plots.plot_masked_batch(ids, labels, scratch_tokenizer)
+    image = np.asarray(fig.axes[0].images[0].get_array())
+    assert image.shape[0] == len(ids)
+    assert np.array_equal(image >= 3, selected[:, :image.shape[1]].numpy())
+    n_tokens = int((categories[:, :image.shape[1]] != 0).sum())
+    assert len(fig.axes[0].texts) == n_tokens  # one label per non-pad position
+    assert fig.axes[0].texts[0].get_text() == "[CLS]"
+    narrow = plots.plot_masked_batch(ids, labels, scratch_tokenizer, max_positions=10)
+    assert np.asarray(narrow.axes[0].images[0].get_array()).shape == (len(ids), 10)
+
+
+def test_hand_masked_positions_are_all_mask(scratch_tokenizer, dataset):
+    ids = scratch_tokenizer.pad([dataset[i] for i in range(3)], return_tensors="pt")["input_ids"]
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[:, 2] = ids[:, 2]
+    masked = ids.clone()
+    masked[:, 2] = scratch_tokenizer.mask_token_id
+    categories = plots.mask_categories(masked, labels, scratch_tokenizer)
+    assert (categories[:, 2] == 3).all() and not (categories[:, 3:] >= 3).any()
+    assert (categories[:, 0] == 1).all()  # [CLS]
+
+
+def test_attention_needs_eager_and_comes_back_per_head(scratch_tokenizer, tiny_cfg):
+    set_seed(0)
+    model = BertForPreTraining(scratch_config(tiny_cfg, scratch_tokenizer)).eval()
+    assert model.config._attn_implementation == "sdpa"
+    tokens, attentions = plots.pair_attentions(model, scratch_tokenizer, "A mere nothing.", "What then is that?")
+    assert model.config._attn_implementation == "sdpa"  # switched back
+    heads = tiny_cfg.num_attention_heads
+    assert attentions.shape == (tiny_cfg.num_hidden_layers, heads, len(tokens), len(tokens))
+    assert torch.allclose(attentions.sum(-1), torch.ones(1))  # each row is a softmax
+    fig = plots.plot_attention(tokens, attentions)
+    assert len(fig.axes) == heads
+    assert np.allclose(fig.axes[1].images[0].get_array(), attentions[-1, 1].numpy())
+    sep = tokens.index("[SEP]")
+    assert tokens[0] == "[CLS]" and fig.axes[0].lines[0].get_xdata()[0] == sep + 0.5
+
+
+def test_record_tables_and_labels():
+    record = {"profile": {"profile": "default"}, "machine": {"cpu": "Xeon", "cores": 2, "date": "2026-11-28"},
+              "prompts": {"fill_mask": [{"text": "the soul is dyed by the [MASK].", "answer": "thoughts",
+                                         "before": [["a", 0.01], ["b", 0.009]],
+                                         "after": [["thoughts", 0.4], ["mind", 0.1]]}],
+                          "nsp": [{"sentence_a": "A.", "sentence_b": "B.", "label": 1,
+                                   "before": {"verdict": "B follows A", "p_follows": 0.51},
+                                   "after": {"verdict": "B is random", "p_follows": 0.2}}]}}
+    assert plots.record_label(record) == "recorded run: profile default, Xeon (2 cores), 2026-11-28"
+    assert plots.live_label("tiny") == "live run in this notebook: profile tiny"
+    fill = plots.fill_mask_table(record["prompts"]["fill_mask"], top=1)
+    assert fill.loc[0, "before training"] == "a (0.010)" and fill.loc[0, "after training"] == "thoughts (0.400)"
+    nsp = plots.nsp_table(record["prompts"]["nsp"], LABEL_NAMES)
+    assert nsp.loc[0, "true"] == "B is random"
+    assert nsp.loc[0, "after training (P follows)"] == "B is random (0.200)"
+
+
+def test_lengths_histogram_counts_every_pair():
+    fig = plots.plot_lengths([10, 20, 20, 300], max_length=256)
+    ax = fig.axes[0]
+    assert sum(patch.get_height() for patch in ax.patches) == 4
+    assert ax.lines[0].get_xdata()[0] == 256
