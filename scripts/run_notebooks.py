@@ -5,13 +5,16 @@
 
 The stored outputs are what nbval compares against in ``make test``, so they are produced the way the test
 runs them: the tiny profile, PYTHONHASHSEED=0, no network, a python3 kernel from this environment and the
-notebooks/ folder as working directory.
+notebooks/ folder as working directory. Three things differ, all about how the outputs read on GitHub:
+progress bars are stored as text, a live page's iframe is not stored, and the repository URL of each
+notebook's badge and Colab cell is (re)written from REPO_URL below first.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,6 +25,24 @@ from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+
+# The one place the repository's address lives: this script writes it into every notebook's Colab badge and
+# setup cell, and tests/test_notebooks.py fails when a notebook disagrees. Set REPO_PUBLISHED = True once
+# REPO_URL is a real repository; until then the setup cell stops on Colab with one sentence saying so.
+REPO_URL = "https://github.com/bert-meditations/bert-meditations"
+REPO_PUBLISHED = False
+BADGE = re.compile(r"https://colab\.research\.google\.com/github/[^/\s]+/[^/\s]+/blob/main/notebooks/")
+REPO_LINE = re.compile(r'^REPO = ".*"$', re.MULTILINE)
+PUBLISHED_LINE = re.compile(r"^REPO_PUBLISHED = (True|False)$", re.MULTILINE)
+
+# tqdm.auto draws a widget in a kernel. A notebook stored without a live frontend keeps only the widget's first
+# frame ("0/4") and GitHub renders no widgets at all, so the kernels this script starts use tqdm's text bar
+# instead (set before any cell runs, so helpers.train picks it up too); nbclient's coalesce_streams then keeps
+# the last frame of each bar. In Jupyter itself nothing changes: the bars stay widgets.
+TEXT_BARS = "--IPKernelApp.exec_lines=import tqdm.auto, tqdm.std; tqdm.auto.tqdm = tqdm.std.tqdm"
+WIDGET = "application/vnd.jupyter.widget-view+json"
+# A page served on this machine (Gradio's inline iframe) is dead in a stored copy: the server has stopped.
+LOOPBACK_FRAME = re.compile(r"<iframe[^>]+src=\"https?://(?:127\.0\.0\.1|localhost)[:/]")
 
 # The environment of `make test` (the kernel inherits it; PYTHONHASHSEED only counts before a kernel starts).
 FORCED_ENV = {"BERT_MEDITATIONS_PROFILE": "tiny", "PYTHONHASHSEED": "0"}
@@ -43,16 +64,40 @@ def select(patterns: list[str]) -> list[Path]:
     return chosen
 
 
+def stamp_repo(nb: nbformat.NotebookNode, name: str) -> None:
+    """Write REPO_URL into the badge of the first cell and REPO_URL / REPO_PUBLISHED into the setup cell."""
+    owner_repo = REPO_URL.removeprefix("https://github.com/")
+    nb.cells[0].source = BADGE.sub(f"https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/",
+                                   nb.cells[0].source)
+    setup = next(cell for cell in nb.cells if cell.cell_type == "code")
+    if not REPO_LINE.search(setup.source) or not PUBLISHED_LINE.search(setup.source):
+        raise SystemExit(f"error: the first code cell of {name} lacks a REPO = \"...\" or REPO_PUBLISHED = ... line.")
+    setup.source = REPO_LINE.sub(f'REPO = "{REPO_URL}"', setup.source)
+    setup.source = PUBLISHED_LINE.sub(f"REPO_PUBLISHED = {REPO_PUBLISHED}", setup.source)
+
+
+def readable_outputs(nb: nbformat.NotebookNode) -> None:
+    """Drop what a stored copy cannot show: widgets (and their saved state) and iframes of a stopped local server."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [out for out in cell.outputs
+                            if WIDGET not in out.get("data", {})
+                            and not LOOPBACK_FRAME.search(str(out.get("data", {}).get("text/html", "")))]
+
+
 def execute(path: Path, timeout: int) -> float:
     """Run every cell of ``path`` in a fresh kernel and write the outputs back; return the seconds taken."""
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    stamp_repo(nb, path.name)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False, coalesce_streams=True,
+                            extra_arguments=[TEXT_BARS], resources={"metadata": {"path": str(NOTEBOOKS)}})
     started = time.perf_counter()
     try:
         client.execute()
     finally:
         # Written even on failure, so the error output can be read in the notebook itself.
+        readable_outputs(nb)
         nbformat.write(nb, path)
     return time.perf_counter() - started
 

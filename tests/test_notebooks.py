@@ -4,7 +4,9 @@ and no logic copied out of helpers. (nbval, run by `make test`, re-executes them
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -13,6 +15,10 @@ import pytest
 from helpers.config import ROOT
 
 NOTEBOOKS = ROOT / "notebooks"
+# scripts/run_notebooks.py holds the repository URL (REPO_URL, REPO_PUBLISHED) and cleans stored outputs.
+_spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
+run_notebooks = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_notebooks)
 EXPECTED = ["01_pairing.ipynb", "02_tokenizing.ipynb", "03_masking.ipynb", "04_training.ipynb",
             "05_inference.ipynb", "06_gradio_demo.ipynb"]
 IGNORE_MARKER = "# NBVAL_IGNORE_OUTPUT"
@@ -141,6 +147,65 @@ def volatile_problems(nb) -> list[str]:
     return problems
 
 
+def repo_problems(nb, name: str) -> list[str]:
+    """The badge and the Colab setup cell must use run_notebooks.REPO_URL (one address, no drift)."""
+    problems = []
+    owner_repo = run_notebooks.REPO_URL.removeprefix("https://github.com/")
+    badge = f"(https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{name})"
+    if badge not in nb.cells[0].source:
+        problems.append(f"the Colab badge does not link to {badge[1:-1]} (run `make notebooks` after changing REPO_URL)")
+    setup = next((c.source for c in nb.cells if c.cell_type == "code"), "")
+    for line in (f'REPO = "{run_notebooks.REPO_URL}"', f"REPO_PUBLISHED = {run_notebooks.REPO_PUBLISHED}"):
+        if line not in setup.splitlines():
+            problems.append(f"the setup cell lacks the line {line} (run `make notebooks` after changing REPO_URL)")
+    return problems
+
+
+def readable_problems(nb) -> list[str]:
+    """What GitHub cannot show: widgets (a stored bar reads "0/4"), and pages of a local server that has stopped."""
+    problems = ["the metadata holds widget state (run `make notebooks`)"] if "widgets" in nb.metadata else []
+    for number, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if run_notebooks.WIDGET in out.get("data", {}):
+                problems.append(f"cell {number} stores a widget (a progress bar?); store text bars (`make notebooks`)")
+            if run_notebooks.LOOPBACK_FRAME.search(str(out.get("data", {}).get("text/html", ""))):
+                problems.append(f"cell {number} stores an iframe of a local server that is no longer running")
+    return problems
+
+
+def _code(nb) -> list[tuple[int, ast.Module]]:
+    """Each code cell as Python (IPython's ! and % lines turned into calls)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    transform = TransformerManager().transform_cell
+    return [(n, ast.parse(transform(c.source))) for n, c in enumerate(nb.cells) if c.cell_type == "code"]
+
+
+def import_problems(nb) -> list[str]:
+    """Every imported name is used, nothing private comes from helpers, and no function's source is sliced."""
+    problems, imported, used = [], {}, set()
+    for number, tree in _code(nb):
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for alias in node.names:
+                    imported[(alias.asname or alias.name).split(".")[0]] = number
+                    if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("helpers") \
+                            and alias.name.startswith("_"):
+                        problems.append(f"cell {number} imports the private helpers name {alias.name}; show what "
+                                        f"the public functions do instead")
+            elif isinstance(node, ast.Name):
+                used.add(node.id)
+            elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Call) \
+                    and "getsource" in ast.unparse(node.value.func):
+                problems.append(f"cell {number} slices a function's source; show whole functions, or write it out")
+            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
+                    and "getsource" in ast.unparse(node.value.func):
+                problems.append(f"cell {number} keeps a function's source to cut it; print whole functions only")
+    problems += [f"cell {number} imports {name}, which no cell uses" for name, number in imported.items()
+                 if name not in used]
+    return problems
+
+
 def notebook_paths() -> list[Path]:
     return sorted(NOTEBOOKS.glob("*.ipynb"))
 
@@ -164,7 +229,8 @@ def test_notebook_as_stored(name, helpers_public):
     nbformat.validate(nb)
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
     problems = (execution_problems(nb) + skeleton_problems(nb, name) + privacy_problems(nb)
-                + redefinition_problems(nb, helpers_public) + volatile_problems(nb))
+                + redefinition_problems(nb, helpers_public) + volatile_problems(nb) + repo_problems(nb, name)
+                + readable_problems(nb) + import_problems(nb))
     assert not problems, f"{name}:\n  " + "\n  ".join(problems)
 
 
@@ -260,3 +326,84 @@ def test_checks_catch_an_unmarked_progress_bar():
     assert volatile_problems(_notebook(cell))
     cell.source = IGNORE_MARKER + "\n" + cell.source
     assert not volatile_problems(_notebook(cell))
+
+
+def _setup_cell(published: bool) -> str:
+    source = next(c.source for c in read(NOTEBOOKS / EXPECTED[0]).cells if c.cell_type == "code")
+    return source.replace(f"REPO_PUBLISHED = {run_notebooks.REPO_PUBLISHED}", f"REPO_PUBLISHED = {published}")
+
+
+class _FakeShell:
+    """Records the ! and % lines of a cell; like IPython, expands {NAME} from the cell's namespace."""
+
+    def __init__(self, namespace: dict | None = None):
+        self.calls, self.namespace = [], namespace if namespace is not None else {}
+
+    def system(self, command):
+        self.calls.append(command.format_map(self.namespace))
+
+    def run_line_magic(self, name, line, *_):
+        self.calls.append(f"%{name} {line}")
+
+
+@pytest.mark.parametrize("published", [False, True])
+def test_setup_cell_on_colab(published, monkeypatch):
+    """On Colab a placeholder URL stops the cell with one sentence; a published one is cloned and installed."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    code = TransformerManager().transform_cell(_setup_cell(published))
+    namespace = {}
+    shell = _FakeShell(namespace)
+    namespace["get_ipython"] = lambda: shell
+    monkeypatch.setitem(sys.modules, "google.colab", object())
+    if not published:
+        with pytest.raises(SystemExit, match=r"^Set REPO in this cell .* is a placeholder, not a real repository\.$"):
+            exec(code, namespace)  # noqa: S102 - the notebook's own cell
+        assert shell.calls == []
+    else:
+        exec(code, namespace)  # noqa: S102
+        assert any(run_notebooks.REPO_URL in call and "git clone" in call for call in shell.calls)
+        assert any("pip install" in call for call in shell.calls)
+
+
+def test_setup_cell_does_nothing_off_colab(monkeypatch):
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    shell = _FakeShell()
+    exec(TransformerManager().transform_cell(_setup_cell(False)), {"get_ipython": lambda: shell})  # noqa: S102
+    assert shell.calls == []
+
+
+def test_checks_catch_a_drifted_repository_url():
+    cells = _good_cells("01_pairing.ipynb")  # badge o/r, REPO = "https://example.org/r"
+    cells[1].source += f"\nREPO_PUBLISHED = {not run_notebooks.REPO_PUBLISHED}"
+    nb = _notebook(*cells)
+    problems = repo_problems(nb, "01_pairing.ipynb")
+    assert len(problems) == 3 and "badge" in problems[0]
+    run_notebooks.stamp_repo(nb, "01_pairing.ipynb")  # what `make notebooks` does first
+    assert repo_problems(nb, "01_pairing.ipynb") == []
+
+
+def test_stored_outputs_are_cleaned_of_widgets_and_dead_pages():
+    cell = nbformat.v4.new_code_cell("url = serve(demo)")
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", data={run_notebooks.WIDGET: {"model_id": "x"}, "text/plain": "0/4"}),
+        nbformat.v4.new_output("display_data", data={"text/html": '<div><iframe src="http://127.0.0.1:41831/" '
+                                                                  'width="100%"></iframe></div>'}),
+        nbformat.v4.new_output("stream", name="stdout", text="serving at http://127.0.0.1:41831/\n")]
+    nb = _notebook(cell)
+    nb.metadata["widgets"] = {"state": {}}
+    assert len(readable_problems(nb)) == 3
+    run_notebooks.readable_outputs(nb)
+    assert readable_problems(nb) == [] and [out.output_type for out in nb.cells[0].outputs] == ["stream"]
+
+
+def test_checks_catch_unused_and_private_imports_and_sliced_source():
+    nb = _notebook(nbformat.v4.new_code_cell("import os\nimport inspect\nfrom helpers.pairs import _random_other, make_pairs\n"
+                                             "print(inspect.getsource(make_pairs)[:40])\n!echo {make_pairs}"))
+    problems = import_problems(nb)
+    assert any("imports os" in p for p in problems)
+    assert any("_random_other" in p and "private" in p for p in problems)
+    assert any("slices" in p for p in problems)
+    assert not any("imports inspect" in p or "imports make_pairs" in p for p in problems)
