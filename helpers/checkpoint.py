@@ -132,17 +132,25 @@ def run_lock(folder: str | os.PathLike) -> Iterator[Path]:
         return
     folder.parent.mkdir(parents=True, exist_ok=True)
     path = folder.parent / f".{folder.name}.lock"  # beside the folder: the folder itself is swapped by renames
-    handle = open(path, "a+", encoding="utf-8")
-    try:
-        # flock, not a pid file alone: the kernel drops the lock when its process dies, even by SIGKILL, so a
-        # crashed run never leaves a stale lock behind. Non-blocking: a second run is refused, not queued.
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        pid = handle.read().strip() or "unknown"
+    while True:
+        handle = open(path, "a+", encoding="utf-8")
+        try:
+            # flock, not a pid file alone: the kernel drops the lock when its process dies, even by SIGKILL, so a
+            # crashed run never leaves a stale lock behind. Non-blocking: a second run is refused, not queued.
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "unknown"
+            handle.close()
+            raise CheckpointError(f"{folder} is being written by a training run that is still going (pid {pid}); "
+                                  f"wait for it to finish, stop it, or choose another --output.") from None
+        # The holder before us removes the file as it lets go: a lock on that removed file guards nothing.
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
         handle.close()
-        raise CheckpointError(f"{folder} is being written by a training run that is still going (pid {pid}); wait "
-                              f"for it to finish, stop it, or choose another --output.") from None
     try:
         handle.seek(0)
         handle.truncate()
@@ -150,6 +158,7 @@ def run_lock(folder: str | os.PathLike) -> Iterator[Path]:
         handle.flush()
         yield path
     finally:
+        path.unlink(missing_ok=True)  # removed while still held, so no run can lock a file about to vanish
         handle.close()  # closing the file releases the flock
 
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertForNextSentencePrediction, BertForPreTraining, pipeline
 
-from helpers.checkpoint import CheckpointError, is_checkpoint, load_training_state
+from helpers.checkpoint import CheckpointError, is_checkpoint, load_training_state, run_lock
 from helpers.config import ROOT, get_profile
 from helpers.dataset import MeditationsDataset, make_loader, prepare_data
 from helpers.model import PretrainingLosses, stock_losses
@@ -179,6 +180,33 @@ def test_cli_trains_and_prints_metrics(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "nsp_accuracy" in out.stdout and "Checkpoint:" in out.stdout
     assert is_checkpoint(tmp_path / "cli")
+
+
+def test_a_second_run_into_a_live_runs_folder_is_refused(tmp_path):
+    out = tmp_path / "live"
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    # A long tiny run that saves after every epoch; we wait for its first checkpoint, then try to join it.
+    live = subprocess.Popen([sys.executable, "-m", "helpers.train", "--profile", "tiny", "--output", str(out),
+                             "--epochs", "500", "--no-progress", "--wandb", "disabled"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while not is_checkpoint(out):
+            assert live.poll() is None, "the first run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "the first run wrote no checkpoint in 180 s"
+            time.sleep(0.5)
+        for attempt in (dict(overwrite=True), dict(resume=True)):
+            with pytest.raises(CheckpointError, match=rf"still going \(pid {live.pid}\)"):
+                train(tiny(), out, **attempt, **QUIET)
+        cli = _cli("--resume", str(out))
+        assert cli.returncode == 1 and "still going" in cli.stderr and "Traceback" not in cli.stderr
+        assert live.poll() is None, "the refused attempts must leave the live run alone"
+    finally:
+        live.kill()
+        live.wait()
+    # Once it is gone (even by SIGKILL), the folder is free again: no stale lock.
+    with run_lock(out):
+        assert is_checkpoint(out)
 
 
 def _leet_records(run_dir: Path) -> list[dict]:
