@@ -98,7 +98,7 @@ def make_record(cfg: Config | None = None, out: Path = RECORD, progress: bool = 
     from transformers import set_seed
 
     from helpers.dataset import prepare_data
-    from helpers.inference import Predictor
+    from helpers.serving import Predictor
     from helpers.model import load_model
     from helpers.train import train
 

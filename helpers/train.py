@@ -24,7 +24,7 @@ from helpers.checkpoint import (CheckpointError, check_output_dir, load_training
 from helpers.config import Config, ConfigError, parse_args
 from helpers.corpus import CorpusError
 from helpers.dataset import MeditationsDataset, PreparedData, make_loader, prepare_data
-from helpers.inference import Predictor
+from helpers.serving import Predictor
 from helpers.model import PretrainingLosses, load_model
 from helpers.pairs import LABEL_NAMES, PairError
 from helpers.tokens import ModelSourceError, check_max_length
@@ -329,7 +329,8 @@ def end_epoch(run: Run, epoch: int) -> None:
     metrics = evaluate(run.accelerator.unwrap_model(run.losses), run.val_batches, run.accelerator)
     seconds = run.saved.get("seconds", 0.0) + time.perf_counter() - run.started  # this run's and before
     run.result.epochs.append({"epoch": epoch + 1, "step": run.global_step, "seconds": round(seconds, 1), **metrics})
-    run.tracker.log({f"val/{k}": v for k, v in metrics.items()}, step=run.global_step)
+    # The baselines go beside every epoch's metrics, so W&B draws them as flat lines in the same charts.
+    run.tracker.log({f"val/{k}": v for k, v in (metrics | run.result.baselines).items()}, step=run.global_step)
     # The header once, then one row per epoch (the bar above each row shows the epoch's progress).
     first = epoch == run.saved.get("next_epoch", 0)
     run.say(format_table(run.result.epochs[-1:], header=len(run.result.epochs) == 1 or first))

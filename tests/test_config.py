@@ -104,7 +104,8 @@ def _alternative(cfg: Config, name: str):
     if isinstance(value, int):
         return str(value + 1), value + 1
     if isinstance(value, float):
-        return str(value / 2), value / 2
+        other = value / 2 if value else 0.25  # a share or a rate, valid either way
+        return str(other), other
     raise AssertionError(f"no alternative value for {name}")
 
 
