@@ -45,6 +45,7 @@ class Config:
     num_hidden_layers: int = field(default=4, metadata={"help": "scratch model depth"})
     num_attention_heads: int = field(default=4, metadata={"help": "scratch model attention heads"})
     intermediate_size: int = field(default=1024, metadata={"help": "scratch model feed-forward width"})
+    position_init: str = field(default="random", metadata={"help": "scratch model's position table at the start: 'random' (BERT's) or 'sinusoidal' (the Transformer's waves, still learned)"})
     dropout: float = field(default=0.1, metadata={"help": "scratch model dropout (hidden states and attention), BERT's 0.1"})
     # --- optimisation ---
     epochs: int = field(default=2, metadata={"help": "passes over the training pairs"})
@@ -85,6 +86,8 @@ class Config:
                 raise bad(f.name, f"it must be {words}" + (", or none" if type(None) in allowed else ""))
         if self.splitter not in ("period", "smart"):
             raise bad("splitter", "use 'period' or 'smart'")
+        if self.position_init not in ("random", "sinusoidal"):
+            raise bad("position_init", "use 'random' or 'sinusoidal'")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise bad("mixed_precision", "use 'auto', 'no', 'bf16' or 'fp16'")
         if self.wandb not in ("auto", "online", "offline", "disabled"):

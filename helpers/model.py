@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -26,7 +27,10 @@ def scratch_config(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> BertConfi
 def load_model(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> BertForPreTraining:
     """``cfg.model == "scratch"`` builds a fresh model (seed it first); else ``from_pretrained``."""
     if cfg.model == "scratch":
-        return BertForPreTraining(scratch_config(cfg, tokenizer))
+        model = BertForPreTraining(scratch_config(cfg, tokenizer))
+        if cfg.position_init == "sinusoidal":
+            sinusoidal_positions_(model.bert.embeddings.position_embeddings.weight, model.config.initializer_range)
+        return model
     try:
         # safetensors only: no pickled weights are ever unpickled.
         model = BertForPreTraining.from_pretrained(cfg.model, use_safetensors=True, attn_implementation="sdpa")
@@ -38,6 +42,23 @@ def load_model(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> BertForPreTra
         raise ModelSourceError(f"The model {cfg.model!r} knows {model.config.vocab_size} tokens but its tokenizer "
                                f"has {len(tokenizer)}; use the tokenizer that came with the model.")
     return model
+
+
+@torch.no_grad()
+def sinusoidal_positions_(table: torch.Tensor, std: float) -> None:
+    """Fill a (max_positions, hidden) position table with the Transformer's sinusoids, scaled to ``std``.
+
+    The table stays a learned BERT parameter; only its starting point changes. Sinusoids let attention find
+    "the token next to me" from the first step (their dot products depend on the offset between positions),
+    where random rows must first be learned one position at a time.
+    """
+    n_positions, hidden = table.shape
+    position = torch.arange(n_positions, dtype=torch.float32).unsqueeze(1)  # (max_positions, 1)
+    frequency = torch.exp(torch.arange(0, hidden, 2, dtype=torch.float32) * (-math.log(10000.0) / hidden))  # (hidden/2,)
+    waves = torch.zeros(n_positions, hidden)
+    waves[:, 0::2] = torch.sin(position * frequency)  # (max_positions, hidden/2)
+    waves[:, 1::2] = torch.cos(position * frequency)
+    table.copy_(waves * (std / waves.std()))  # the same spread as BERT's random initialisation
 
 
 class PretrainingLosses(nn.Module):

@@ -110,7 +110,7 @@ def make_record(cfg: Config | None = None, out: Path = RECORD, progress: bool = 
     with tempfile.TemporaryDirectory() as folder:
         result = train(cfg, Path(folder) / "record", progress=progress, track=False)
         after = answers(Predictor.from_checkpoint(result.checkpoint), data.tokenizer)
-    rounded = lambda row: {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}  # noqa: E731
+    rounded = lambda row: {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()}  # noqa: E731
     record = {"profile": record_profile(cfg), "code_version": code_version(), "machine": machine(),
               "baselines": {k: round(v, 4) for k, v in result.baselines.items()},
               "final": rounded(result.final), "epochs": [rounded(r) for r in result.epochs],
