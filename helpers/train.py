@@ -37,6 +37,9 @@ METRICS = ("nsp_accuracy", "mlm_accuracy_at_mask", "mlm_loss", "mlm_perplexity",
 BASELINES = ("baseline_unigram", "baseline_neighbours", "baseline_word_overlap")
 
 
+VAL_BATCH_SIZE = 64
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (for example, the loss became NaN); the message says what to do."""
 
@@ -238,8 +241,9 @@ def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, t
 def validation_batches(data: PreparedData, cfg: Config) -> list[dict[str, torch.Tensor]]:
     """The validation pairs in batches with fixed masks, every selected token a [MASK] (what fill-mask sees)."""
     val_set = MeditationsDataset.from_pairs(data.tokenizer, data.val_pairs, cfg.max_length)
+    # A fixed batch size too: the masks then depend on the seed alone, so runs of any batch size compare.
     val_cfg = dataclasses.replace(cfg, mlm_probability=cfg.val_mlm_probability, mask_replace_prob=1.0,
-                                  random_replace_prob=0.0)
+                                  random_replace_prob=0.0, batch_size=VAL_BATCH_SIZE)
     return list(make_loader(val_set, data.tokenizer, val_cfg, shuffle=False, seed=cfg.seed))
 
 
