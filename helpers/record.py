@@ -23,6 +23,7 @@ from helpers.config import ROOT, Config, get_profile
 from helpers.pairs import IS_NEXT, LABEL_NAMES
 
 RECORD = ROOT / "docs" / "record.json"
+FIGURE = ROOT / "docs" / "record.png"  # the README's picture of the record
 # Fill-mask prompts: "{mask}" stands for the tokenizer's mask token; the answer is the Meditations' word.
 FILL_PROMPTS = [
     ("Live {mask} to nature.", "according"),
@@ -112,7 +113,7 @@ def make_record(cfg: Config | None = None, out: Path = RECORD, progress: bool = 
         after = answers(Predictor.from_checkpoint(result.checkpoint), data.tokenizer)
     rounded = lambda row: {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()}  # noqa: E731
     record = {"profile": record_profile(cfg), "code_version": code_version(), "machine": machine(),
-              "baselines": {k: round(v, 4) for k, v in result.baselines.items()},
+              "baselines": rounded(result.baselines),
               "final": rounded(result.final), "epochs": [rounded(r) for r in result.epochs],
               "history": [rounded(r) for r in result.history], "prompts": _merge(before, after)}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +121,16 @@ def make_record(cfg: Config | None = None, out: Path = RECORD, progress: bool = 
     tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, out)  # whole or absent
     return record
+
+
+def draw_record(record: dict[str, Any], figure: Path = FIGURE) -> None:
+    """The README's picture of the record: held-out metrics beside their baselines, and the training losses."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from helpers.plots import plot_run, record_label
+
+    fig = plot_run(record["epochs"], record["baselines"], record["history"], record_label(record))
+    fig.savefig(figure, dpi=100, bbox_inches="tight")
 
 
 def load_record(path: Path = RECORD) -> dict[str, Any]:
@@ -131,6 +142,7 @@ def load_record(path: Path = RECORD) -> dict[str, Any]:
 
 def main() -> int:
     record = make_record()
+    draw_record(record)
     print(f"Wrote {RECORD.relative_to(ROOT)}: {len(record['history'])} steps, {len(record['epochs'])} epochs, "
           f"{record['final']['train_seconds']:.0f} s.")
     return 0

@@ -1,0 +1,48 @@
+"""The committed recorded run (docs/record.json) is a run of today's default profile, and whole."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers.config import get_profile
+from helpers.record import FILL_PROMPTS, NSP_PROMPTS, RECORD, load_record, record_profile
+
+
+@pytest.fixture(scope="module")
+def record():
+    return load_record()
+
+
+def test_record_matches_the_default_profile(record):
+    now = record_profile(get_profile("default"))
+    stale = {k: (record["profile"].get(k), v) for k, v in now.items() if record["profile"].get(k) != v}
+    assert not stale, (f"docs/record.json was made with another default profile ({stale}, as recorded vs now): "
+                       f"run `make record` and commit it")
+
+
+def test_record_is_whole(record):
+    final_step = record["epochs"][-1]["step"]
+    assert [row["step"] for row in record["history"]] == list(range(1, final_step + 1))
+    assert len(record["epochs"]) == record["profile"]["epochs"]
+    for key in ("baseline_unigram", "baseline_neighbours", "baseline_word_overlap"):
+        assert 0 < record["baselines"][key] < 1 and record["final"][key] == record["baselines"][key]
+    assert [p["answer"] for p in record["prompts"]["fill_mask"]] == [answer for _, answer in FILL_PROMPTS]
+    assert [p["label"] for p in record["prompts"]["nsp"]] == [label for _, _, label in NSP_PROMPTS]
+    for prompt in record["prompts"]["fill_mask"]:
+        assert len(prompt["before"]) == len(prompt["after"]) == 5
+
+
+def test_a_changed_default_is_caught(record, tmp_path, monkeypatch):
+    changed = {**record, "profile": {**record["profile"], "lr": record["profile"]["lr"] * 2}}
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(changed))
+    stale = load_record(path)
+    assert record_profile(get_profile("default")) != stale["profile"]
+
+
+def test_a_missing_record_says_how_to_make_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make record"):
+        load_record(tmp_path / "absent.json")
+    assert RECORD.name == "record.json"
