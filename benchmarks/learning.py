@@ -18,7 +18,9 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import multiprocessing  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -61,7 +63,13 @@ def run_variant(name: str, seed: int, threads: int | None = None) -> dict:
 
 
 def _run(task: tuple[str, int, int]) -> dict:
-    return run_variant(*task)
+    """One run in a fresh interpreter (transformers' seeded collator refuses to run inside a multiprocessing worker)."""
+    name, seed, threads = task
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "run.json"
+        subprocess.run([sys.executable, "-m", "benchmarks.learning", "--single", name, str(seed), str(threads), str(out)],
+                       cwd=ROOT, check=True)
+        return json.loads(out.read_text())
 
 
 def merge(runs: list[dict], out: Path) -> dict:
@@ -99,13 +107,30 @@ def plot(report: dict, figure: Path) -> None:
     mlm.set(title="Held-out MLM accuracy at [MASK] (15% masked)", xlabel="wall-clock seconds", ylabel="accuracy")
     nsp.set(title="Held-out NSP accuracy (balanced pairs)", xlabel="wall-clock seconds", ylabel="accuracy")
     m = report.get("machine", {})
-    fig.suptitle(f"Default profile variants on {m.get('cores')} cores ({m.get('cpu')}), {m.get('date')}; "
-                 f"solid: seed 42, dotted: other seeds", fontsize=9)
+    threads = report["runs"][0].get("torch_threads", m.get("torch_threads"))
+    fig.suptitle(f"Default-profile variants, {m.get('cpu')} ({m.get('cores')} cores; {threads} torch thread(s) per run), "
+                 f"{m.get('date')}; solid: seed 42, dotted: seed 43; dashed grey: baselines", fontsize=9)
     mlm.legend(fontsize=8)
     fig.tight_layout()
     figure.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(figure, dpi=110)
     plt.close(fig)
+
+
+def table(report: dict) -> str:
+    """The README's table: per variant, each seed's final held-out accuracies, and the unigram baseline."""
+    rows = ["| variant | what changes | MLM@[MASK], seeds 42 / 43 | × unigram | NSP, seeds 42 / 43 | seconds |",
+            "|---|---|---|---|---|---|"]
+    for name, (about, _) in VARIANTS.items():
+        runs = sorted((r for r in report["runs"] if r["variant"] == name), key=lambda r: r["seed"])
+        if not runs:
+            continue
+        mlm = " / ".join(f"{r['final']['mlm_accuracy_at_mask']:.3f}" for r in runs)
+        ratio = " / ".join(f"{r['final']['mlm_accuracy_at_mask'] / r['baselines']['baseline_unigram']:.1f}" for r in runs)
+        nsp = " / ".join(f"{r['final']['nsp_accuracy']:.3f}" for r in runs)
+        seconds = " / ".join(f"{r['final']['train_seconds']:.0f}" for r in runs)
+        rows.append(f"| `{name}` | {about} | {mlm} | {ratio} | {nsp} | {seconds} |")
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,20 +142,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot-only", action="store_true", help="redraw the figure from --out")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at a time, each in its own process with cores/jobs torch threads")
+    parser.add_argument("--single", nargs=4, metavar=("VARIANT", "SEED", "THREADS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.single:
+        name, seed, threads, out = args.single
+        Path(out).write_text(json.dumps(run_variant(name, int(seed), int(threads))))
+        return 0
     if not args.plot_only:
         names = args.variants.split(",")
         for name in names:
             if name not in VARIANTS:
                 parser.error(f"unknown variant {name!r}: choose from {', '.join(VARIANTS)}")
         todo = [(name, seed, max(1, (os.cpu_count() or 1) // args.jobs)) for name in names for seed in args.seeds]
-        # Fresh processes (spawn): each run starts from a clean interpreter, as `make demo` does.
-        with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
-            for run in pool.imap_unordered(_run, todo):
+        with ThreadPoolExecutor(args.jobs) as pool:  # each thread waits on one run's process
+            for run in pool.map(_run, todo):
                 print(f"{run['variant']} seed {run['seed']}: MLM@[MASK] {run['final']['mlm_accuracy_at_mask']:.3f}, "
                       f"NSP {run['final']['nsp_accuracy']:.3f}, {run['final']['train_seconds']:.0f} s", flush=True)
                 merge([run], args.out)
-    plot(json.loads(args.out.read_text()), args.figure)
+    report = json.loads(args.out.read_text())
+    plot(report, args.figure)
+    print(table(report))
     print(f"Wrote {args.out} and {args.figure}")
     return 0
 
