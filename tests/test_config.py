@@ -95,7 +95,8 @@ def _alternative(cfg: Config, name: str):
     special = {"profile": None, "corpus": ("my/corpus.txt", "my/corpus.txt"), "splitter": ("period", "period"),
                "mixed_precision": ("bf16", "bf16"), "wandb": ("offline", "offline"), "model": ("some/dir", "some/dir"),
                "wandb_project": ("other-project", "other-project"), "max_paragraphs": ("50", 50),
-               "max_steps": ("7", 7), "hidden_size": ("64", 64), "num_attention_heads": ("4", 4)}
+               "max_steps": ("7", 7), "hidden_size": ("64", 64), "num_attention_heads": ("4", 4),
+               "position_init": ("sinusoidal", "sinusoidal")}
     if name in special:
         return special[name]
     value = getattr(cfg, name)
@@ -109,7 +110,9 @@ def _alternative(cfg: Config, name: str):
     raise AssertionError(f"no alternative value for {name}")
 
 
-@pytest.mark.parametrize("name", [n for n in FIELDS if n != "profile"])
+# random_replace_prob alone cannot change: the default masks every selected token (mask_replace_prob 1.0), so any
+# random share needs room made beside it (tested below).
+@pytest.mark.parametrize("name", [n for n in FIELDS if n not in ("profile", "random_replace_prob")])
 def test_cli_overrides_every_field(name):
     defaults = get_profile("default")
     text, expected = _alternative(defaults, name)
@@ -118,6 +121,14 @@ def test_cli_overrides_every_field(name):
     assert expected != getattr(defaults, name)
     # Everything else keeps the profile's value.
     assert {f: getattr(cfg, f) for f in FIELDS if f != name} == {f: getattr(defaults, f) for f in FIELDS if f != name}
+
+
+def test_random_replacement_needs_room_beside_the_mask_share(capsys):
+    cfg, _ = parse_args(["--mask-replace-prob", "0.8", "--random-replace-prob", "0.1"])
+    assert (cfg.mask_replace_prob, cfg.random_replace_prob) == (0.8, 0.1)
+    with pytest.raises(SystemExit):
+        parse_args(["--random-replace-prob", "0.1"])  # beside the default's 1.0
+    assert "must not exceed 1" in capsys.readouterr().err
 
 
 def test_cli_examples_from_the_readme():
