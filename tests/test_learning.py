@@ -27,6 +27,6 @@ def test_the_default_recipe_beats_the_unigram_guess_at_mask(tmp_path):
     assert accuracy >= MARGIN * unigram, (
         f"held-out accuracy at [MASK] {accuracy:.3f} is under {MARGIN}x the unigram guess ({unigram:.3f}): "
         f"the recipe no longer learns beyond word frequencies")
-    # And it has not only learned *which* token is frequent: its curve rose over the run.
+    # And it has not only learned *which* token is frequent (the first epochs' level): it went on learning.
     curve = [row["mlm_accuracy_at_mask"] for row in result.epochs]
-    assert curve[-1] > curve[0] + 0.02, curve
+    assert curve[-1] > max(curve[:3]) + 0.01, curve
