@@ -38,6 +38,7 @@ import transformers  # noqa: E402
 from benchmarks.reference import (BATCH_SIZE, MAX_LENGTH, SIZES, VARIANTS, VOCAB_SIZE, benchmark_data,  # noqa: E402
                                   inference_latency, train_run)
 from helpers.config import ROOT  # noqa: E402
+from helpers.record import cpu_model  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results.json"
 # Speed-up targets of the fast path over the reference (pairs/s), and of its padding efficiency.
@@ -176,16 +177,6 @@ def speedup(paths: dict[str, dict], fast: str, base: str) -> dict[str, Any] | No
     return {"pairs_per_s": a["pairs_per_s"]["median"] / b["pairs_per_s"]["median"],
             "tokens_per_s": a["tokens_per_s"]["median"] / b["tokens_per_s"]["median"],
             "paired_pairs_per_s": spread(paired)}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine(torch_threads: int | None) -> dict[str, Any]:

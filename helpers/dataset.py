@@ -124,8 +124,12 @@ def make_loader(dataset: MeditationsDataset, tokenizer: PreTrainedTokenizerBase,
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, generator=generator, collate_fn=collator)
 
 
+def padding_counts(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(real tokens, processed positions) of one batch: its attention_mask's ones, and all its entries."""
+    return int(batch["attention_mask"].sum()), batch["attention_mask"].numel()
+
+
 def padding_efficiency(batches: Sequence[dict[str, torch.Tensor]]) -> float:
     """Real tokens / processed positions over ``batches`` (1.0 = no padding)."""
-    real = sum(int(b["attention_mask"].sum()) for b in batches)
-    total = sum(b["attention_mask"].numel() for b in batches)
-    return real / max(total, 1)
+    counts = [padding_counts(b) for b in batches]
+    return sum(real for real, _ in counts) / max(sum(total for _, total in counts), 1)

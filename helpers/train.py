@@ -23,7 +23,7 @@ from helpers.checkpoint import (CheckpointError, check_output_dir, load_training
                                 save_checkpoint, set_rng_state)
 from helpers.config import Config, ConfigError, parse_args
 from helpers.corpus import CorpusError
-from helpers.dataset import MeditationsDataset, PreparedData, make_loader, prepare_data
+from helpers.dataset import MeditationsDataset, PreparedData, make_loader, padding_counts, prepare_data
 from helpers.serving import Predictor
 from helpers.model import PretrainingLosses, load_model
 from helpers.pairs import LABEL_NAMES, PairError
@@ -310,9 +310,9 @@ def train_epoch(run: Run, epoch: int, progress: bool, on_step: Callable[[dict[st
 def log_step(run: Run, batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor], loss: torch.Tensor,
              epoch: float) -> dict[str, float]:
     """The step's record in the history, and every ``log_every`` steps in W&B with the throughput."""
-    real = int(batch["attention_mask"].sum())
+    real, positions = padding_counts(batch)
     run.real_tokens += real
-    run.positions += batch["attention_mask"].numel()
+    run.positions += positions
     record = {"step": run.global_step, "epoch": epoch, "loss": loss.item(), "mlm_loss": out["mlm_loss"].item(),
               "nsp_loss": out["nsp_loss"].item(), "lr": run.scheduler.get_last_lr()[0]}
     run.result.history.append(record)
