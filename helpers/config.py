@@ -14,6 +14,10 @@ from typing import Any, get_type_hints
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# --lr-schedule -> the name transformers.get_scheduler knows it by (each warms up first).
+LR_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+
+
 class ConfigError(ValueError):
     """A bad option value: the message says which option and what to do."""
 
@@ -54,6 +58,7 @@ class Config:
     lr: float = field(default=5e-5, metadata={"help": "peak learning rate of AdamW"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorm)"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps spent warming the learning rate up"})
+    lr_schedule: str = field(default="linear", metadata={"help": "after the warm-up: 'linear' (BERT's decay to 0), 'cosine' (to 0) or 'constant'"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     mlm_only_ratio: float = field(default=0.0, metadata={"help": "share of the optimizer steps trained on MLM alone before the NSP loss joins"})
     nsp_weight: float = field(default=1.0, metadata={"help": "weight of the NSP loss in the sum (once it has joined)"})
@@ -88,6 +93,8 @@ class Config:
             raise bad("splitter", "use 'period' or 'smart'")
         if self.position_init not in ("random", "sinusoidal"):
             raise bad("position_init", "use 'random' or 'sinusoidal'")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise bad("lr_schedule", "use " + ", ".join(f"'{name}'" for name in LR_SCHEDULES))
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise bad("mixed_precision", "use 'auto', 'no', 'bf16' or 'fp16'")
         if self.wandb not in ("auto", "online", "offline", "disabled"):

@@ -59,7 +59,7 @@ def test_overrides_and_unknown_names():
 
 
 BAD_VALUES = [
-    ("splitter", "comma"), ("mixed_precision", "fp8"), ("wandb", "maybe"),
+    ("splitter", "comma"), ("mixed_precision", "fp8"), ("wandb", "maybe"), ("lr_schedule", "exponential"),
     ("max_length", 7), ("max_length", 0), ("max_length", "long"),
     ("pairs_per_paragraph", 0), ("epochs", 0), ("epochs", -1), ("epochs", "3"), ("epochs", 2.5), ("epochs", True),
     ("batch_size", 0), ("vocab_size", 0), ("hidden_size", 0), ("num_hidden_layers", 0),
@@ -96,7 +96,7 @@ def _alternative(cfg: Config, name: str):
                "mixed_precision": ("bf16", "bf16"), "wandb": ("offline", "offline"), "model": ("some/dir", "some/dir"),
                "wandb_project": ("other-project", "other-project"), "max_paragraphs": ("50", 50),
                "max_steps": ("7", 7), "hidden_size": ("64", 64), "num_attention_heads": ("4", 4),
-               "position_init": ("sinusoidal", "sinusoidal")}
+               "position_init": ("sinusoidal", "sinusoidal"), "lr_schedule": ("cosine", "cosine")}
     if name in special:
         return special[name]
     value = getattr(cfg, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -51,6 +52,45 @@ def test_training_lowers_mlm_loss_on_training_data(trained):
     before = _mlm_loss_on(load_model(cfg, data.tokenizer), batches)
     after = _mlm_loss_on(BertForPreTraining.from_pretrained(trained.checkpoint), batches)
     assert after < before - 0.05, (before, after)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
+def test_lr_warms_up_then_follows_the_chosen_schedule(tmp_path, schedule):
+    cfg = tiny(epochs=4, batch_size=4, warmup_ratio=0.25, lr_schedule=schedule)
+    lrs = [record["lr"] for record in train(cfg, tmp_path / "run", **QUIET).history]
+    warm = int(cfg.warmup_ratio * len(lrs))
+    assert len(lrs) >= 40 and warm >= 10, (len(lrs), warm)
+    assert all(a < b for a, b in zip(lrs[:warm], lrs[1:warm])), lrs[:warm]  # warm-up climbs to the peak
+    assert lrs[warm - 1] == pytest.approx(cfg.lr)
+    after = lrs[warm - 1:]
+    at_three_quarters = after[round(0.75 * (len(after) - 1))] / cfg.lr
+    if schedule == "constant":
+        assert after == [pytest.approx(cfg.lr)] * len(after)
+    else:  # both fall to 0; at three quarters of the decay linear is at 1/4 and cosine at (1 + cos(3π/4)) / 2
+        assert all(a > b for a, b in zip(after, after[1:])) and after[-1] < 0.02 * cfg.lr
+        expected = 0.25 if schedule == "linear" else (1 + math.cos(0.75 * math.pi)) / 2
+        assert at_three_quarters == pytest.approx(expected, abs=0.03)
+
+
+def test_training_pair_accuracies_are_measured_on_training_pairs_with_the_validation_masks(trained):
+    from accelerate import Accelerator
+    from helpers.train import evaluate, validation_batches
+    cfg, final = tiny(epochs=3), trained.final
+    data = prepare_data(cfg)
+    model = PretrainingLosses(BertForPreTraining.from_pretrained(trained.checkpoint))
+    seen = data.train_pairs(cfg, 0)[:len(data.val_pairs)]
+    on_train = evaluate(model, validation_batches(data, cfg, seen), Accelerator(cpu=True))
+    assert final["train_mlm_accuracy_at_mask"] == pytest.approx(on_train["mlm_accuracy_at_mask"])
+    assert final["train_nsp_accuracy"] == pytest.approx(on_train["nsp_accuracy"])
+    on_val = evaluate(model, validation_batches(data, cfg), Accelerator(cpu=True))
+    assert final["mlm_accuracy_at_mask"] == pytest.approx(on_val["mlm_accuracy_at_mask"])  # the held-out figure
+    assert {p.sentence_a for p in seen}.isdisjoint({p.sentence_a for p in data.val_pairs})  # really another text
+
+
+def test_adamw_uses_the_fused_kernel_on_cpu():
+    from helpers.train import make_optimizer
+    model = torch.nn.Linear(4, 4)
+    assert make_optimizer(model, tiny()).defaults["fused"] is True
 
 
 def test_checkpoint_is_whole_and_loads_with_stock_transformers(trained):
