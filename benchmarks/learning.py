@@ -1,11 +1,11 @@
 """Learning curves: held-out MLM accuracy at [MASK] and NSP accuracy against wall-clock seconds, per variant.
 
-    python -m benchmarks.learning                      # every variant, two seeds (about an hour on 2 cores)
+    python -m benchmarks.learning --jobs 2             # every variant, each with its seeds (about 80 minutes on 2 cores)
     python -m benchmarks.learning --variants new_default --seeds 42
     python -m benchmarks.learning --plot-only          # redraw the figure from the JSON
 
-Each variant is the default profile with one or two values changed (VARIANTS below), trained with the project's
-own loop, one at a time so that wall-clock seconds compare. Results are merged into benchmarks/learning.json
+Each variant is the default profile with a few values changed (VARIANTS below), trained with the project's own
+loop; with --jobs 2, two at a time on one core each, so that wall-clock seconds compare. Results are merged into benchmarks/learning.json
 (one entry per variant and seed), and docs/learning_curves.png is drawn from that file.
 """
 
@@ -81,7 +81,8 @@ def run_variant(name: str, seed: int, threads: int | None = None) -> dict:
         result = train(cfg, Path(folder) / "run", progress=False, track=False, verbose=False)
     keep = ("epoch", "step", "seconds", "mlm_accuracy_at_mask", "nsp_accuracy", "mlm_loss", "nsp_loss")
     return {"variant": name, "seed": seed, "about": VARIANTS[name][0], "overrides": VARIANTS[name][1],
-            "code_version": code_version(), "baselines": result.baselines, "curve": [{k: row[k] for k in keep} for row in result.epochs],
+            "code_version": code_version(), "baselines": result.baselines,
+            "curve": [{k: row[k] for k in keep} for row in result.epochs],
             "final": {k: result.final[k] for k in ("mlm_accuracy_at_mask", "nsp_accuracy", "train_seconds")},
             "torch_threads": torch.get_num_threads()}
 
