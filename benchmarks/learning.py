@@ -102,7 +102,7 @@ def merge(runs: list[dict], out: Path) -> dict:
     report = json.loads(out.read_text()) if out.exists() else {"runs": []}
     fresh = {(r["variant"], r["seed"]) for r in runs}
     report["runs"] = [r for r in report["runs"] if (r["variant"], r["seed"]) not in fresh] + runs
-    report["machine"] = {**machine(), "code_version": code_version()}
+    report["machine"] = machine()  # each run keeps its own code_version
     report["default_profile"] = PROFILES["default"]
     out.write_text(json.dumps(report, indent=1) + "\n")
     return report

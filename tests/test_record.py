@@ -46,3 +46,17 @@ def test_a_missing_record_says_how_to_make_one(tmp_path):
     with pytest.raises(FileNotFoundError, match="make record"):
         load_record(tmp_path / "absent.json")
     assert RECORD.name == "record.json"
+
+
+def test_the_readme_experiment_tables_are_the_committed_learning_json():
+    from benchmarks.learning import OUT, VARIANTS, table
+    from helpers.config import PROFILES, ROOT
+    report = json.loads(OUT.read_text())
+    readme = (ROOT / "README.md").read_text()
+    for exploratory in (False, True):  # remade by `python -m benchmarks.learning --plot-only`
+        assert table(report, exploratory) in readme, "the README's experiment table differs from benchmarks/learning.json"
+    assert report["default_profile"] == PROFILES["default"], "benchmarks/learning.json was made with another default"
+    for name, (_, overrides, seeds) in VARIANTS.items():  # every variant measured, with its seeds and its overrides
+        runs = [run for run in report["runs"] if run["variant"] == name]
+        assert sorted(run["seed"] for run in runs) == sorted(seeds), name
+        assert all(run["overrides"] == overrides and run["code_version"] for run in runs), name
