@@ -49,6 +49,7 @@ VARIANTS: dict[str, tuple[str, dict, tuple[int, ...]]] = {
     "batch_32": ("dropout 0.1, and 32 pairs a batch (a quarter of the steps)", D01 | dict(batch_size=32, epochs=30),
                  (42, 43)),
     "lr_1.5e-3": ("a learning-rate peak of 1.5e-3 instead of 1e-3", dict(lr=1.5e-3), (42, 43)),
+    "nsp_at_35": ("NSP joins after 35% of the steps instead of 50%", dict(mlm_only_ratio=0.35), (42, 43)),
     # Exploratory, one seed each.
     "epochs_32": ("32 epochs instead of 24", dict(epochs=32), (42,)),
     "constant_lr": ("a constant learning rate after the warm-up", dict(lr_schedule="constant"), (42,)),
