@@ -37,10 +37,13 @@ def saved_metrics(folder: Path) -> str:
         return f"{folder} holds a checkpoint without readable metrics.json/profile.json."
     profile = profile.get("profile", "?")
     final = metrics.get("final") if isinstance(metrics.get("final"), dict) else {}
-    rows = [f"  {key:<22} {value:.4f}" + (f"  (baselines: {', '.join(f'{label} {ref:.4f}' for label, ref in beside)})"
-                                          if beside else "")
-            for key, _, value, beside in compared_accuracies(final)]
-    rows += [f"  {key:<22} {final[key]:.4f}" for key in SHOWN if isinstance(final.get(key), (int, float))]
+    compared = compared_accuracies(final)
+    shown = [key for key in SHOWN if isinstance(final.get(key), (int, float))]
+    width = max(map(len, [key for key, *_ in compared] + shown), default=0)  # one column for every name
+    rows = [f"  {key:<{width}} {value:.4f}" + (f"  (baselines: {', '.join(f'{label} {ref:.4f}' for label, ref in beside)})"
+                                               if beside else "")
+            for key, _, value, beside in compared]
+    rows += [f"  {key:<{width}} {final[key]:.4f}" for key in shown]
     return f"Checkpoint {folder} (profile '{profile}') is already trained; its validation metrics:\n" + "\n".join(rows)
 
 
