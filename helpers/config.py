@@ -50,6 +50,7 @@ class Config:
     num_attention_heads: int = field(default=4, metadata={"help": "scratch model attention heads"})
     intermediate_size: int = field(default=1024, metadata={"help": "scratch model feed-forward width"})
     position_init: str = field(default="random", metadata={"help": "scratch model's position table at the start: 'random' (BERT's) or 'sinusoidal' (the Transformer's waves, still learned)"})
+    initializer_range: float = field(default=0.02, metadata={"help": "standard deviation of the scratch model's starting weights (BERT's 0.02)"})
     dropout: float = field(default=0.1, metadata={"help": "scratch model dropout (hidden states and attention), BERT's 0.1"})
     # --- optimisation ---
     epochs: int = field(default=2, metadata={"help": "passes over the training pairs"})
@@ -124,6 +125,8 @@ class Config:
             raise bad("random_replace_prob", "--mask-replace-prob plus --random-replace-prob must not exceed 1")
         if self.lr <= 0:
             raise bad("lr", "the learning rate must be positive")
+        if self.initializer_range <= 0:
+            raise bad("initializer_range", "it must be positive (BERT's is 0.02)")
         if not 0 <= self.dropout < 1:
             raise bad("dropout", "it must lie in [0, 1)")
         if self.nsp_weight < 0:

@@ -70,7 +70,7 @@ BAD_VALUES = [
     ("mlm_probability", 0.0), ("mlm_probability", 1.0),
     ("mask_replace_prob", -0.1), ("mask_replace_prob", 1.5), ("random_replace_prob", 0.5),
     ("warmup_ratio", 2.0), ("lr", 0.0), ("lr", -1e-4), ("lr", "1e-3"),
-    ("weight_decay", -0.1), ("max_grad_norm", 0.0),
+    ("weight_decay", -0.1), ("max_grad_norm", 0.0), ("initializer_range", 0.0), ("initializer_range", -0.02),
     ("resample_pairs", "yes"), ("bucket_by_length", 1),
     ("model", None), ("seed", None), ("corpus", 5),
 ]

@@ -1,4 +1,4 @@
-"""The scratch model: a stock BertForPreTraining, with the profile's dropout and starting position table."""
+"""The scratch model: a stock BertForPreTraining, with the profile's dropout, starting spread and position table."""
 
 from __future__ import annotations
 
@@ -37,6 +37,22 @@ def test_scratch_model_is_stock_and_takes_the_profiles_choices(scratch_tokenizer
     torch.manual_seed(0)
     random = load_model(get_profile("tiny"), scratch_tokenizer).bert.embeddings.position_embeddings.weight
     assert not torch.allclose(random, table)
+
+
+def test_initializer_range_sets_the_spread_of_every_weight_matrix(scratch_tokenizer, tmp_path):
+    # The profile's initializer_range reaches transformers' own initialisation: every embedding table and every
+    # linear layer starts with that standard deviation, LayerNorm at 1 and 0, and the value is kept in config.json.
+    for std in (0.02, 0.05):
+        torch.manual_seed(0)
+        model = load_model(get_profile("tiny", initializer_range=std), scratch_tokenizer)
+        assert model.config.initializer_range == std
+        for name, param in model.named_parameters():
+            if param.ndim == 2 and param.numel() >= 2048:  # enough entries for a spread within 5%
+                assert abs(param.std().item() / std - 1) < 0.05, (name, param.std().item(), std)
+            elif "LayerNorm.weight" in name:
+                assert torch.equal(param, torch.ones_like(param)), name
+        model.save_pretrained(tmp_path / str(std))
+        assert BertForPreTraining.from_pretrained(tmp_path / str(std)).config.initializer_range == std
 
 
 def test_nsp_weight_zero_trains_mlm_alone(scratch_tokenizer):
