@@ -20,7 +20,8 @@ def scratch_config(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> BertConfi
     return BertConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
                       num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
                       max_position_embeddings=max(512, cfg.max_length), type_vocab_size=2,
-                      initializer_range=cfg.initializer_range, hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+                      initializer_range=cfg.initializer_range,  # transformers draws every weight matrix at this spread
+                      hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
                       pad_token_id=tokenizer.pad_token_id, attn_implementation="sdpa")
 
 

@@ -10,12 +10,12 @@ from helpers.train import train
 # A fixed, smaller setting of the default recipe: 15 of its 24 epochs, as one short run (the learning-rate schedule
 # then spans these steps), MLM alone (this test is about MLM). About three minutes on 2 cores.
 EPOCHS = 15
-# Held-out accuracy at [MASK] must reach 2x the unigram baseline on the same masks (about 3,000 of them, so the
-# baseline's count is known to a few percent). Measured on the 2-core CI machine: 0.197 against 0.059 (3.36x); with
-# BERT's starting spread of 0.02 instead of the profile's 0.05, 0.087 (1.49x; 1.33x when the default still had dropout
-# 0.1). A model that learned nothing beyond word frequencies scores about 1x (the issue that set this test measured
-# the old recipe's checkpoint at 0.8x). So 2x catches a recipe that stops learning and one that loses its starting
-# spread, and leaves room for another CPU's arithmetic to take a somewhat different path.
+# Held-out accuracy at [MASK] must reach 2x the unigram baseline on the same masks (about 3,000 of them).
+# Measured on the 2-core CI machine: 0.197 against 0.059 (3.36x); with BERT's starting spread of 0.02 instead of the
+# profile's 0.05, 0.087 (1.49x; 1.33x when the default still had dropout 0.1). A model that learned nothing beyond
+# word frequencies scores about 1x (the issue that set this test measured the old recipe's checkpoint at 0.8x).
+# So 2x catches a recipe that stops learning and one that loses its starting spread, and leaves room for another
+# CPU's arithmetic to take a somewhat different path.
 MARGIN = 2.0
 
 
