@@ -27,25 +27,37 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from helpers.config import PROFILES, ROOT, get_profile  # noqa: E402
-from helpers.record import code_version, machine  # noqa: E402
+from helpers.record import code_version, machine, seconds_to_pass  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "learning.json"
 FIGURE = ROOT / "docs" / "learning_curves.png"
+# The fourth round: layer 0's neighbour heads. Every run before it started every attention weight at random.
+NO_NB = dict(position_dims=0, neighbour_offsets="")
 # The old default profile, as it was before the learning-curve experiments.
 OLD_DEFAULT = dict(mlm_probability=0.15, mask_replace_prob=0.8, random_replace_prob=0.1, mlm_only_ratio=0.0,
-                   batch_size=32, epochs=30, dropout=0.1, initializer_range=0.02)
+                   batch_size=32, epochs=30, dropout=0.1, initializer_range=0.02, position_dims=0, neighbour_offsets="")
 # The first two rounds kept BERT's initial spread of 0.02, and the first round BERT's dropout of 0.1, as the
 # default then did; their variants say so, so that each still names the run it was.
-I02 = dict(initializer_range=0.02)
+I02 = dict(initializer_range=0.02) | NO_NB
 D01 = dict(dropout=0.1) | I02
 # name -> (what it shows, overrides of the default profile, seeds). Variants with two or more seeds are drawn in
 # the figure; single-seed ones are exploratory and only listed in the table.
 VARIANTS: dict[str, tuple[str, dict, tuple[int, ...]]] = {
     "new_default": ("the default profile now: 40% masked, every one a [MASK], MLM first, batch 8, no dropout, "
-                    "initial spread 0.05", {}, (42, 43, 44)),
+                    "initial spread 0.05, layer 0's two heads start at the tokens left and right", {}, (42, 43, 44)),
+    "random_attention": ("every attention weight starts at random (spread 0.05; the default of the third round)",
+                         NO_NB, (42, 43, 44)),
+    "scale_1.2": ("neighbour heads' starting scale 1.2 instead of 2 (about 0.43 of the weight on the neighbour)",
+                  dict(neighbour_scale=1.2), (42, 43)),
+    "scale_3": ("neighbour heads' starting scale 3 (about 0.75 on the neighbour)", dict(neighbour_scale=3.0), (42, 43)),
+    "offsets_2": ("4 heads of 32 in each layer, layer 0's start at offsets -2, -1, +1, +2",
+                  dict(num_attention_heads=4, neighbour_offsets="-2,-1,1,2"), (42, 43)),
+    "layer_1": ("the neighbour heads in layer 1 instead of layer 0", dict(neighbour_layer=1), (42, 43)),
+    "position_dims_32": ("positions own 32 dimensions instead of 64 (16 frequencies)", dict(position_dims=32),
+                         (42, 43)),
     "init_0.02": ("BERT's initial spread of 0.02 (the default before the third round)", I02, (42, 43, 44)),
-    "init_0.035": ("an initial spread of 0.035", dict(initializer_range=0.035), (42, 43)),
-    "init_0.08": ("an initial spread of 0.08", dict(initializer_range=0.08), (42, 43)),
+    "init_0.035": ("an initial spread of 0.035", dict(initializer_range=0.035) | NO_NB, (42, 43)),
+    "init_0.08": ("an initial spread of 0.08", dict(initializer_range=0.08) | NO_NB, (42, 43)),
     "dropout_0.1": ("spread 0.02, and BERT's dropout of 0.1 (the default before the second round)", D01, (42, 43)),
     "old_default": ("the default before the first round: 15% masked, 80/10/10, NSP from step 0, batch 32",
                     OLD_DEFAULT, (42, 43)),
@@ -101,7 +113,8 @@ def run_variant(name: str, seed: int, threads: int | None = None) -> dict:
     return {"variant": name, "seed": seed, "about": VARIANTS[name][0], "overrides": VARIANTS[name][1],
             "code_version": code_version(), "baselines": result.baselines,
             "curve": [{k: row[k] for k in keep} for row in result.epochs],
-            "final": {k: result.final[k] for k in ("mlm_accuracy_at_mask", "nsp_accuracy", "train_seconds")},
+            "final": {k: result.final[k] for k in ("mlm_accuracy_at_mask", "nsp_accuracy", "train_seconds")}
+            | {"seconds_to_neighbours": seconds_to_pass(result.epochs, result.baselines["baseline_neighbours"])},
             "torch_threads": torch.get_num_threads()}
 
 

@@ -50,6 +50,10 @@ class Config:
     num_attention_heads: int = field(default=4, metadata={"help": "scratch model attention heads"})
     intermediate_size: int = field(default=1024, metadata={"help": "scratch model feed-forward width"})
     position_init: str = field(default="random", metadata={"help": "scratch model's position table at the start: 'random' (BERT's) or 'sinusoidal' (the Transformer's waves, still learned)"})
+    position_dims: int = field(default=0, metadata={"help": "embedding dimensions that positions own at the start: sinusoids there, word and segment embeddings at zero (0: BERT's shared random start)"})
+    neighbour_offsets: str = field(default="", metadata={"help": "comma-separated offsets, e.g. '-1,1': head h of --neighbour-layer starts attending from token i to token i + offset h (needs --position-dims; '' for none)"})
+    neighbour_layer: int = field(default=0, metadata={"help": "the layer whose first heads start as neighbour heads"})
+    neighbour_scale: float = field(default=2.0, metadata={"help": "scale of the neighbour heads' starting query and key matrices: higher puts more weight on the neighbour"})
     initializer_range: float = field(default=0.02, metadata={"help": "standard deviation of the scratch model's starting weights (BERT's 0.02)"})
     dropout: float = field(default=0.1, metadata={"help": "scratch model dropout (hidden states and attention), BERT's 0.1"})
     # --- optimisation ---
@@ -94,6 +98,7 @@ class Config:
             raise bad("splitter", "use 'period' or 'smart'")
         if self.position_init not in ("random", "sinusoidal"):
             raise bad("position_init", "use 'random' or 'sinusoidal'")
+        self._validate_neighbours(bad)
         if self.lr_schedule not in LR_SCHEDULES:
             raise bad("lr_schedule", "use " + ", ".join(f"'{name}'" for name in LR_SCHEDULES))
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
@@ -135,6 +140,29 @@ class Config:
             raise bad("weight_decay", "it must be 0 or more")
         if self.max_grad_norm <= 0:
             raise bad("max_grad_norm", "it must be positive")
+
+    def _validate_neighbours(self, bad) -> None:
+        """The starting point of layer 0's neighbour heads: positions' own dimensions, offsets, layer, scale."""
+        if (self.position_dims or self.neighbour_offsets) and self.model != "scratch":
+            name = "position_dims" if self.position_dims else "neighbour_offsets"
+            raise bad(name, "starting points apply to a model trained from scratch only (--model scratch)")
+        if self.position_dims and self.position_init != "random":
+            raise bad("position_dims", "it replaces --position-init, so leave that at 'random'")
+        if self.position_dims < 0 or self.position_dims % 2 or self.position_dims >= self.hidden_size:
+            raise bad("position_dims", f"use an even number from 0 up to below --hidden-size={self.hidden_size}")
+        try:
+            offsets = [int(part) for part in self.neighbour_offsets.split(",") if part.strip()]
+        except ValueError:
+            raise bad("neighbour_offsets", "use whole numbers separated by commas, such as '-1,1'") from None
+        if len(offsets) > self.num_attention_heads:
+            raise bad("neighbour_offsets", f"one offset per head, and there are {self.num_attention_heads} heads")
+        if offsets and self.position_dims < 2:
+            raise bad("neighbour_offsets", "the heads find neighbours through the positions' own dimensions: "
+                                           "set --position-dims too (for example 64)")
+        if not 0 <= self.neighbour_layer < self.num_hidden_layers:
+            raise bad("neighbour_layer", f"use a layer from 0 to {self.num_hidden_layers - 1}")
+        if self.neighbour_scale <= 0:
+            raise bad("neighbour_scale", "it must be positive")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -179,6 +207,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         # BERT's starting spread of 0.02 leaves attention nearly uniform: the model took 6-10 epochs to reach 1.5x the
         # unigram guess and ended at 0.143 / 0.190 / 0.130 (seeds 42-44); from 0.05, 4-5 epochs and 0.192 / 0.188 / 0.193.
         initializer_range=0.05,
+        # Layer 0 starts where the neighbour-counting baseline looks: head 0 at the token to the left, head 1 at the
+        # one to the right, through 64 dimensions that positions own (benchmarks/learning.py, variant "new_default").
+        position_dims=64, neighbour_offsets="-1,1", neighbour_layer=0, neighbour_scale=2.0,
     ),
 
     # The tutorial's Colab GPU run.

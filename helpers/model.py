@@ -31,6 +31,11 @@ def load_model(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> BertForPreTra
         model = BertForPreTraining(scratch_config(cfg, tokenizer))
         if cfg.position_init == "sinusoidal":
             sinusoidal_positions_(model.bert.embeddings.position_embeddings.weight, model.config.initializer_range)
+        if cfg.position_dims:
+            own_position_dims_(model, cfg.position_dims)
+        if cfg.neighbour_offsets:
+            neighbour_heads_(model, cfg.neighbour_layer, parse_offsets(cfg.neighbour_offsets), cfg.position_dims,
+                             cfg.neighbour_scale)
         return model
     try:
         # safetensors only: no pickled weights are ever unpickled.
@@ -54,12 +59,71 @@ def sinusoidal_positions_(table: torch.Tensor, std: float) -> None:
     where random rows must first be learned one position at a time.
     """
     n_positions, hidden = table.shape
-    position = torch.arange(n_positions, dtype=torch.float32).unsqueeze(1)  # (max_positions, 1)
-    frequency = torch.exp(torch.arange(0, hidden, 2, dtype=torch.float32) * (-math.log(10000.0) / hidden))  # (hidden/2,)
-    waves = torch.zeros(n_positions, hidden)
-    waves[:, 0::2] = torch.sin(position * frequency)  # (max_positions, hidden/2)
-    waves[:, 1::2] = torch.cos(position * frequency)
+    waves = sinusoids(n_positions, hidden // 2, hidden)  # (max_positions, hidden)
     table.copy_(waves * (std / waves.std()))  # the same spread as BERT's random initialisation
+
+
+def frequencies(n: int, hidden: int) -> torch.Tensor:
+    """(n,): the Transformer's ``n`` highest frequencies for a model of width ``hidden``, from 1 toward 1/10000."""
+    return torch.exp(torch.arange(n, dtype=torch.float32) * (-2 * math.log(10000.0) / hidden))
+
+
+def sinusoids(n_positions: int, n_frequencies: int, hidden: int) -> torch.Tensor:
+    """(n_positions, 2 * n_frequencies): the (sin, cos) pair of each position at each of the highest frequencies."""
+    position = torch.arange(n_positions, dtype=torch.float32).unsqueeze(1)  # (n_positions, 1)
+    frequency = frequencies(n_frequencies, hidden)  # (n_frequencies,)
+    waves = torch.empty(n_positions, 2 * n_frequencies)
+    waves[:, 0::2] = torch.sin(position * frequency)  # (n_positions, n_frequencies)
+    waves[:, 1::2] = torch.cos(position * frequency)
+    return waves
+
+
+@torch.no_grad()
+def own_position_dims_(model: BertForPreTraining, dims: int) -> None:
+    """Give positions the first ``dims`` embedding dimensions: sinusoids there, words and segments at zero."""
+    embeddings, std = model.bert.embeddings, model.config.initializer_range
+    table = embeddings.position_embeddings.weight  # (max_positions, hidden)
+    waves = sinusoids(table.shape[0], dims // 2, table.shape[1])  # (max_positions, dims)
+    table.zero_()
+    # Each row as long as a random row of spread ``std`` (the same energy, now in ``dims`` dimensions).
+    table[:, :dims] = waves * (std * (table.shape[1] / dims) ** 0.5 / waves.pow(2).mean().sqrt())
+    embeddings.word_embeddings.weight[:, :dims] = 0.0  # (vocab, hidden); tied to the MLM decoder
+    embeddings.token_type_embeddings.weight[:, :dims] = 0.0  # (2, hidden)
+
+
+def parse_offsets(text: str) -> list[int]:
+    """'-1,1' -> [-1, 1]: the offset each neighbour head starts looking at."""
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def rotation(angle: torch.Tensor) -> torch.Tensor:
+    """(n, 2, 2) rotations that turn each (sin a, cos a) pair into (sin(a + angle), cos(a + angle))."""
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # [sin(a+t), cos(a+t)] = [sin a cos t + cos a sin t, cos a cos t - sin a sin t]: rows act on (sin a, cos a).
+    return torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2)
+
+
+@torch.no_grad()
+def neighbour_heads_(model: BertForPreTraining, layer: int, offsets: list[int], position_dims: int, scale: float) -> None:
+    """Start head h of ``layer`` attending from position i to i + offsets[h], through the position dimensions.
+
+    The key reads a position's sinusoids; the query reads them rotated by ``offset`` steps, so query i and
+    key j agree most where j = i + offset. Run this after ``own_position_dims_``, on a fresh model.
+    """
+    config = model.config
+    head_dim = config.hidden_size // config.num_attention_heads
+    n_freq = min(position_dims, head_dim) // 2  # frequency pairs a head can hold
+    attention = model.bert.encoder.layer[layer].attention.self
+    for head, offset in enumerate(offsets):
+        rows = slice(head * head_dim, (head + 1) * head_dim)  # this head's slice of the query/key outputs
+        for linear in (attention.query, attention.key):
+            linear.weight[rows] = 0.0  # (head_dim, hidden): only positions, no words, at the start
+            linear.bias[rows] = 0.0
+        query = torch.block_diag(*rotation(offset * frequencies(n_freq, config.hidden_size)))  # (2 n_freq, 2 n_freq)
+        # nn.Linear computes x @ W.T, so the block that maps the sinusoid pairs x to R x is R itself.
+        block = (slice(head * head_dim, head * head_dim + 2 * n_freq), slice(0, 2 * n_freq))
+        attention.query.weight[block] = scale * query
+        attention.key.weight[block] = scale * torch.eye(2 * n_freq)
 
 
 class PretrainingLosses(nn.Module):

@@ -61,6 +61,11 @@ def machine() -> dict[str, Any]:
             "torch": torch.__version__, "date": datetime.date.today().isoformat()}
 
 
+def seconds_to_pass(epochs: list[dict[str, Any]], value: float, key: str = "mlm_accuracy_at_mask") -> float | None:
+    """Training seconds at the end of the first epoch whose ``key`` is above ``value`` (None: never)."""
+    return next((row["seconds"] for row in epochs if row[key] > value), None)
+
+
 def code_version() -> str:
     """The git commit of this checkout (with '+changes' when the tree differs from it)."""
     def git(*args: str) -> str:
