@@ -50,8 +50,8 @@ class Config:
     num_attention_heads: int = field(default=4, metadata={"help": "scratch model attention heads"})
     intermediate_size: int = field(default=1024, metadata={"help": "scratch model feed-forward width"})
     position_init: str = field(default="random", metadata={"help": "scratch model's position table at the start: 'random' (BERT's) or 'sinusoidal' (the Transformer's waves, still learned)"})
-    position_dims: int = field(default=0, metadata={"help": "embedding dimensions that positions own at the start: sinusoids there, word and segment embeddings at zero (0: BERT's shared random start)"})
-    neighbour_offsets: str = field(default="", metadata={"help": "comma-separated offsets, e.g. '-1,1': head h of --neighbour-layer starts attending from token i to token i + offset h (needs --position-dims; '' for none)"})
+    position_dims: int = field(default=0, metadata={"help": "scratch model's embedding dimensions that positions own at the start: sinusoids there, word and segment embeddings at zero (0: BERT's shared random start)"})
+    neighbour_offsets: str = field(default="", metadata={"help": "comma-separated offsets, e.g. '-1,1': the scratch model's head h of the neighbour layer starts attending from token i to token i + offset h; needs position dims; '' for none; a value that starts with '-' goes after an '=' (=-1,1)"})
     neighbour_layer: int = field(default=0, metadata={"help": "the layer whose first heads start as neighbour heads"})
     neighbour_scale: float = field(default=2.0, metadata={"help": "scale of the neighbour heads' starting query and key matrices: higher puts more weight on the neighbour"})
     initializer_range: float = field(default=0.02, metadata={"help": "standard deviation of the scratch model's starting weights (BERT's 0.02)"})
@@ -67,6 +67,9 @@ class Config:
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     mlm_only_ratio: float = field(default=0.0, metadata={"help": "share of the optimizer steps trained on MLM alone before the NSP loss joins"})
     nsp_weight: float = field(default=1.0, metadata={"help": "weight of the NSP loss in the sum (once it has joined)"})
+    nsp_dropout: float = field(default=0.0, metadata={"help": "dropout on the pooled [CLS] vector before the NSP head, in training only (the checkpoint stays stock)"})
+    nsp_lr: float | None = field(default=None, metadata={"help": "peak learning rate of the pooler and NSP head (none: the learning rate of the rest)"})
+    nsp_weight_decay: float | None = field(default=None, metadata={"help": "AdamW weight decay of the pooler and NSP head (none: the weight decay of the rest)"})
     mixed_precision: str = field(default="auto", metadata={"help": "'auto' (bf16/fp16 on a GPU, off on CPU), 'no', 'bf16' or 'fp16'"})
     seed: int = field(default=42, metadata={"help": "one seed for pairs, masks, initialisation and data order"})
     # --- tracking ---
@@ -98,7 +101,6 @@ class Config:
             raise bad("splitter", "use 'period' or 'smart'")
         if self.position_init not in ("random", "sinusoidal"):
             raise bad("position_init", "use 'random' or 'sinusoidal'")
-        self._validate_neighbours(bad)
         if self.lr_schedule not in LR_SCHEDULES:
             raise bad("lr_schedule", "use " + ", ".join(f"'{name}'" for name in LR_SCHEDULES))
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
@@ -134,21 +136,25 @@ class Config:
             raise bad("initializer_range", "it must be positive (BERT's is 0.02)")
         if not 0 <= self.dropout < 1:
             raise bad("dropout", "it must lie in [0, 1)")
+        if not 0 <= self.nsp_dropout < 1:
+            raise bad("nsp_dropout", "it must lie in [0, 1)")
+        if self.nsp_lr is not None and self.nsp_lr <= 0:
+            raise bad("nsp_lr", "the learning rate must be positive, or none for the same as --lr")
+        if self.nsp_weight_decay is not None and self.nsp_weight_decay < 0:
+            raise bad("nsp_weight_decay", "it must be 0 or more, or none for --weight-decay")
         if self.nsp_weight < 0:
             raise bad("nsp_weight", "it must be 0 or more")
         if self.weight_decay < 0:
             raise bad("weight_decay", "it must be 0 or more")
         if self.max_grad_norm <= 0:
             raise bad("max_grad_norm", "it must be positive")
+        self._validate_neighbours(bad)
 
     def _validate_neighbours(self, bad) -> None:
-        """The starting point of layer 0's neighbour heads: positions' own dimensions, offsets, layer, scale."""
-        if (self.position_dims or self.neighbour_offsets) and self.model != "scratch":
-            name = "position_dims" if self.position_dims else "neighbour_offsets"
-            raise bad(name, "starting points apply to a model trained from scratch only (--model scratch)")
+        """The scratch model's neighbour heads: positions' own dimensions, offsets, layer, scale."""
         if self.position_dims and self.position_init != "random":
             raise bad("position_dims", "it replaces --position-init, so leave that at 'random'")
-        if self.position_dims < 0 or self.position_dims % 2 or self.position_dims >= self.hidden_size:
+        if self.position_dims < 0 or self.position_dims % 2 or 0 < self.hidden_size <= self.position_dims:
             raise bad("position_dims", f"use an even number from 0 up to below --hidden-size={self.hidden_size}")
         try:
             offsets = [int(part) for part in self.neighbour_offsets.split(",") if part.strip()]

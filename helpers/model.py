@@ -134,9 +134,10 @@ class PretrainingLosses(nn.Module):
     The result equals the stock loss; the checkpoint stays a stock one.
     """
 
-    def __init__(self, model: BertForPreTraining):
+    def __init__(self, model: BertForPreTraining, nsp_dropout: float = 0.0):
         super().__init__()
         self.model = model
+        self.nsp_dropout = nsp_dropout  # on the pooled [CLS] vector, in training only: no module added to the model
 
     def forward(self, input_ids, attention_mask, token_type_ids, labels, next_sentence_label, nsp_weight: float = 1.0, **_):
         sequence, pooled = self.model.bert(input_ids=input_ids, attention_mask=attention_mask,
@@ -145,6 +146,7 @@ class PretrainingLosses(nn.Module):
         selected = labels != IGNORE_INDEX  # (batch, seq_len)
         mlm_logits = self.model.cls.predictions(sequence[selected])  # (n_selected, vocab)
         mlm_labels = labels[selected]  # (n_selected,)
+        pooled = F.dropout(pooled, self.nsp_dropout, training=self.training)  # (batch, hidden)
         nsp_logits = self.model.cls.seq_relationship(pooled)  # (batch, 2)
         nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1))
         if mlm_labels.numel():

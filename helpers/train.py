@@ -67,16 +67,24 @@ def mixed_precision(cfg: Config) -> str:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device | None = None) -> torch.optim.AdamW:
-    """AdamW with weight decay on weight matrices only (not biases or LayerNorm), as in BERT."""
-    decay, no_decay = [], []
+    """AdamW with weight decay on weight matrices only (not biases or LayerNorm), as in BERT.
+
+    The pooler and NSP head may have a learning rate and weight decay of their own (--nsp-lr, --nsp-weight-decay).
+    """
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+            nsp_path = "pooler" in name or "seq_relationship" in name
+            decays = param.ndim >= 2 and "LayerNorm" not in name
+            groups.setdefault((nsp_path, decays), []).append(param)
+    nsp_decay = cfg.weight_decay if cfg.nsp_weight_decay is None else cfg.nsp_weight_decay
+    params = [{"params": group, "lr": (cfg.nsp_lr or cfg.lr) if nsp_path else cfg.lr,
+               "weight_decay": (nsp_decay if nsp_path else cfg.weight_decay) if decays else 0.0}
+              for (nsp_path, decays), group in groups.items()]
     # The fused kernel updates every tensor in one pass: for the default profile's 1M parameters on a CPU it
     # took 0.7 ms a step against 6.5 ms for the plain loop, a seventh of the whole step.
     fused = (device or next(model.parameters()).device).type in ("cpu", "cuda")
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, fused=fused or None)
+    return torch.optim.AdamW(params, lr=cfg.lr, fused=fused or None)
 
 
 @torch.no_grad()
@@ -232,7 +240,7 @@ def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, t
 
     steps_per_epoch = math.ceil(len(data.train_pairs(cfg, 0)) / (cfg.batch_size * accelerator.num_processes))
     total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
-    losses = PretrainingLosses(model)
+    losses = PretrainingLosses(model, cfg.nsp_dropout)
     optimizer = make_optimizer(losses, cfg, accelerator.device)
     scheduler = get_scheduler(LR_SCHEDULES[cfg.lr_schedule], optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
