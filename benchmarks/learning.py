@@ -124,7 +124,7 @@ def run_variant(name: str, seed: int, threads: int | None = None) -> dict:
             "curve": [{k: row[k] for k in keep} for row in result.epochs],
             "final": {k: result.final[k] for k in ("mlm_accuracy_at_mask", "nsp_accuracy", "train_seconds")}
             | {"seconds_to_neighbours": seconds_to_pass(result.epochs, result.baselines["baseline_neighbours"])},
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()[1]}  # 5-minute, at the end
 
 
 def _run(task: tuple[str, int, int]) -> dict:
