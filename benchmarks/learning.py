@@ -142,6 +142,8 @@ def merge(runs: list[dict], out: Path) -> dict:
     report = json.loads(out.read_text()) if out.exists() else {"runs": []}
     fresh = {(r["variant"], r["seed"]) for r in runs}
     report["runs"] = [r for r in report["runs"] if (r["variant"], r["seed"]) not in fresh] + runs
+    for run in report["runs"]:  # time to quality, also for runs made before it was kept (read off their curve)
+        run["final"]["seconds_to_neighbours"] = seconds_to_pass(run["curve"], run["baselines"]["baseline_neighbours"])
     report["machine"] = machine()  # each run keeps its own code_version
     report["default_profile"] = PROFILES["default"]
     out.write_text(json.dumps(report, indent=1) + "\n")
@@ -163,6 +165,10 @@ def plot(report: dict, figure: Path) -> None:
         label = run["variant"] if run["seed"] == 42 else None
         style = styles.get(run["seed"], "--")
         mlm.plot(seconds, [row["mlm_accuracy_at_mask"] for row in run["curve"]], style, color=colours[run["variant"]], label=label)
+        passed = run["final"].get("seconds_to_neighbours")
+        if passed is not None:  # time to quality: the first epoch above this seed's neighbour counting
+            row = next(row for row in run["curve"] if row["seconds"] == passed)
+            mlm.plot([passed], [row["mlm_accuracy_at_mask"]], "o", color=colours[run["variant"]], markersize=4)
         nsp.plot(seconds, [row["nsp_accuracy"] for row in run["curve"]], style, color=colours[run["variant"]], label=label)
     # Each seed has its own train/validation split, so its own baselines (same line style as its runs).
     for seed, style in styles.items():
@@ -177,7 +183,8 @@ def plot(report: dict, figure: Path) -> None:
                 axis.axhline(value, color="grey", linestyle=style, linewidth=1)
                 axis.annotate(f"{text} ({seed})" if text != "chance" else text, (0, value), textcoords="offset points",
                               xytext=(2, {42: 3, 43: -9, 44: 9}[seed]), fontsize=7, color="grey")
-    mlm.set(title="Held-out MLM accuracy at [MASK] (15% masked)", xlabel="wall-clock seconds", ylabel="accuracy")
+    mlm.set(title="Held-out MLM accuracy at [MASK] (15% masked); dot: first epoch above neighbour counting",
+            xlabel="wall-clock seconds", ylabel="accuracy")
     nsp.set(title="Held-out NSP accuracy (balanced pairs)", xlabel="wall-clock seconds", ylabel="accuracy")
     m = report.get("machine", {})
     threads = report["runs"][0].get("torch_threads", m.get("torch_threads"))
@@ -193,7 +200,7 @@ def plot(report: dict, figure: Path) -> None:
 def table(report: dict, exploratory: bool = False) -> str:
     """A README table: per variant, each seed's final held-out accuracies and its ratio to the unigram baseline."""
     rows = ["| variant | what changes | MLM@[MASK], seeds " + ("42" if exploratory else "42 / 43 (/ 44)") +
-            " | × unigram | NSP | seconds |", "|---|---|---|---|---|---|"]
+            " | × unigram | s to pass neighbours | NSP | seconds |", "|---|---|---|---|---|---|---|"]
     for name, (about, _, seeds) in VARIANTS.items():
         runs = sorted((r for r in report["runs"] if r["variant"] == name), key=lambda r: r["seed"])
         if not runs or (len(seeds) == 1) != exploratory:
@@ -202,7 +209,9 @@ def table(report: dict, exploratory: bool = False) -> str:
         ratio = " / ".join(f"{r['final']['mlm_accuracy_at_mask'] / r['baselines']['baseline_unigram']:.1f}" for r in runs)
         nsp = " / ".join(f"{r['final']['nsp_accuracy']:.3f}" for r in runs)
         seconds = " / ".join(f"{r['final']['train_seconds']:.0f}" for r in runs)
-        rows.append(f"| `{name}` | {about} | {mlm} | {ratio} | {nsp} | {seconds} |")
+        passed = " / ".join("never" if r["final"]["seconds_to_neighbours"] is None
+                            else f"{r['final']['seconds_to_neighbours']:.0f}" for r in runs)
+        rows.append(f"| `{name}` | {about} | {mlm} | {ratio} | {passed} | {nsp} | {seconds} |")
     return "\n".join(rows)
 
 

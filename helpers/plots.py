@@ -54,6 +54,11 @@ def plot_validation(epochs: Sequence[Mapping[str, float]], baselines: Mapping[st
     for key, (name, colour) in BASELINE_LINES.items():
         ax.axhline(baselines[key], color=colour, linestyle="--", linewidth=1, label=f"{name} ({baselines[key]:.3f})")
     ax.axhline(0.5, color="black", linestyle=":", linewidth=1, label="NSP chance (0.500)")
+    # Time to quality: the first epoch whose held-out MLM accuracy beats counting neighbours.
+    passed = next((row for row in epochs if row["mlm_accuracy_at_mask"] > baselines["baseline_neighbours"]), None)
+    if passed is not None:
+        unit = " s" if x == "seconds" else ""
+        ax.axvline(passed[x], color="grey", linewidth=0.8, label=f"MLM passes neighbour counting ({passed[x]:.0f}{unit})")
     ax.set_xlabel({"seconds": "training time (s)", "epoch": "epoch"}.get(x, x))
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0, 1)

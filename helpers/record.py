@@ -24,14 +24,15 @@ from helpers.pairs import IS_NEXT, LABEL_NAMES
 
 RECORD = ROOT / "docs" / "record.json"
 FIGURE = ROOT / "docs" / "record.png"  # the README's picture of the record
-# Fill-mask prompts: "{mask}" stands for the tokenizer's mask token; the answer is the Meditations' word.
+# Fill-mask prompts: "{mask}" stands for the tokenizer's mask token; each is a line of the Meditations (George Long's
+# translation), quoted or shortened, and the answer is the word the book has there.
 FILL_PROMPTS = [
     ("Live {mask} to nature.", "according"),
     ("Such as are thy habitual thoughts, such also will be the character of thy mind; for the soul is dyed "
      "by the {mask}.", "thoughts"),
     ("Begin the {mask} by saying to thyself, I shall meet with the busy-body, the ungrateful, arrogant.", "morning"),
     ("Consider the {mask} of the universe.", "nature"),
-    ("The universe is {mask}; our life is what our thoughts make it.", "change"),
+    ("The universe is transformation: life is {mask}.", "opinion"),
 ]
 # NSP prompts: (A, B, label) with BertForPreTraining's labels, 0 = "B follows A", 1 = "B is random".
 NSP_PROMPTS = [
@@ -125,6 +126,8 @@ def make_record(cfg: Config | None = None, out: Path = RECORD, progress: bool = 
         result = train(cfg, Path(folder) / "record", progress=progress, track=False)
         after = answers(Predictor.from_checkpoint(result.checkpoint), data.tokenizer)
     rounded = lambda row: {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()}  # noqa: E731
+    # Time to quality: training seconds until held-out MLM at [MASK] first passes the neighbour-counting guess.
+    result.final["seconds_to_neighbours"] = seconds_to_pass(result.epochs, result.baselines["baseline_neighbours"])
     record = {"profile": record_profile(cfg), "code_version": code_version(), "machine": machine(),
               "baselines": rounded(result.baselines),
               "final": rounded(result.final), "epochs": [rounded(r) for r in result.epochs],
@@ -154,10 +157,16 @@ def load_record(path: Path = RECORD) -> dict[str, Any]:
 
 
 def main() -> int:
+    if code_version().endswith("+changes"):  # the record names the commit it came from, so that commit must be it
+        print("error: tracked files have uncommitted changes; commit them (or stash them) first, so that the record's "
+              "code version is the code that made it.", file=sys.stderr)
+        return 2
     record = make_record()
     draw_record(record)
+    passed = record["final"]["seconds_to_neighbours"]
     print(f"Wrote {RECORD.relative_to(ROOT)}: {len(record['history'])} steps, {len(record['epochs'])} epochs, "
-          f"{record['final']['train_seconds']:.0f} s.")
+          f"{record['final']['train_seconds']:.0f} s; held-out MLM at [MASK] passed neighbour counting "
+          + (f"after {passed:.0f} s." if passed is not None else "never."))
     return 0
 
 
