@@ -31,6 +31,7 @@ from helpers.record import code_version, machine, seconds_to_pass  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "learning.json"
 FIGURE = ROOT / "docs" / "learning_curves.png"
+NSP_FIGURE = ROOT / "docs" / "nsp_levers.png"
 # The fourth round: layer 0's neighbour heads. Every run before it started every attention weight at random.
 NO_NB = dict(position_dims=0, neighbour_offsets="")
 # The old default profile, as it was before the learning-curve experiments.
@@ -102,10 +103,12 @@ VARIANTS: dict[str, tuple[str, dict, tuple[int, ...]]] = {
     "spans_2": ("spread 0.02, dropout 0.1, segments of up to 2 sentences, 16 epochs (about the same time)",
                 D01 | dict(max_segment_sentences=2, epochs=16), (42,)),
 }
-# The variants drawn in the figure (the rest of the replicated ones are in the README's table): today's default,
-# the initial spread around it, and what each earlier round changed.
-DRAWN = ("new_default", "init_0.02", "init_0.035", "init_0.08", "dropout_0.1", "nsp_from_start", "with_80_10_10",
-         "old_default")
+# The NSP levers, drawn in their own figure.
+NSP_LEVERS = ("nsp_dropout_0.5", "nsp_weight_decay_1", "nsp_lr_1e-4", "nsp_at_75", "nsp_weight_0.3")
+# The variants drawn in the figure (the rest are in the tables): today's default, the one before it (every
+# attention weight random), the first recipe, and each one-at-a-time change to the neighbour heads.
+DRAWN = ("new_default", "random_attention", "old_default", "scale_1.2", "scale_3", "offsets_2", "layer_1",
+         "position_dims_32")
 
 
 def run_variant(name: str, seed: int, threads: int | None = None) -> dict:
@@ -197,6 +200,34 @@ def plot(report: dict, figure: Path) -> None:
     plt.close(fig)
 
 
+def plot_nsp(report: dict, figure: Path) -> None:
+    """Held-out NSP accuracy per epoch of every NSP lever beside today's default, against the shared-words rule."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["new_default", *NSP_LEVERS]
+    seeds = sorted({r["seed"] for r in report["runs"] if r["variant"] in NSP_LEVERS})
+    fig, axes = plt.subplots(1, len(seeds), figsize=(6 * len(seeds), 4.4), sharey=True, squeeze=False)
+    for ax, seed in zip(axes[0], seeds):
+        runs = {r["variant"]: r for r in report["runs"] if r["seed"] == seed and r["variant"] in names}
+        for name, colour in zip(names, plt.cm.tab10.colors):
+            if name in runs:
+                curve = runs[name]["curve"]
+                ax.plot([row["epoch"] for row in curve], [row["nsp_accuracy"] for row in curve], color=colour,
+                        linewidth=2.5 if name == "new_default" else 1.2, label=name)
+        overlap = runs["new_default"]["baselines"]["baseline_word_overlap"]
+        ax.axhline(overlap, color="grey", linestyle="--", linewidth=1, label=f"shared-words rule ({overlap:.3f})")
+        ax.axhline(0.5, color="black", linestyle=":", linewidth=1, label="chance (0.500)")
+        ax.set(title=f"seed {seed}: held-out NSP accuracy per epoch", xlabel="epoch", ylim=(0.4, 0.75))
+    axes[0][0].set_ylabel("accuracy on balanced held-out pairs")
+    axes[0][-1].legend(fontsize=7, loc="upper left")
+    fig.suptitle("NSP levers on top of the default (NSP joins at half the epochs unless the lever moves it)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(figure, dpi=100)
+    plt.close(fig)
+
+
 def table(report: dict, exploratory: bool = False) -> str:
     """A README table: per variant, each seed's final held-out accuracies and its ratio to the unigram baseline."""
     rows = ["| variant | what changes | MLM@[MASK], seeds " + ("42" if exploratory else "42 / 43 (/ 44)") +
@@ -220,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names: " + ", ".join(VARIANTS))
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds for every chosen variant (default: each variant's own)")
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--figure", type=Path, default=FIGURE)
+    parser.add_argument("--figure", type=Path, default=FIGURE, help=f"the curves (and {NSP_FIGURE.name} beside it)")
     parser.add_argument("--plot-only", action="store_true", help="redraw the figure from --out")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at a time, each in its own process with cores/jobs torch threads")
@@ -244,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                 merge([run], args.out)
     report = json.loads(args.out.read_text())
     plot(report, args.figure)
+    if any(r["variant"] in NSP_LEVERS for r in report["runs"]):
+        plot_nsp(report, args.figure.with_name(NSP_FIGURE.name))
     print(table(report))
     print(table(report, exploratory=True))
     print(f"Wrote {args.out} and {args.figure}")
