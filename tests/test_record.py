@@ -48,13 +48,13 @@ def test_a_missing_record_says_how_to_make_one(tmp_path):
     assert RECORD.name == "record.json"
 
 
-def test_the_readme_experiment_tables_are_the_committed_learning_json():
+def test_the_experiment_tables_are_the_committed_learning_json():
     from benchmarks.learning import OUT, VARIANTS, table
     from helpers.config import PROFILES, ROOT
     report = json.loads(OUT.read_text())
-    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "experiments.md").read_text(encoding="utf-8")
     for exploratory in (False, True):  # remade by `python -m benchmarks.learning --plot-only`
-        assert table(report, exploratory) in readme, "the README's experiment table differs from benchmarks/learning.json"
+        assert table(report, exploratory) in page, "docs/experiments.md's experiment table differs from benchmarks/learning.json"
     assert report["default_profile"] == PROFILES["default"], "benchmarks/learning.json was made with another default"
     for name, (_, overrides, seeds) in VARIANTS.items():  # every variant measured, with its seeds and its overrides
         runs = [run for run in report["runs"] if run["variant"] == name]
