@@ -19,7 +19,7 @@ from transformers import BertConfig, BertForPreTraining, PreTrainedTokenizerBase
 
 from helpers.config import Config, get_profile
 from helpers.dataset import MeditationsDataset, make_loader, prepare_data
-from helpers.inference import Predictor
+from helpers.serving import Predictor
 from helpers.masking import IGNORE_INDEX, mask_tokens
 from helpers.model import PretrainingLosses, scratch_config
 from helpers.pairs import Pair

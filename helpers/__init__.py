@@ -1,20 +1,24 @@
 """BERT pretraining (MLM + NSP) on Marcus Aurelius' *Meditations*, in two layers.
 
 The teaching core, one module per stage, in the order the notebooks read them:
-    config     one dataclass of every knob, three named profiles, the command line
-    corpus     the text: download once, check, read as paragraphs
-    pairs      sentences and 50/50 Next Sentence Prediction pairs
-    tokens     WordPiece tokenizers and pair tokenization
-    masking    MLM masking by hand, and the collator that trains
-    dataset    the Dataset, bucketing and the DataLoader
-    model      stock BertForPreTraining and its two losses
-    baselines  what counting alone scores: the bar every metric is shown against
-    train      the training loop and validation
-    inference  reading the two heads of a trained model
+    config      one dataclass of every knob, three named profiles, the command line
+    corpus      the text: download once, check, read as paragraphs
+    pairs       sentences and 50/50 Next Sentence Prediction pairs
+    tokens      WordPiece tokenizers and pair tokenization
+    masking     MLM masking by hand, and the collator that trains
+    dataset     the Dataset, bucketing and the DataLoader
+    model       stock BertForPreTraining and its two losses
+    baselines   what counting alone scores: the bar every metric is shown against
+    report      every metric beside its baselines: the printout, metrics.json, the model card, the demo's figures
+    checkpoint  what the loop saves and resumes from: whole-or-absent folders, checksums, the resume point, the lock
+    tracking    the loop's Weights & Biases log, never fatal
+    train       the training loop and validation
+    inference   reading the two heads of a trained model, and its attention
+
+The core imports nothing from the plumbing. checkpoint and tracking belong to the loop (it saves, resumes and
+logs), so they sit here; a learner can read their function names and skip their insides.
 
 The plumbing, which a learner can skip:
-    checkpoint  whole-or-absent checkpoints, checksums, resume state, the live-run lock
-    tracking    Weights & Biases, never fatal
     serving     a checkpoint made safe to serve: input hardening, errors as values, one request at a time
     app         the Gradio demo
     main        `make demo`: train unless trained, then serve

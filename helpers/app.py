@@ -27,10 +27,11 @@ from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from helpers.checkpoint import CheckpointError, compared_accuracies, read_json  # noqa: E402
+from helpers.checkpoint import CheckpointError, read_json  # noqa: E402
 from helpers.config import ROOT, Config  # noqa: E402
 from helpers.corpus import ENV_VAR, default_path  # noqa: E402
 from helpers.pairs import IS_NEXT, IS_RANDOM, LABEL_NAMES, build_bag  # noqa: E402
+from helpers.report import accuracy_beside, compared_accuracies, nsp_in_words  # noqa: E402
 from helpers.serving import (FillMaskResult, InferenceError, NSPResult, Predictor, first_line,  # noqa: E402
                              strip_special_tokens)
 
@@ -149,23 +150,13 @@ def saved_final(folder: Path) -> dict:
 
 def validation_markdown(final: dict) -> str:
     """The held-out metrics, each accuracy beside the counting baselines it has to beat."""
-    parts = [f"{name} {value:.3f}" + (f" ({', '.join(f'{label} {ref:.3f}' for label, ref in beside)})"
-                                      if beside else "") for _, name, value, beside in compared_accuracies(final)]
+    parts = [accuracy_beside(row) for row in compared_accuracies(final)]
     extra = [("MLM perplexity", "mlm_perplexity", "{:,.1f}"), ("NSP loss", "nsp_loss", "{:.3f}")]
     parts += [f"{name} {fmt.format(final[key])}" for name, key, fmt in extra
               if isinstance(final.get(key), (int, float))]
     if not parts:
         return "**Validation** no metrics.json in this folder"
     return "**Validation** (held-out paragraphs) " + " · ".join(parts)
-
-
-def nsp_record(final: dict) -> str:
-    """One sentence for beside every NSP answer: how often this checkpoint is right, against a rule and chance."""
-    accuracy, overlap = final.get("nsp_accuracy"), final.get("baseline_word_overlap")
-    if not isinstance(accuracy, (int, float)):
-        return "This checkpoint has no held-out NSP accuracy on record; chance is 0.50, so read the verdict as a guess."
-    rule = f"; a shared-words rule gets {overlap:.2f}" if isinstance(overlap, (int, float)) else ""
-    return f"This checkpoint is right on {accuracy:.2f} of held-out pairs{rule}; chance is 0.50."
 
 
 def checkpoint_summary(folder: Path, predictor: Predictor, cfg: Config | None, examples: Examples) -> str:
@@ -205,7 +196,7 @@ def _notes(notes: list[str]) -> str:
 
 
 def verdict_markdown(result: NSPResult, record: str) -> str:
-    """The verdict in words, with both probabilities, the checkpoint's ``record`` (see nsp_record) and the notes."""
+    """The verdict in words, with both probabilities, the checkpoint's ``record`` (report.nsp_in_words), the notes."""
     p_next, p_random = result.probabilities[LABEL_NAMES[IS_NEXT]], result.probabilities[LABEL_NAMES[IS_RANDOM]]
     if result.label == IS_NEXT:
         words = f"The model thinks sentence B is the one that came right after A ({p_next:.1%})."
@@ -336,7 +327,7 @@ def build_demo(checkpoint: str | os.PathLike, max_length: int | None = None, con
         with gr.Tab("Fill the mask"):
             text, top_k, fill_button, filled, table = _fill_tab(examples, predictor.tokenizer.mask_token)
         # One worker ("model") serves both tabs, each call on a batch of queued requests.
-        gr.on([nsp_button.click, first.submit, second.submit], nsp_handler(predictor, nsp_record(saved_final(folder))),
+        gr.on([nsp_button.click, first.submit, second.submit], nsp_handler(predictor, nsp_in_words(saved_final(folder))),
               inputs=[first, second], outputs=[probabilities, verdict], api_name="nsp", batch=True,
               max_batch_size=max_batch_size, concurrency_id="model")
         gr.on([fill_button.click, text.submit], fill_handler(predictor), inputs=[text, top_k], outputs=[filled, table],

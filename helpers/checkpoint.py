@@ -7,8 +7,9 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 
 from helpers.config import ROOT, Config, ConfigError
 from helpers.corpus import sha256_of
+from helpers.report import model_card
 
 MARKER = "checkpoint.json"  # written last inside the folder: its presence means "complete"
 STATE = "training_state.pt"
@@ -183,81 +185,55 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# Each held-out accuracy in metrics.json's "final", and what it is shown beside: the counting baselines of
-# helpers.baselines (a key of "final") or a fixed figure (chance).
-ACCURACIES = (
-    ("mlm_accuracy_at_mask", "MLM accuracy at [MASK]", (("unigram", "baseline_unigram"),
-                                                         ("neighbours", "baseline_neighbours"))),
-    ("nsp_accuracy", "NSP accuracy", (("word overlap", "baseline_word_overlap"), ("chance", 0.5))),
-)
-_NUMBER = (int, float)
+@dataclass
+class ResumePoint:
+    """Where a run starts: epoch 0 with nothing behind it, or where an interrupted run saved its state."""
+
+    epoch: int = 0  # the epoch to start in
+    skip: int = 0  # that epoch's batches already trained on
+    global_step: int = 0  # optimizer steps taken so far
+    seconds: float = 0.0  # seconds trained so far
+    rng: dict[str, Any] | None = None  # Python, NumPy and torch RNG states (dropout) at the save
+    optimizer: dict[str, Any] | None = None  # AdamW's moments and the schedule's position, for load_state_dict
+    scheduler: dict[str, Any] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)  # per-step records so far
+    epochs: list[dict[str, float]] = field(default_factory=list)  # per-epoch validation rows so far
+
+    def batches(self, loader: Iterable, epoch: int) -> Iterator[tuple[int, Any]]:
+        """(index in the epoch, batch) for the batches ``epoch`` still has to train on, RNG restored in between.
+
+        The skipped batches are drawn all the same, so the mask generator advances as it did in the first run.
+        The global RNG goes back to where it stood at the save at the same point of the loop: before the loader
+        starts at an epoch boundary, just before the first step trained on mid-epoch.
+        """
+        skip, rng = (self.skip, self.rng) if epoch == self.epoch else (0, None)
+        if rng is not None and not skip:
+            set_rng_state(rng)
+            rng = None
+        for index, batch in enumerate(loader):
+            if index < skip:
+                continue
+            if rng is not None:
+                set_rng_state(rng)
+                rng = None
+            yield index, batch
+        if rng is not None:  # the interrupt came after the epoch's last step
+            set_rng_state(rng)
+
+    def training_state(self) -> dict[str, Any]:
+        """The dict saved as training_state.pt."""
+        return {"next_epoch": self.epoch, "next_step": self.skip, "global_step": self.global_step,
+                "epoch": self.epoch, "optimizer": self.optimizer, "scheduler": self.scheduler, "rng": self.rng,
+                "history": self.history, "epochs": self.epochs, "seconds": self.seconds}
 
 
-def compared_accuracies(final: dict[str, Any]) -> list[tuple[str, str, float, list[tuple[str, float]]]]:
-    """(key, name, value, [(baseline, value), ...]) per held-out accuracy in ``final``; absent baselines left out."""
-    rows = []
-    for key, name, beside in ACCURACIES:
-        if isinstance(final.get(key), _NUMBER):
-            baselines = [(label, ref if isinstance(ref, float) else final[ref]) for label, ref in beside
-                         if isinstance(ref, float) or isinstance(final.get(ref), _NUMBER)]
-            rows.append((key, name, final[key], baselines))
-    return rows
-
-
-def _card_explanations(cfg: Config) -> dict[str, str]:
-    share = f"{cfg.val_mlm_probability:.0%}"
-    return {
-        "mlm_accuracy_at_mask": f"**MLM accuracy at [MASK]** counts, over the held-out paragraphs with {share} of "
-                                f"their tokens selected and every selected token replaced by [MASK], how often the "
-                                f"model's top guess is the original token. Beside it, on the same masks: *unigram* "
-                                f"always guesses the most frequent training token; *neighbours* guesses the token "
-                                f"seen most often between the same left and right neighbours in the training text.",
-        "nsp_accuracy": "**NSP accuracy** counts how often the verdict (\"B follows A\" or \"B is random\") is "
-                        "right on held-out sentence pairs, half of them true next sentences and half with B drawn "
-                        "from another paragraph. Beside it, on the same pairs: *word overlap* says \"B follows A\" "
-                        "when A and B share enough content words; *chance* is a coin flip.",
-    }
-
-
-def model_card(cfg: Config, metrics: dict[str, Any]) -> str:
-    compared = compared_accuracies(metrics)
-    shown = {key for key, *_ in compared} | {ref for *_, beside in ACCURACIES for _, ref in beside}
-    rows = [f"| {name} | {value:.4f} | {' · '.join(f'{label} {ref:.4f}' for label, ref in baselines)} |"
-            for _, name, value, baselines in compared]
-    rows += [f"| {k} | {v:.4f} | |" if isinstance(v, float) else f"| {k} | {v} | |" for k, v in metrics.items()
-             if k not in shown and not isinstance(v, (list, dict))]
-    explanations = _card_explanations(cfg)
-    explained = "\n\n".join(explanations[key] for key, *_ in compared)
-    return f"""---
-library_name: transformers
-pipeline_tag: fill-mask
-tags: [bert, pretraining, mlm, nsp, meditations]
----
-# BERT pretrained on Marcus Aurelius' *Meditations* (profile `{cfg.profile}`)
-
-A `BertForPreTraining` trained with both objectives, Masked Language Modeling and Next Sentence
-Prediction, on George Long's public-domain translation of the *Meditations*. Source model: `{cfg.model}`.
-It is a teaching model: small data, short training.
-
-Load it with stock transformers:
-
-```python
-from transformers import pipeline, BertForNextSentencePrediction
-fill = pipeline("fill-mask", model="PATH")
-nsp = BertForNextSentencePrediction.from_pretrained("PATH")  # logit 0 = "B follows A", 1 = "B is random"
-```
-
-## Validation metrics (held-out paragraphs)
-
-| metric | this model | counting baselines on the same data |
-|---|---|---|
-{chr(10).join(rows)}
-
-{explained}
-
-The model has learned something only where it beats the baselines beside it. The full profile is in
-`profile.json`, the metrics per epoch in `metrics.json`.
-"""
+def load_resume_point(folder: str | os.PathLike) -> tuple[Config, ResumePoint]:
+    """The saved profile of a resumable checkpoint, and where its run continues."""
+    cfg, state = load_training_state(folder)
+    return cfg, ResumePoint(epoch=state["next_epoch"], skip=state.get("next_step", 0), global_step=state["global_step"],
+                            seconds=state.get("seconds", 0.0), rng=state["rng"], optimizer=state["optimizer"],
+                            scheduler=state["scheduler"], history=state.get("history", []),
+                            epochs=state.get("epochs", []))
 
 
 def save_checkpoint(folder: str | os.PathLike, model, tokenizer, cfg: Config, metrics: dict[str, Any],

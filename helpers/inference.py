@@ -5,8 +5,7 @@ reads the two logits of the NSP head on ``[CLS] A [SEP] B [SEP]``; fill-mask rea
 over the whole vocabulary at each ``[MASK]``. The model must be in ``eval()`` mode (no dropout).
 
 What a served model needs on top (checking a checkpoint folder, cleaning pasted text, notes on what was cut,
-bad input returned as a value, one request at a time) is plumbing, kept in ``helpers.serving``; its
-``Predictor`` is importable from here as before.
+bad input returned as a value, one request at a time) is plumbing, kept in ``helpers.serving`` (``Predictor``).
 """
 
 from __future__ import annotations
@@ -16,12 +15,8 @@ from collections.abc import Sequence
 import torch
 from transformers import BatchEncoding, BertForPreTraining, PreTrainedTokenizerBase
 
-from helpers.checkpoint import read_json  # noqa: F401 - part of this module's public API
+from helpers.pairs import LABEL_NAMES
 from helpers.tokens import clip_to_tokens
-
-# Importable from here, defined in helpers.serving (which imports this module, hence the lazy lookup below).
-_SERVING = ("Predictor", "NSPResult", "FillMaskResult", "InferenceError", "MAX_CHARS", "PRETRAINING_ARCHITECTURES",
-            "check_checkpoint_folder")
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, first: Sequence[str], second: Sequence[str] | None = None,
@@ -78,8 +73,31 @@ def fill_mask_top_k(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBas
     return [guesses[start:end] for start, end in zip([0] + ends[:-1], ends)]
 
 
-def __getattr__(name: str):
-    if name in _SERVING:
-        import helpers.serving
-        return getattr(helpers.serving, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def nsp_readout(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, sentence_a: str, sentence_b: str,
+                label: int, max_length: int = 512) -> str:
+    """One pair read out as the tutorial does: both logits, their softmax and the argmax, with the true label."""
+    logits = nsp_logits(model, encode(tokenizer, [sentence_a], [sentence_b], max_length).to(model.device))[0]  # (2,)
+    (follows, random), probs, guess = logits.tolist(), logits.softmax(dim=-1).tolist(), int(logits.argmax())
+    return (f"A: {sentence_a}\nB: {sentence_b}\n"
+            f"logits [index 0 = '{LABEL_NAMES[0]}', index 1 = '{LABEL_NAMES[1]}']: [{follows:.3f}, {random:.3f}]\n"
+            f"softmax: [{probs[0]:.3f}, {probs[1]:.3f}]  argmax: {guess} = '{LABEL_NAMES[guess]}'  "
+            f"(true label: {label} = '{LABEL_NAMES[label]}')")
+
+
+def pair_attentions(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, sentence_a: str, sentence_b: str,
+                    max_length: int = 512) -> tuple[list[str], torch.Tensor]:
+    """The tokens of one pair and its attention weights, (layers, heads, seq_len, seq_len).
+
+    transformers' SDPA attention returns no weights, so the model runs this one pair with the "eager"
+    implementation (the same maths, written out) and is switched back afterwards.
+    """
+    encoded = encode(tokenizer, [sentence_a], [sentence_b], max_length)  # (1, seq_len) each
+    before = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = model(**encoded.to(model.device), output_attentions=True)
+    finally:
+        model.set_attn_implementation(before)
+    attentions = torch.stack([layer[0] for layer in out.attentions]).cpu()  # (layers, heads, seq_len, seq_len)
+    return tokenizer.convert_ids_to_tokens(encoded["input_ids"][0]), attentions

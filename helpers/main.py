@@ -10,11 +10,11 @@ from pathlib import Path
 
 # helpers.app comes first: it sets the no-telemetry variables before gradio or huggingface_hub is imported.
 from helpers.app import add_serve_options, build_demo, run_server
-from helpers.checkpoint import (CheckpointError, check_output_dir, compared_accuracies, is_checkpoint, read_json,
-                                recover)
+from helpers.checkpoint import CheckpointError, check_output_dir, is_checkpoint, read_json, recover
 from helpers.config import ConfigError, parse_args
 from helpers.corpus import CorpusError
 from helpers.pairs import PairError
+from helpers.report import aligned_lines
 from helpers.tokens import ModelSourceError
 
 # Shown after the accuracies (which stand beside their baselines); mlm_accuracy exists only in older runs.
@@ -37,14 +37,8 @@ def saved_metrics(folder: Path) -> str:
         return f"{folder} holds a checkpoint without readable metrics.json/profile.json."
     profile = profile.get("profile", "?")
     final = metrics.get("final") if isinstance(metrics.get("final"), dict) else {}
-    compared = compared_accuracies(final)
-    shown = [key for key in SHOWN if isinstance(final.get(key), (int, float))]
-    width = max(map(len, [key for key, *_ in compared] + shown), default=0)  # one column for every name
-    rows = [f"  {key:<{width}} {value:.4f}" + (f"  (baselines: {', '.join(f'{label} {ref:.4f}' for label, ref in beside)})"
-                                               if beside else "")
-            for key, _, value, beside in compared]
-    rows += [f"  {key:<{width}} {final[key]:.4f}" for key in shown]
-    return f"Checkpoint {folder} (profile '{profile}') is already trained; its validation metrics:\n" + "\n".join(rows)
+    return (f"Checkpoint {folder} (profile '{profile}') is already trained; its validation metrics:\n"
+            + "\n".join(aligned_lines(final, SHOWN)))
 
 
 def interrupted_note(folder: Path) -> str | None:

@@ -15,7 +15,7 @@ from matplotlib import pyplot as plt
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from transformers import BertForPreTraining, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from helpers.masking import IGNORE_INDEX
 
@@ -179,26 +179,6 @@ def plot_masked_batch(input_ids: torch.Tensor, labels: torch.Tensor, tokenizer: 
     fig.legend(handles=[Patch(facecolor=c, edgecolor="gray", label=n) for n, c in zip(MASK_CATEGORIES, MASK_COLOURS)],
                loc="outside lower center", ncols=3, fontsize=8)
     return fig
-
-
-def pair_attentions(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, sentence_a: str, sentence_b: str,
-                    max_length: int = 512) -> tuple[list[str], torch.Tensor]:
-    """The tokens of one pair and its attention weights, (layers, heads, seq_len, seq_len).
-
-    transformers' SDPA attention returns no weights, so the model runs this one pair with the "eager"
-    implementation (the same maths, written out) and is switched back afterwards.
-    """
-    encoded = tokenizer(sentence_a, sentence_b, truncation="longest_first", max_length=max_length,
-                        return_tensors="pt")  # (1, seq_len) each
-    before = model.config._attn_implementation
-    model.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            out = model(**encoded.to(next(model.parameters()).device), output_attentions=True)
-    finally:
-        model.set_attn_implementation(before)
-    attentions = torch.stack([layer[0] for layer in out.attentions]).cpu()  # (layers, heads, seq_len, seq_len)
-    return tokenizer.convert_ids_to_tokens(encoded["input_ids"][0]), attentions
 
 
 def plot_attention(tokens: Sequence[str], attentions: torch.Tensor, sep_token: str = "[SEP]",

@@ -16,26 +16,20 @@ from typing import Any, Callable
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
-from transformers import BertForPreTraining, get_scheduler, set_seed
+from transformers import AutoTokenizer, BertForPreTraining, get_scheduler, set_seed
 
 from helpers.baselines import MaskBaselines, OverlapBaseline
-from helpers.checkpoint import (CheckpointError, check_output_dir, load_training_state, rng_state, run_lock,
-                                save_checkpoint, set_rng_state)
+from helpers.checkpoint import (CheckpointError, ResumePoint, check_output_dir, is_checkpoint, load_resume_point,
+                                recover, rng_state, run_lock, save_checkpoint)
 from helpers.config import LR_SCHEDULES, Config, ConfigError, parse_args
 from helpers.corpus import CorpusError
 from helpers.dataset import MeditationsDataset, PreparedData, make_loader, padding_counts, prepare_data
-from helpers.serving import Predictor
+from helpers.inference import nsp_probabilities, nsp_readout
 from helpers.model import PretrainingLosses, load_model
 from helpers.pairs import LABEL_NAMES, PairError
+from helpers.report import as_json, format_baselines, format_table, headline, memorised
 from helpers.tokens import ModelSourceError, check_max_length
 from helpers.tracking import Tracker
-
-# mlm_accuracy_at_mask: share of the validation [MASK] positions (15%, every selected token a [MASK]) whose
-# top guess is the hidden token, which is what fill-mask does.
-METRICS = ("nsp_accuracy", "mlm_accuracy_at_mask", "mlm_loss", "mlm_perplexity", "nsp_loss")
-# The same masks and pairs, guessed by counting (helpers.baselines): what the model must beat.
-BASELINES = ("baseline_unigram", "baseline_neighbours", "baseline_word_overlap")
-
 
 VAL_BATCH_SIZE = 64
 
@@ -53,8 +47,38 @@ class TrainResult:
     epochs: list[dict[str, float]] = field(default_factory=list)
     final: dict[str, float] = field(default_factory=dict)
     baselines: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
+    seconds: float = 0.0  # this call's training; final["train_seconds"] adds what a resumed run trained before
     wandb_run: Path | None = None
+
+
+@dataclass
+class Throughput:
+    """Pairs and real tokens since the last W&B log, and real tokens per position over the whole run."""
+
+    since: float = field(default_factory=time.perf_counter)
+    pairs: int = 0
+    tokens: int = 0
+    real_tokens: int = 0
+    positions: int = 0
+
+    def add(self, batch: dict[str, torch.Tensor]) -> None:
+        real, positions = padding_counts(batch)
+        self.pairs += batch["input_ids"].shape[0]
+        self.tokens += real
+        self.real_tokens += real
+        self.positions += positions
+
+    def rates(self) -> dict[str, float]:
+        """Pairs and real tokens per second since the last call, for W&B; the next window starts now."""
+        now = time.perf_counter()
+        elapsed = max(now - self.since, 1e-9)
+        rates = {"train/sequences_per_second": self.pairs / elapsed, "train/tokens_per_second": self.tokens / elapsed}
+        self.since, self.pairs, self.tokens = now, 0, 0
+        return rates
+
+    def padding_efficiency(self) -> float | None:
+        """Real tokens / positions of the training batches (None before the first step)."""
+        return round(self.real_tokens / self.positions, 4) if self.positions else None
 
 
 def mixed_precision(cfg: Config) -> str:
@@ -122,71 +146,24 @@ def baselines(data: PreparedData, cfg: Config, val_batches: list[dict[str, torch
             "baseline_word_overlap": overlap}
 
 
-def format_baselines(values: dict[str, float]) -> str:
-    return (f"MLM at [MASK]: unigram {values['baseline_unigram']:.3f}, neighbours {values['baseline_neighbours']:.3f}; "
-            f"NSP: word overlap {values['baseline_word_overlap']:.3f} (chance 0.500)")
-
-
-def headline(final: dict[str, float]) -> str:
-    """The two held-out accuracies, each beside the baselines it has to beat."""
-    return (f"Held-out MLM accuracy at [MASK] {final['mlm_accuracy_at_mask']:.3f} (unigram "
-            f"{final['baseline_unigram']:.3f}, neighbours {final['baseline_neighbours']:.3f}); NSP accuracy "
-            f"{final['nsp_accuracy']:.3f} (word overlap {final['baseline_word_overlap']:.3f}, chance 0.500)")
-
-
-def memorised(final: dict[str, float]) -> str:
-    """The same accuracies on training pairs (same masking), for the gap between seen and unseen text."""
-    return (f"The same on training pairs (seen text; the gap above held-out is memorised): MLM accuracy at [MASK] "
-            f"{final['train_mlm_accuracy_at_mask']:.3f}, NSP accuracy {final['train_nsp_accuracy']:.3f}")
-
-
-def format_table(rows: list[dict[str, float]], header: bool = True) -> str:
-    """Per-epoch validation metrics as a fixed-width text table."""
-    width = max(map(len, METRICS))
-    lines = [f"{'epoch':>5}  {'seconds':>7}  " + "  ".join(f"{m:>{width}}" for m in METRICS)] if header else []
-    lines += [f"{r['epoch']:>5}  {r.get('seconds', 0):>7.0f}  " + "  ".join(f"{r[m]:>{width}.4f}" for m in METRICS)
-              for r in rows]
-    return "\n".join(lines)
-
-
-def nsp_readout(predictor: Predictor, sentence_a: str, sentence_b: str, label: int) -> str:
-    """The tutorial's single-example readout, with the label meaning spelled out."""
-    res = predictor.predict_nsp(sentence_a, sentence_b)
-    probs = list(res.probabilities.values())
-    return (f"A: {sentence_a}\nB: {sentence_b}\n"
-            f"logits [index 0 = '{LABEL_NAMES[0]}', index 1 = '{LABEL_NAMES[1]}']: "
-            f"[{res.logits[0]:.3f}, {res.logits[1]:.3f}]\n"
-            f"softmax: [{probs[0]:.3f}, {probs[1]:.3f}]  argmax: {res.label} = '{res.verdict}'  "
-            f"(true label: {label} = '{LABEL_NAMES[label]}')")
-
-
 @dataclass
 class Run:
-    """One training run: the objects the loop works on, and where it stands."""
+    """What the loop works on, built once by ``start_run``."""
 
     cfg: Config
-    output: Path
     accelerator: Accelerator
     data: PreparedData
     losses: PretrainingLosses
     optimizer: torch.optim.Optimizer
     scheduler: Any
     val_batches: list[dict[str, torch.Tensor]]
-    result: TrainResult
-    tracker: Tracker
     total_steps: int
     mlm_only_steps: int  # NSP joins the loss after these steps
-    saved: dict[str, Any]  # the training state a resumed run started from ({} for a new run)
-    say: Callable[..., None]
-    global_step: int = 0
-    step_in_epoch: int = 0
-    started: float = field(default_factory=time.perf_counter)
-    real_tokens: int = 0  # padding efficiency of the training batches = real_tokens / positions
-    positions: int = 0
-    window: list[float] = field(default_factory=lambda: [time.perf_counter(), 0, 0])  # W&B throughput: start, pairs, tokens
+    tracker: Tracker
+    say: Callable[..., None]  # print on the main process, or nothing when not verbose
 
 
-def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: bool = False,
+def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overwrite: bool = False,
           progress: bool = True, track: bool = True, verbose: bool = True, data: PreparedData | None = None,
           on_step: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
     """Train ``cfg`` and save to ``output``; ``resume=True`` continues the checkpoint in ``output``.
@@ -196,31 +173,67 @@ def train(cfg: Config, output: str | Path, *, resume: bool = False, overwrite: b
     """
     output = Path(output)
     with run_lock(output):
-        run = start_run(cfg, output, resume, overwrite, track, verbose, data)
-        epoch = run.saved.get("next_epoch", 0)
+        run, result, start = start_run(cfg, output, resume, overwrite, track, verbose, data)
+        cfg, accelerator, losses, optimizer, tracker = run.cfg, run.accelerator, run.losses, run.optimizer, run.tracker
+        started = time.perf_counter() - start.seconds  # so that now - started counts the seconds before a resume
+        throughput, global_step, epoch, done = Throughput(), start.global_step, start.epoch, start.skip
         try:
-            for epoch in range(epoch, run.cfg.epochs):
-                if run.global_step >= run.total_steps:
+            for epoch in range(start.epoch, cfg.epochs):
+                if global_step >= run.total_steps:
                     break
-                train_epoch(run, epoch, progress, on_step)
-                end_epoch(run, epoch)
+                done = start.skip if epoch == start.epoch else 0  # this epoch's batches trained on
+                loader = epoch_loader(run, epoch)
+                bar = tqdm(total=len(loader), initial=done, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           dynamic_ncols=True, disable=not (progress and accelerator.is_main_process))
+                losses.train()  # dropout on
+                for index, batch in start.batches(loader, epoch):
+                    # MLM first: NSP rides on what MLM builds, and from step 0 it holds MLM at the unigram guess.
+                    nsp_weight = cfg.nsp_weight if global_step >= run.mlm_only_steps else 0.0
+                    # batch: input_ids, token_type_ids, attention_mask, labels (batch, seq); next_sentence_label (batch,)
+                    out = losses(**batch, nsp_weight=nsp_weight)
+                    loss = out["loss"]  # mlm_loss + nsp_weight * nsp_loss
+                    check_finite(loss, global_step + 1, output)
+                    accelerator.backward(loss)
+                    accelerator.clip_grad_norm_(losses.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    run.scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    global_step, done = global_step + 1, index + 1
+                    record = log_step(run, throughput, batch, out, global_step, epoch + done / len(loader))
+                    result.history.append(record)
+                    if on_step is not None:
+                        on_step(record)
+                    bar.update()
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", mlm=f"{record['mlm_loss']:.3f}",
+                                    nsp=f"{record['nsp_loss']:.3f}")
+                    if global_step >= run.total_steps:
+                        break
+                bar.close()
+                metrics = evaluate(accelerator.unwrap_model(losses), run.val_batches, accelerator)
+                seconds = time.perf_counter() - started
+                result.epochs.append({"epoch": epoch + 1, "step": global_step, "seconds": round(seconds, 1), **metrics})
+                # The baselines go beside every epoch's metrics, so W&B draws them as flat lines in the same charts.
+                tracker.log({f"val/{k}": v for k, v in (metrics | result.baselines).items()}, step=global_step)
+                run.say(format_table(result.epochs[-1:], header=epoch == start.epoch))  # the header once per call
+                save(run, output, result, ResumePoint(epoch + 1, 0, global_step, seconds))
         except KeyboardInterrupt:
-            save(run, epoch, run.step_in_epoch)
+            save(run, output, result, ResumePoint(epoch, done, global_step, time.perf_counter() - started))
             run.say(f"\nInterrupted: a resumable checkpoint is in {output}; continue with --resume {output}.")
-            run.tracker.finish()
+            tracker.finish()
             raise
-        return finish(run)
+        result.seconds = time.perf_counter() - started - start.seconds
+        return finish(run, output, result, global_step, throughput, start.seconds + result.seconds)
 
 
 def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, track: bool, verbose: bool,
-              data: PreparedData | None) -> Run:
-    """Data, model, optimizer, schedule, validation batches and baselines; a resumed run's saved state."""
-    saved: dict[str, Any] = {}
+              data: PreparedData | None) -> tuple[Run, TrainResult, ResumePoint]:
+    """Data, model, optimizer, schedule, validation batches and baselines; where the run starts (or resumes)."""
     if resume:
-        saved_cfg, saved = load_training_state(output)
-        cfg = saved_cfg if cfg is None else cfg
+        saved_cfg, start = load_resume_point(output)
+        cfg = cfg or saved_cfg
     else:
         check_output_dir(output, overwrite)
+        start = ResumePoint()  # epoch 0, nothing trained yet
     # With no GPU, say so: only then does Accelerate turn torchrun's ranks into a gloo process group.
     on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
     accelerator = Accelerator(mixed_precision=mixed_precision(cfg), cpu=on_cpu)
@@ -230,7 +243,7 @@ def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, t
 
     set_seed(cfg.seed)  # one seed: pairs, masks, initialisation and data order
     if data is None:
-        data = prepare_data(cfg, tokenizer=_saved_tokenizer(output) if resume else None)
+        data = prepare_data(cfg, tokenizer=AutoTokenizer.from_pretrained(output) if resume else None)
     model = BertForPreTraining.from_pretrained(output, use_safetensors=True) if resume else load_model(cfg, data.tokenizer)
     check_max_length(cfg.max_length, data.tokenizer, model.config.max_position_embeddings)
     say(data.summary())
@@ -246,14 +259,15 @@ def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, t
                               num_training_steps=total_steps)
     losses, optimizer = accelerator.prepare(losses, optimizer)
     if resume:
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        say(f"Resuming {output} at epoch {saved['next_epoch'] + 1}, step {saved['global_step']}.")
+        optimizer.load_state_dict(start.optimizer)
+        scheduler.load_state_dict(start.scheduler)
+        say(f"Resuming {output} at epoch {start.epoch + 1}, step {start.global_step}.")
     tracker = Tracker(cfg, enabled=track and accelerator.is_main_process)
-    result = TrainResult(checkpoint=output, history=saved.get("history", []), epochs=saved.get("epochs", []),
-                         baselines=base, wandb_run=tracker.run_path)
-    return Run(cfg, output, accelerator, data, losses, optimizer, scheduler, val_batches, result, tracker, total_steps,
-               round(cfg.mlm_only_ratio * total_steps), saved, say, global_step=saved.get("global_step", 0))
+    result = TrainResult(checkpoint=output, history=start.history, epochs=start.epochs, baselines=base,
+                         wandb_run=tracker.run_path)
+    run = Run(cfg, accelerator, data, losses, optimizer, scheduler, val_batches, total_steps,
+              round(cfg.mlm_only_ratio * total_steps), tracker, say)
+    return run, result, start
 
 
 def validation_batches(data: PreparedData, cfg: Config, pairs: list | None = None) -> list[dict[str, torch.Tensor]]:
@@ -277,153 +291,86 @@ def epoch_loader(run: Run, epoch: int):
                                            mask_seed=seed + 104729 * accelerator.process_index))
 
 
-def train_epoch(run: Run, epoch: int, progress: bool, on_step: Callable[[dict[str, float]], None] | None) -> None:
-    """One pass over the epoch's batches: forward, both losses, backward, clip, step."""
-    cfg, accelerator, losses, optimizer = run.cfg, run.accelerator, run.losses, run.optimizer
-    loader = epoch_loader(run, epoch)
-    first = epoch == run.saved.get("next_epoch", 0)
-    skip = run.saved.get("next_step", 0) if first else 0  # batches a resumed run already trained on
-    # A resumed run restores the global RNG (dropout) where it stood at the checkpoint: before the loader
-    # starts at an epoch boundary, once the skipped batches are drawn mid-epoch.
-    pending_rng = run.saved["rng"] if first and skip else None
-    if first and run.saved and not skip:
-        set_rng_state(run.saved["rng"])
-    run.step_in_epoch = skip
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
-               disable=not (progress and accelerator.is_main_process))
-    losses.train()  # dropout on
-    for index, batch in enumerate(bar):
-        if index < skip:  # drawn (so the mask generator advances as before) but already trained on
-            continue
-        if pending_rng is not None:
-            set_rng_state(pending_rng)
-            pending_rng = None
-        # MLM first: NSP rides on what MLM builds, and from step 0 it holds MLM at the unigram guess.
-        nsp_weight = cfg.nsp_weight if run.global_step >= run.mlm_only_steps else 0.0
-        # batch: input_ids, token_type_ids, attention_mask, labels (batch, seq_len); next_sentence_label (batch,)
-        out = losses(**batch, nsp_weight=nsp_weight)
-        loss = out["loss"]  # mlm_loss + nsp_weight * nsp_loss
-        if not torch.isfinite(loss).item():
-            raise TrainingError(f"The loss became {loss.item()} at step {run.global_step + 1}; training stopped and the "
-                                f"last good checkpoint in {run.output} (if any) is kept. Try a lower --lr or "
-                                f"--mixed-precision no.")
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(losses.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        run.scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        run.global_step += 1
-        run.step_in_epoch += 1
-        record = log_step(run, batch, out, loss, epoch + run.step_in_epoch / max(len(loader), 1))
-        if on_step is not None:
-            on_step(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", mlm=f"{record['mlm_loss']:.3f}", nsp=f"{record['nsp_loss']:.3f}")
-        if cfg.max_steps is not None and run.global_step >= run.total_steps:
-            break
-    bar.close()
-    if pending_rng is not None:  # the interrupt came after the epoch's last step
-        set_rng_state(pending_rng)
+def check_finite(loss: torch.Tensor, step: int, output: Path) -> None:
+    """Stop with TrainingError when the loss is NaN or infinite: every step after it would be garbage."""
+    if not torch.isfinite(loss).item():
+        raise TrainingError(f"The loss became {loss.item()} at step {step}; training stopped and the last good "
+                            f"checkpoint in {output} (if any) is kept. Try a lower --lr or --mixed-precision no.")
 
 
-def log_step(run: Run, batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor], loss: torch.Tensor,
-             epoch: float) -> dict[str, float]:
-    """The step's record in the history, and every ``log_every`` steps in W&B with the throughput."""
-    real, positions = padding_counts(batch)
-    run.real_tokens += real
-    run.positions += positions
-    record = {"step": run.global_step, "epoch": epoch, "loss": loss.item(), "mlm_loss": out["mlm_loss"].item(),
+def log_step(run: Run, throughput: Throughput, batch: dict[str, torch.Tensor],
+             out: dict[str, torch.Tensor], step: int, epoch: float) -> dict[str, float]:
+    """The step's record for the history; every ``log_every`` steps also in W&B, with the throughput."""
+    throughput.add(batch)
+    record = {"step": step, "epoch": epoch, "loss": out["loss"].item(), "mlm_loss": out["mlm_loss"].item(),
               "nsp_loss": out["nsp_loss"].item(), "lr": run.scheduler.get_last_lr()[0]}
-    run.result.history.append(record)
-    window = run.window
-    window[1] += batch["input_ids"].shape[0]
-    window[2] += real
-    if run.global_step % run.cfg.log_every == 0:
-        elapsed = max(time.perf_counter() - window[0], 1e-9)
-        run.tracker.log({"train/" + k: v for k, v in record.items() if k != "step"}
-                        | {"train/sequences_per_second": window[1] / elapsed,
-                           "train/tokens_per_second": window[2] / elapsed}, step=run.global_step)
-        run.window = [time.perf_counter(), 0, 0]
+    if step % run.cfg.log_every == 0:
+        run.tracker.log({"train/" + k: v for k, v in record.items() if k != "step"} | throughput.rates(), step=step)
     return record
 
 
-def end_epoch(run: Run, epoch: int) -> None:
-    """Validate, log and print the epoch's row, and save a resumable checkpoint."""
-    metrics = evaluate(run.accelerator.unwrap_model(run.losses), run.val_batches, run.accelerator)
-    seconds = run.saved.get("seconds", 0.0) + time.perf_counter() - run.started  # this run's and before
-    run.result.epochs.append({"epoch": epoch + 1, "step": run.global_step, "seconds": round(seconds, 1), **metrics})
-    # The baselines go beside every epoch's metrics, so W&B draws them as flat lines in the same charts.
-    run.tracker.log({f"val/{k}": v for k, v in (metrics | run.result.baselines).items()}, step=run.global_step)
-    # The header once, then one row per epoch (the bar above each row shows the epoch's progress).
-    first = epoch == run.saved.get("next_epoch", 0)
-    run.say(format_table(run.result.epochs[-1:], header=len(run.result.epochs) == 1 or first))
-    save(run, epoch + 1, 0)
-
-
-def save(run: Run, next_epoch: int, next_step: int, final: dict[str, float] | None = None) -> None:
-    """A whole checkpoint: the model, the metrics, and the state a resumed run continues from."""
-    accelerator, result = run.accelerator, run.result
+def save(run: Run, output: Path, result: TrainResult, point: ResumePoint, final: dict[str, float] | None = None) -> None:
+    """A whole checkpoint: the model, the metrics (accuracies beside their baselines), and ``point`` to resume from."""
+    accelerator = run.accelerator
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
-    metrics = {"epochs": result.epochs, "final": final or (result.epochs[-1] if result.epochs else {}),
+    final = final or (result.epochs[-1] if result.epochs else {})
+    metrics = {"epochs": result.epochs, "final": final, "beside_baselines": as_json(final),
                "baselines": result.baselines, "history": result.history}
-    state = {"next_epoch": next_epoch, "next_step": next_step, "global_step": run.global_step, "epoch": next_epoch,
-             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(), "rng": rng_state(),
-             "history": result.history, "epochs": result.epochs,
-             "seconds": run.saved.get("seconds", 0.0) + time.perf_counter() - run.started}
-    save_checkpoint(run.output, accelerator.unwrap_model(run.losses).model, run.data.tokenizer, run.cfg, metrics, state)
+    state = dataclasses.replace(point, rng=rng_state(), optimizer=run.optimizer.state_dict(),
+                                scheduler=run.scheduler.state_dict(), history=result.history, epochs=result.epochs)
+    save_checkpoint(output, accelerator.unwrap_model(run.losses).model, run.data.tokenizer, run.cfg, metrics,
+                    state.training_state())
 
 
-def finish(run: Run) -> TrainResult:
-    """The final metrics beside their baselines, the last checkpoint, and one validation pair read out."""
-    accelerator, result, cfg = run.accelerator, run.result, run.cfg
-    result.seconds = time.perf_counter() - run.started
+def finish(run: Run, output: Path, result: TrainResult, global_step: int, throughput: Throughput,
+           seconds: float) -> TrainResult:
+    """The final metrics beside their baselines, the last checkpoint, and validation pairs read out."""
+    accelerator, cfg = run.accelerator, run.cfg
     model = accelerator.unwrap_model(run.losses)
-    result.final = dict(result.epochs[-1]) if result.epochs else evaluate(model, run.val_batches, accelerator)
-    result.final.pop("epoch", None)
-    result.final.update(result.baselines)
+    final = dict(result.epochs[-1]) if result.epochs else evaluate(model, run.val_batches, accelerator)
+    final.pop("epoch", None)
+    final.update(result.baselines)
     # The same measurement on as many training pairs: the gap to the held-out figures is what was memorised.
     seen = evaluate(model, validation_batches(run.data, cfg, run.data.train_pairs(cfg, 0)[:len(run.data.val_pairs)]),
                     accelerator)
-    result.final.update({f"train_{key}": seen[key] for key in ("mlm_accuracy_at_mask", "nsp_accuracy")})
-    result.final["train_seconds"] = round(result.seconds, 1)
-    result.final["padding_efficiency"] = round(run.real_tokens / run.positions, 4) if run.positions else None
+    final.update({f"train_{key}": seen[key] for key in ("mlm_accuracy_at_mask", "nsp_accuracy")})
+    final["train_seconds"] = round(seconds, 1)  # a resumed run's seconds before the interrupt too
+    final["padding_efficiency"] = throughput.padding_efficiency()
     # Evidence that every process trained: its optimizer steps, gathered from all ranks.
-    steps = accelerator.gather(torch.tensor([run.global_step], device=accelerator.device)).tolist()
-    result.final["num_processes"] = accelerator.num_processes
-    result.final["steps_per_process"] = steps
-    save(run, cfg.epochs, 0, final=result.final)
+    steps = accelerator.gather(torch.tensor([global_step], device=accelerator.device)).tolist()
+    final["num_processes"] = accelerator.num_processes
+    final["steps_per_process"] = steps
+    result.final = final
+    save(run, output, result, ResumePoint(cfg.epochs, 0, global_step, seconds), final=final)
     if accelerator.is_main_process:
-        predictor = Predictor(model.model, run.data.tokenizer, cfg.max_length)
-        examples = run.data.val_pairs[:8]
-        verdicts = predictor.predict_nsp_batch([(p.sentence_a, p.sentence_b) for p in examples])
-        first = examples[0]
-        run.say("\nOne validation pair, read out:\n" + nsp_readout(predictor, first.sentence_a, first.sentence_b,
-                                                                  first.next_sentence_label))
-        run.tracker.table("val/examples", ["sentence_a", "sentence_b", "true", "predicted", "p_follows"],
-                          [[p.sentence_a, p.sentence_b, LABEL_NAMES[p.next_sentence_label], v.verdict,
-                            round(v.probabilities[LABEL_NAMES[0]], 4)] for p, v in zip(examples, verdicts)],
-                          step=run.global_step)
-        run.tracker.summary({f"final/{k}": v for k, v in result.final.items()})
+        read_out(run, model.model.eval(), global_step)
+        run.tracker.summary({f"final/{k}": v for k, v in final.items()})
     run.tracker.finish()
-    run.say(f"\n{headline(result.final)} ({result.seconds:.0f} s).\n{memorised(result.final)}\nCheckpoint: {run.output}")
+    run.say(f"\n{headline(final)} ({seconds:.0f} s).\n{memorised(final)}\nCheckpoint: {output}")
     return result
+
+
+def read_out(run: Run, model: BertForPreTraining, step: int) -> None:
+    """The first validation pair read out on the console, and the first eight with their verdicts in W&B."""
+    tokenizer, max_length, examples = run.data.tokenizer, run.cfg.max_length, run.data.val_pairs[:8]
+    first = examples[0]
+    run.say("\nOne validation pair, read out:\n" + nsp_readout(model, tokenizer, first.sentence_a, first.sentence_b,
+                                                              first.next_sentence_label, max_length))
+    probs = nsp_probabilities(model, tokenizer, [(p.sentence_a, p.sentence_b) for p in examples], max_length)  # (8, 2)
+    run.tracker.table("val/examples", ["sentence_a", "sentence_b", "true", "predicted", "p_follows"],
+                      [[p.sentence_a, p.sentence_b, LABEL_NAMES[p.next_sentence_label], LABEL_NAMES[int(row.argmax())],
+                        round(row[0].item(), 4)] for p, row in zip(examples, probs)], step=step)
 
 
 def ensure_trained(cfg: Config, output: str | Path, **kwargs: Any) -> Path:
     """Train ``cfg`` into ``output`` unless it already holds a complete checkpoint; return the folder."""
-    from helpers.checkpoint import is_checkpoint, recover
-
     output = Path(output)
     recover(output)
     if not is_checkpoint(output):
         train(cfg, output, overwrite=True, **kwargs)
     return output
-
-
-def _saved_tokenizer(folder: Path):
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(folder)
 
 
 def _extra_options(parser) -> None:

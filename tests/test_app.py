@@ -17,7 +17,7 @@ import pytest
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertForPreTraining
 
 from helpers.config import ROOT, Config
-from helpers.inference import Predictor
+from helpers.serving import Predictor
 from helpers.pairs import IS_NEXT, IS_RANDOM, LABEL_NAMES
 from tests.app_fixtures import demo_server, free_port, subprocess_env, tiny_checkpoint  # noqa: F401
 
@@ -316,13 +316,14 @@ def test_every_nsp_answer_carries_the_held_out_accuracy_and_baselines(tiny_check
 
 
 def test_older_metrics_show_what_is_there():
-    from helpers.app import nsp_record, validation_markdown
+    from helpers.app import validation_markdown
+    from helpers.report import nsp_in_words
     old = {"nsp_accuracy": 0.61, "mlm_accuracy": 0.15, "mlm_perplexity": 900.0, "nsp_loss": 0.69}
-    assert nsp_record(old) == "This checkpoint is right on 0.61 of held-out pairs; chance is 0.50."
+    assert nsp_in_words(old) == "This checkpoint is right on 0.61 of held-out pairs; chance is 0.50."
     assert "NSP accuracy 0.610 (chance 0.500)" in validation_markdown(old)
     assert "MLM accuracy at [MASK]" not in validation_markdown(old)
     assert "MLM perplexity 900.0" in validation_markdown(old)
-    assert "no held-out NSP accuracy on record" in nsp_record({})
+    assert "no held-out NSP accuracy on record" in nsp_in_words({})
     assert validation_markdown({}) == "**Validation** no metrics.json in this folder"
 
 
@@ -360,7 +361,7 @@ def test_examples_fall_back_without_the_corpus_and_never_download(tiny_checkpoin
 
 def test_user_text_is_shown_literally_not_as_markdown():
     from helpers.app import fill_markdown
-    from helpers.inference import FillMaskResult
+    from helpers.serving import FillMaskResult
     result = FillMaskResult(predictions=[[("word", 0.5)], [("##s", 0.2)]], n_masks=3)
     shown = fill_markdown("# A *title* [MASK] <b>x</b> [MASK] and [MASK]", result, "[MASK]")
     assert shown.splitlines()[1] == "> \\# A \\*title\\* **word** \\<b\\>x\\</b\\> **##s** and \\[MASK\\]"

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import pytest
 
 from helpers.config import ROOT
-from helpers.inference import Predictor
+from helpers.serving import Predictor
 from tests.app_fixtures import demo_server, free_port, tiny_checkpoint  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")

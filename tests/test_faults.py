@@ -25,7 +25,7 @@ from helpers.checkpoint import (CheckpointError, is_checkpoint, load_training_st
                                 save_checkpoint)
 from helpers.config import ROOT, get_profile
 from helpers.corpus import CorpusError, SHA256, ensure_corpus, sha256_of
-from helpers.inference import Predictor
+from helpers.serving import Predictor
 from tests.app_fixtures import subprocess_env, tiny_checkpoint  # noqa: F401
 
 EPOCHS = 6

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining
 
 from helpers.checkpoint import CheckpointError
-from helpers.inference import MAX_CHARS, FillMaskResult, InferenceError, NSPResult, Predictor
+from helpers.serving import MAX_CHARS, FillMaskResult, InferenceError, NSPResult, Predictor
 from helpers.pairs import IS_NEXT, IS_RANDOM, LABEL_NAMES
 from tests.app_fixtures import tiny_checkpoint  # noqa: F401 - a fixture
 

@@ -14,6 +14,7 @@ from transformers import BertForPreTraining, set_seed  # noqa: E402
 
 from helpers import plots  # noqa: E402
 from helpers.dataset import MeditationsDataset, make_loader, padding_efficiency  # noqa: E402
+from helpers.inference import pair_attentions  # noqa: E402
 from helpers.masking import IGNORE_INDEX, make_collator  # noqa: E402
 from helpers.model import scratch_config  # noqa: E402
 from helpers.pairs import LABEL_NAMES, make_pairs  # noqa: E402
@@ -132,7 +133,7 @@ def test_attention_needs_eager_and_comes_back_per_head(scratch_tokenizer, tiny_c
     set_seed(0)
     model = BertForPreTraining(scratch_config(tiny_cfg, scratch_tokenizer)).eval()
     assert model.config._attn_implementation == "sdpa"
-    tokens, attentions = plots.pair_attentions(model, scratch_tokenizer, "A mere nothing.", "What then is that?")
+    tokens, attentions = pair_attentions(model, scratch_tokenizer, "A mere nothing.", "What then is that?")
     assert model.config._attn_implementation == "sdpa"  # switched back
     heads = tiny_cfg.num_attention_heads
     assert attentions.shape == (tiny_cfg.num_hidden_layers, heads, len(tokens), len(tokens))

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from helpers.checkpoint import compared_accuracies, model_card, read_json
+from helpers.checkpoint import read_json
 from helpers.config import get_profile
+from helpers.report import compared_accuracies, model_card
 from tests.app_fixtures import tiny_checkpoint  # noqa: F401 - a fixture
 
 NEW = {"nsp_accuracy": 0.58, "mlm_accuracy_at_mask": 0.064, "mlm_loss": 6.25, "mlm_perplexity": 518.0,

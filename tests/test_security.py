@@ -20,7 +20,7 @@ import helpers.corpus as corpus
 from helpers.checkpoint import CheckpointError, load_training_state
 from helpers.config import ROOT, get_profile
 from helpers.corpus import CorpusError, ensure_corpus, load_paragraphs
-from helpers.inference import Predictor
+from helpers.serving import Predictor
 from helpers.model import load_model
 from helpers.tokens import ModelSourceError
 from tests.app_fixtures import free_port, stop_process, subprocess_env, tiny_checkpoint  # noqa: F401

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers.config import ROOT
-from helpers.inference import MAX_CHARS, Predictor
+from helpers.serving import MAX_CHARS, Predictor
 from tests.app_fixtures import demo_server, free_port, subprocess_env, tiny_checkpoint  # noqa: F401
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -106,7 +106,7 @@ def test_generated_text_never_breaks_the_demo(client, server, expected, a, b, k)
 LONG_PAIR = f"""
 import resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # 4 GiB: plenty for a 1-layer model, bounded for the machine
-from helpers.inference import Predictor
+from helpers.serving import Predictor
 predictor = Predictor.from_checkpoint(sys.argv[1])
 text = "a." * ({MAX_CHARS} // 2)  # the most tokens per character a user can send: one per character
 started = time.perf_counter()

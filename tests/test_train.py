@@ -19,6 +19,7 @@ from transformers import BertForNextSentencePrediction, BertForPreTraining, pipe
 from helpers.checkpoint import CheckpointError, is_checkpoint, load_training_state, run_lock
 from helpers.config import ROOT, get_profile
 from helpers.dataset import MeditationsDataset, make_loader, prepare_data
+from helpers.inference import fill_mask_top_k
 from helpers.model import PretrainingLosses, stock_losses
 from helpers.train import TrainingError, train
 
@@ -101,15 +102,20 @@ def test_checkpoint_is_whole_and_loads_with_stock_transformers(trained):
     assert not list(ckpt.parent.glob(f".{ckpt.name}.*")), "temporary folders left behind"
     fill = pipeline("fill-mask", model=str(ckpt), tokenizer=str(ckpt))
     guesses = fill("the universe is [MASK].", top_k=3)
-    assert len(guesses) == 3 and all(0 <= g["score"] <= 1 for g in guesses)
+    ours = fill_mask_top_k(BertForPreTraining.from_pretrained(ckpt).eval(), fill.tokenizer, ["the universe is [MASK]."],
+                           k=3)[0][0]  # the first (only) text, its first (only) mask
+    assert [g["token_str"] for g in guesses] == [fill.tokenizer.convert_tokens_to_string([t]) for t, _ in ours]
+    assert [g["score"] for g in guesses] == pytest.approx([p for _, p in ours], abs=1e-5)
     nsp = BertForNextSentencePrediction.from_pretrained(ckpt)
     weights = load_file(ckpt / "model.safetensors")
     assert torch.equal(nsp.cls.seq_relationship.weight, weights["cls.seq_relationship.weight"])
     metrics = json.loads((ckpt / "metrics.json").read_text())
     assert len(metrics["epochs"]) == 3
     for key in ("nsp_accuracy", "mlm_accuracy_at_mask", "mlm_loss", "mlm_perplexity", "nsp_loss"):
-        assert key in metrics["final"]
-    assert 0 <= metrics["final"]["nsp_accuracy"] <= 1
+        assert metrics["final"][key] == trained.final[key], key  # what training returned is what was saved
+    assert metrics["beside_baselines"]["nsp_accuracy"] == {
+        "value": trained.final["nsp_accuracy"],
+        "baselines": {"word overlap": trained.final["baseline_word_overlap"], "chance": 0.5}}
 
 
 def test_fast_losses_equal_the_stock_forward():
@@ -354,3 +360,23 @@ def test_an_unreachable_hub_model_names_the_offline_alternatives(tmp_path, monke
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
     with pytest.raises(ModelSourceError, match="--model scratch"):
         train(tiny(model="bert-base-uncased"), tmp_path / "hub", **QUIET)
+
+
+def test_train_seconds_after_a_resume_count_the_time_trained_before_the_kill(tmp_path):
+    out = tmp_path / "killed"
+
+    def interrupt(record):
+        if record["step"] == 7:  # mid-epoch 2 of the tiny profile
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(epochs=3), out, on_step=interrupt, **QUIET)
+    before = load_training_state(out)[1]["seconds"]  # trained before the kill, as the checkpoint recorded it
+    began = time.perf_counter()
+    resumed = train(tiny(epochs=3), out, resume=True, **QUIET)
+    outside = time.perf_counter() - began  # the resumed call as the caller's clock saw it: at least its training
+    total = resumed.final["train_seconds"]  # rounded to 0.1 s
+    assert before > 0 and resumed.seconds > 0
+    assert total >= before + resumed.seconds - 0.05, (total, before, resumed.seconds)
+    assert total <= before + outside + 0.05, (total, before, outside)
+    assert total >= resumed.epochs[-1]["seconds"] - 0.05  # no less than the last epoch's running total
