@@ -4,7 +4,7 @@ SETUP := source scripts/setup.sh
 CHECKPOINT ?= runs/default
 ARGS ?=
 
-.PHONY: demo train test lab notebooks bench learning record lock
+.PHONY: demo train test test-fast lab notebooks bench learning record lock
 
 demo:  ## train the default profile (unless $(CHECKPOINT) holds a finished run), then serve the demo
 	@$(SETUP) && python -m helpers.main --checkpoint $(CHECKPOINT) $(ARGS)
@@ -14,6 +14,9 @@ train:  ## train only: make train ARGS="--profile tiny --output runs/tiny"
 
 test:  ## the whole suite: helper tests and the notebooks under nbval
 	@$(SETUP) && PYTHONHASHSEED=0 BERT_MEDITATIONS_PROFILE=tiny python -m pytest $(ARGS)
+
+test-fast:  ## while developing: the tests not marked slow, browser or soak, no notebooks (about 2 minutes on 2 cores)
+	@$(SETUP) && PYTHONHASHSEED=0 BERT_MEDITATIONS_PROFILE=tiny python -m pytest tests -m "not slow and not browser and not soak" $(ARGS)
 
 lab:  ## open the notebooks in JupyterLab
 	@$(SETUP) && jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)

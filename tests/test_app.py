@@ -448,9 +448,12 @@ def test_busy_port_is_one_sentence(tiny_checkpoint):  # noqa: F811
     assert result.stderr.strip().startswith(f"error: Could not listen on 127.0.0.1:{port}")
 
 
-def test_help():
-    result = _run(["-m", "helpers.app", "--help"])
-    assert result.returncode == 0 and "--checkpoint" in result.stdout and "--share" in result.stdout
+def test_help(capsys):
+    from helpers.app import main
+    with pytest.raises(SystemExit) as exit:
+        main(["--help"])
+    printed = capsys.readouterr().out
+    assert exit.value.code == 0 and "--checkpoint" in printed and "--share" in printed
 
 
 @pytest.mark.slow

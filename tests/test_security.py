@@ -198,6 +198,7 @@ def _files_holding(roots: list[Path], needle: bytes, since: float | None = None)
     return hits
 
 
+@pytest.mark.slow
 def test_user_text_is_never_written_to_disk_or_logs(tiny_checkpoint, tmp_path):  # noqa: F811
     gradio_client = pytest.importorskip("gradio_client")
     home = tmp_path / "home"

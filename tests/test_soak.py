@@ -88,6 +88,7 @@ def test_hostile_text_in_both_tabs(client, server, expected, text):
     _still_right(client, server, expected)
 
 
+@pytest.mark.slow  # 40 requests of generated text
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(a=st.text(max_size=300), b=st.text(max_size=300), k=st.integers(1, 20))
 def test_generated_text_never_breaks_the_demo(client, server, expected, a, b, k):
@@ -115,6 +116,7 @@ print("SECONDS", round(time.perf_counter() - started, 1), result.truncated)
 """
 
 
+@pytest.mark.slow
 def test_two_long_sentences_are_cheap(tiny_checkpoint):  # noqa: F811
     """Both NSP inputs at the character limit: answered under a 4 GiB address-space cap."""
     result = subprocess.run([sys.executable, "-c", LONG_PAIR, str(tiny_checkpoint)], cwd=ROOT, env=subprocess_env(),
