@@ -8,7 +8,7 @@ import pytest
 
 from helpers.checkpoint import read_json
 from helpers.config import get_profile
-from helpers.report import compared_accuracies, model_card
+from helpers.report import as_json, compared_accuracies, headline, model_card
 from tests.app_fixtures import tiny_checkpoint  # noqa: F401 - a fixture
 
 NEW = {"nsp_accuracy": 0.58, "mlm_accuracy_at_mask": 0.064, "mlm_loss": 6.25, "mlm_perplexity": 518.0,
@@ -24,6 +24,26 @@ def test_each_accuracy_stands_beside_the_baselines_that_are_there():
     # A run from before the baselines: what is there, and chance, which needs no run.
     assert compared_accuracies(OLD) == [("nsp_accuracy", "NSP accuracy", 0.61, [("chance", 0.5)])]
     assert compared_accuracies({}) == []
+
+
+def test_the_training_printout_reads_each_accuracy_beside_its_baselines():
+    assert headline(NEW) == ("Held-out MLM accuracy at [MASK] 0.064 (unigram 0.054, neighbours 0.222); "
+                             "NSP accuracy 0.580 (word overlap 0.670, chance 0.500)")
+
+
+def test_every_place_pairs_the_same_figures(tiny_checkpoint):  # noqa: F811
+    """metrics.json, the model card, make demo's lines and the demo's panel: one pairing, from helpers.report."""
+    from helpers.app import validation_markdown
+    from helpers.main import saved_metrics
+    metrics = json.loads((tiny_checkpoint / "metrics.json").read_text())
+    final = metrics["final"]
+    assert metrics["beside_baselines"] == as_json(final)
+    overlap = final["baseline_word_overlap"]
+    assert metrics["beside_baselines"]["nsp_accuracy"]["baselines"] == {"word overlap": overlap, "chance": 0.5}
+    assert f"word overlap {overlap:.4f} · chance 0.5000 |" in (tiny_checkpoint / "README.md").read_text()
+    assert f"(baselines: word overlap {overlap:.4f}, chance 0.5000)" in saved_metrics(tiny_checkpoint)
+    assert f"NSP accuracy {final['nsp_accuracy']:.3f} (word overlap {overlap:.3f}, chance 0.500)" in (
+        validation_markdown(final))
 
 
 def test_model_card_says_what_each_accuracy_counts_with_its_baselines_beside_it():
