@@ -1,9 +1,10 @@
 """Plumbing around helpers.inference for a served model: safe loading, input hygiene, notes, one call at a time.
 
-``Predictor`` is what the demo, the notebooks and helpers.train use. Its answers are the forward passes of
-helpers.inference; everything here is about the input and the messages: a checkpoint folder is checked
-before anything loads, pasted text is cleaned and cut to size, a bad item in a batch can come back as an
-``InferenceError`` in its slot, and every change made to the input is reported as a one-sentence note.
+``Predictor`` is what the demo, the notebooks and helpers.record use; the training loop reads its model with
+helpers.inference directly. Its answers are the forward passes of helpers.inference; everything here is about
+the input and the messages: a checkpoint folder is checked before anything loads, pasted text is cleaned and
+cut to size, a bad item in a batch can come back as an ``InferenceError`` in its slot, and every change made to
+the input is reported as a one-sentence note.
 """
 
 from __future__ import annotations
