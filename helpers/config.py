@@ -88,15 +88,7 @@ class Config:
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"--{name.replace('_', '-')}={getattr(self, name)!r} is invalid: {why}.")
 
-        # Types first, so that the range checks below compare numbers with numbers.
-        for f in fields(self):
-            value, allowed = getattr(self, f.name), _TYPES[f.name]
-            if value is None and type(None) in allowed:
-                continue
-            if isinstance(value, bool) != (bool in allowed) or not isinstance(value, allowed):
-                kind = next(t for t in allowed if t is not type(None))
-                words = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[kind]
-                raise bad(f.name, f"it must be {words}" + (", or none" if type(None) in allowed else ""))
+        self._validate_types(bad)  # first, so that the range checks below compare numbers with numbers
         if self.splitter not in ("period", "smart"):
             raise bad("splitter", "use 'period' or 'smart'")
         if self.position_init not in ("random", "sinusoidal"):
@@ -149,6 +141,17 @@ class Config:
         if self.max_grad_norm <= 0:
             raise bad("max_grad_norm", "it must be positive")
         self._validate_neighbours(bad)
+
+    def _validate_types(self, bad) -> None:
+        """Each value of the type its field declares (a bool is not taken for a number)."""
+        for f in fields(self):
+            value, allowed = getattr(self, f.name), _TYPES[f.name]
+            if value is None and type(None) in allowed:
+                continue
+            if isinstance(value, bool) != (bool in allowed) or not isinstance(value, allowed):
+                kind = next(t for t in allowed if t is not type(None))
+                words = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[kind]
+                raise bad(f.name, f"it must be {words}" + (", or none" if type(None) in allowed else ""))
 
     def _validate_neighbours(self, bad) -> None:
         """The scratch model's neighbour heads: positions' own dimensions, offsets, layer, scale."""
