@@ -4,7 +4,7 @@ SETUP := source scripts/setup.sh
 CHECKPOINT ?= runs/default
 ARGS ?=
 
-.PHONY: demo train test test-fast lab notebooks bench learning record lock
+.PHONY: demo train test test-fast lab notebooks bench learning record lock test-lowest
 
 demo:  ## train the default profile (unless $(CHECKPOINT) holds a finished run), then serve the demo
 	@$(SETUP) && python -m helpers.main --checkpoint $(CHECKPOINT) $(ARGS)
@@ -35,3 +35,6 @@ record:  ## train the default profile once and keep its curves and answers in do
 
 lock:  ## re-resolve requirements.lock from pyproject.toml in a scratch environment
 	@bash scripts/lock.sh
+
+test-lowest:  ## the fast tests at the lowest versions pyproject.toml allows (torch aside), in a scratch environment
+	@bash scripts/test_lowest.sh $(ARGS)

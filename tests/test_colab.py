@@ -85,13 +85,14 @@ def run_on_colab(monkeypatch, before: dict[str, str], after: dict[str, str], top
     return shell
 
 
-COLAB = {"torch": "2.9.0+cu126", "numpy": "2.0.2", "transformers": "4.57.1", "ipywidgets": "7.7.1"}
-TOPS = {"torch": ["torch"], "numpy": ["numpy"], "transformers": ["transformers"], "ipywidgets": ["ipywidgets"],
-        "gradio": ["gradio"]}
+COLAB = {"torch": "2.9.0+cu126", "numpy": "2.0.2", "ipywidgets": "7.7.1", "not-imported-here": "1.0"}
+TOPS = {"torch": ["torch"], "numpy": ["numpy"], "ipywidgets": ["ipywidgets"], "gradio": ["gradio"]}
 
 
 def test_the_colab_branch_clones_and_installs_the_repository_with_its_notebooks_extra(monkeypatch, capsys):
-    shell = run_on_colab(monkeypatch, COLAB, {**COLAB, "gradio": "6.31.0", "transformers": "5.24.0"}, TOPS)
+    monkeypatch.delitem(sys.modules, "not_imported_here", raising=False)
+    shell = run_on_colab(monkeypatch, COLAB, {**COLAB, "gradio": "6.31.0", "not-imported-here": "2.0"},
+                         {**TOPS, "not_imported_here": ["not-imported-here"]})
     clone, pip = shell.calls  # nothing else runs in a shell
     assert shlex.split(clone) == ["git", "clone", "--quiet", "--depth", "1", run_notebooks.REPO_URL, CLONE]
     args = shlex.split(pip)
@@ -106,7 +107,7 @@ def test_the_colab_branch_clones_and_installs_the_repository_with_its_notebooks_
     with open(constraints, encoding="utf-8") as f:
         assert f.read().split() == [f"torch=={importlib.metadata.version('torch')}"]
     assert CLONE == sys.path[0]
-    # transformers was upgraded but never imported in this session: no restart needed.
+    # Only what this session never imported was upgraded (gradio is new): no restart needed.
     assert RESTART not in capsys.readouterr().out
 
 
