@@ -7,7 +7,7 @@ import torch
 from transformers import BertForPreTraining
 
 from helpers.config import get_profile
-from helpers.model import PretrainingLosses, load_model, sinusoidal_positions_
+from helpers.model import PretrainingLosses, load_model, sinusoidal_positions_, sinusoids
 
 
 def test_sinusoidal_table_has_berts_spread_and_depends_only_on_the_offset():
@@ -126,7 +126,9 @@ def test_positions_own_their_dimensions_and_the_checkpoint_is_stock(scratch_toke
     assert not embeddings.word_embeddings.weight[:, :dims].any()  # words start with nothing in the position dims
     assert not embeddings.token_type_embeddings.weight[:, :dims].any()
     table = embeddings.position_embeddings.weight
-    assert not table[:, dims:].any() and table[:, :dims].abs().min() >= 0  # sinusoids there, zero elsewhere
+    assert not table[:, dims:].any()  # zero outside the position dimensions
+    waves = sinusoids(table.shape[0], dims // 2, cfg.hidden_size)  # (max_positions, dims), the 32 highest frequencies
+    assert torch.allclose(table[:, :dims] / (table[:, :dims].norm() / waves.norm()), waves, atol=1e-5)  # sinusoids there
     # Each position row is as long as a random row of spread initializer_range.
     assert abs(table.norm(dim=1).mean().item() / (cfg.initializer_range * cfg.hidden_size ** 0.5) - 1) < 0.01
     # <p_i, p_(i+1)> is the same for every i: what lets one rotation find "the next token" anywhere.
