@@ -187,7 +187,7 @@ def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overw
                            dynamic_ncols=True, disable=not (progress and accelerator.is_main_process))
                 losses.train()  # dropout on
                 for index, batch in start.batches(loader, epoch):
-                    # MLM first: NSP rides on what MLM builds, and from step 0 it holds MLM at the unigram guess.
+                    # MLM first: NSP rides on what MLM builds, and from step 0 it slows MLM (docs/experiments.md).
                     nsp_weight = cfg.nsp_weight if global_step >= run.mlm_only_steps else 0.0
                     # batch: input_ids, token_type_ids, attention_mask, labels (batch, seq); next_sentence_label (batch,)
                     out = losses(**batch, nsp_weight=nsp_weight)
