@@ -128,7 +128,8 @@ def run_variant(name: str, seed: int, threads: int | None = None) -> dict:
             "curve": [{k: row[k] for k in keep} for row in result.epochs],
             "final": {k: result.final[k] for k in ("mlm_accuracy_at_mask", "nsp_accuracy", "train_seconds")}
             | {"seconds_to_neighbours": seconds_to_pass(result.epochs, result.baselines["baseline_neighbours"])},
-            "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()[1]}  # 5-minute, at the end
+            "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()[1],  # 5-minute, at the end
+            "cpu": machine()["cpu"]}
 
 
 def _run(task: tuple[str, int, int]) -> dict:
@@ -187,13 +188,13 @@ def plot(report: dict, figure: Path) -> None:
                 axis.axhline(value, color="grey", linestyle=style, linewidth=1)
                 axis.annotate(f"{text} ({seed})" if text != "chance" else text, (0, value), textcoords="offset points",
                               xytext=(2, {42: 3, 43: -9, 44: 9}[seed]), fontsize=7, color="grey")
-    mlm.set(title="Held-out MLM accuracy at [MASK] (15% masked); dot: first epoch above neighbour counting",
-            xlabel="wall-clock seconds", ylabel="accuracy")
+    mlm.set(title="Held-out MLM at [MASK] (15% masked); dot: passes neighbour counting", xlabel="wall-clock seconds",
+            ylabel="accuracy")
     nsp.set(title="Held-out NSP accuracy (balanced pairs)", xlabel="wall-clock seconds", ylabel="accuracy")
-    m = report.get("machine", {})
-    threads = report["runs"][0].get("torch_threads", m.get("torch_threads"))
-    fig.suptitle(f"Default-profile variants, {m.get('cpu')} ({m.get('cores')} cores; {threads} torch thread(s) per run), "
-                 f"{m.get('date')}; solid: seed 42, dotted: seed 43, dashed: seed 44; grey: each seed's baselines", fontsize=9)
+    cpus = sorted({run.get("cpu", report.get("earlier_cpu", "unknown CPU")) for run in runs})
+    fig.suptitle(f"Default-profile variants, one torch thread per run, two runs at a time on 2 cores ({' and '.join(cpus)}: "
+                 f"compare seconds within one CPU)\nsolid: seed 42, dotted: 43, dashed: 44; grey: each seed's baselines",
+                 fontsize=9)
     fig.legend(*mlm.get_legend_handles_labels(), loc="lower center", ncol=len(DRAWN) // 2, fontsize=8)
     fig.tight_layout(rect=(0, 0.1, 1, 1))  # the legend sits below both panels, clear of the curves
     figure.parent.mkdir(parents=True, exist_ok=True)
@@ -222,7 +223,8 @@ def plot_nsp(report: dict, figure: Path) -> None:
         ax.axhline(0.5, color="black", linestyle=":", linewidth=1, label="chance (0.500)")
         ax.set(title=f"seed {seed}: held-out NSP accuracy per epoch", xlabel="epoch", ylim=(0.4, 0.75))
     axes[0][0].set_ylabel("accuracy on balanced held-out pairs")
-    axes[0][-1].legend(fontsize=7, loc="upper left")
+    for ax in axes[0]:
+        ax.legend(fontsize=7, loc="upper left")
     fig.suptitle("NSP levers on top of the default (NSP joins at half the epochs unless the lever moves it)", fontsize=9)
     fig.tight_layout()
     fig.savefig(figure, dpi=100)
