@@ -60,3 +60,22 @@ def test_the_experiment_tables_are_the_committed_learning_json():
         runs = [run for run in report["runs"] if run["variant"] == name]
         assert sorted(run["seed"] for run in runs) == sorted(seeds), name
         assert all(run["overrides"] == overrides and run["code_version"] for run in runs), name
+
+
+def test_the_record_is_honest_and_beats_neighbour_counting_in_time(record):
+    # Made on a clean commit (make record refuses uncommitted changes), so its code version is the code that made it.
+    assert record["code_version"] and not record["code_version"].endswith("+changes"), record["code_version"]
+    # Time to quality: held-out MLM at [MASK] passes neighbour counting within 2 minutes of training, and the figure
+    # kept in the record is the one its own curve gives.
+    final, epochs = record["final"], record["epochs"]
+    passed = next(row["seconds"] for row in epochs if row["mlm_accuracy_at_mask"] > final["baseline_neighbours"])
+    assert final["seconds_to_neighbours"] == passed and passed <= 120, passed
+    assert final["mlm_accuracy_at_mask"] > final["baseline_neighbours"]
+
+
+def test_make_record_refuses_uncommitted_changes(monkeypatch, capsys):
+    import helpers.record as rec
+    monkeypatch.setattr(rec, "code_version", lambda: "abc1234+changes")
+    monkeypatch.setattr(rec, "make_record", lambda *a, **k: pytest.fail("trained despite uncommitted changes"))
+    assert rec.main() == 2
+    assert "uncommitted changes" in capsys.readouterr().err
