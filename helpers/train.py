@@ -183,8 +183,7 @@ def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overw
                     break
                 done = start.skip if epoch == start.epoch else 0  # this epoch's batches trained on
                 loader = epoch_loader(run, epoch)
-                bar = tqdm(total=len(loader), initial=done, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                           dynamic_ncols=True, disable=not (progress and accelerator.is_main_process))
+                bar = epoch_bar(len(loader), done, f"epoch {epoch + 1}/{cfg.epochs}", progress and accelerator.is_main_process)
                 losses.train()  # dropout on
                 for index, batch in start.batches(loader, epoch):
                     # MLM first: NSP rides on what MLM builds, and from step 0 it slows MLM (docs/experiments.md).
@@ -205,7 +204,7 @@ def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overw
                         on_step(record)
                     bar.update()
                     bar.set_postfix(loss=f"{record['loss']:.3f}", mlm=f"{record['mlm_loss']:.3f}",
-                                    nsp=f"{record['nsp_loss']:.3f}")
+                                    nsp=f"{record['nsp_loss']:.3f}", refresh=False)  # shown at the next redraw
                     if global_step >= run.total_steps:
                         break
                 bar.close()
@@ -223,6 +222,14 @@ def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overw
             raise
         result.seconds = time.perf_counter() - started - start.seconds
         return finish(run, output, result, global_step, throughput, start.seconds + result.seconds)
+
+
+def epoch_bar(total: int, done: int, desc: str, show: bool) -> tqdm:
+    """The epoch's progress bar, redrawn once a second at most."""
+    # In a notebook each redraw is a message to the frontend. nbval reads them only once the cell has ended, and past
+    # ZMQ's high-water mark (1,000 messages) the newest are dropped, the kernel's final "idle" among them: a long
+    # cell that redrew at every step then failed with "Timeout of 5 seconds exceeded waiting for output".
+    return tqdm(total=total, initial=done, desc=desc, mininterval=1.0, dynamic_ncols=True, disable=not show)
 
 
 def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, track: bool, verbose: bool,

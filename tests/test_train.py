@@ -392,3 +392,14 @@ def test_train_seconds_after_a_resume_count_the_time_trained_before_the_kill(tmp
     assert total >= before + resumed.seconds - 0.05, (total, before, resumed.seconds)
     assert total <= before + outside + 0.05, (total, before, outside)
     assert total >= resumed.epochs[-1]["seconds"] - 0.05  # no less than the last epoch's running total
+
+
+def test_the_progress_bar_redraws_by_time_not_by_step(tmp_path, capsys):
+    # A notebook receives every redraw as a message, and nbval drains them only when the cell ends: redrawn at every
+    # step, a long training cell lost its final message and failed ("Timeout of 5 seconds exceeded waiting for
+    # output"). Redraws are now timed (once a second at most), so a run of many fast steps redraws a few times.
+    result = train(tiny(epochs=1, batch_size=1, max_paragraphs=60), tmp_path / "bar", progress=True, verbose=False,
+                   track=False)
+    redraws = capsys.readouterr().err.count("\r")  # tqdm starts every redraw of its line with a carriage return
+    steps = len(result.history)
+    assert steps >= 20 and redraws < steps / 2, (steps, redraws)
