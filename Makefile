@@ -27,7 +27,7 @@ notebooks:  ## re-execute the notebooks and store their outputs
 bench:  ## the performance benchmark (writes benchmarks/results.json)
 	@$(SETUP) && python -m benchmarks.run $(ARGS)
 
-learning:  ## the learning-curve experiments (writes benchmarks/learning.json and docs/learning_curves.png; about 110 minutes)
+learning:  ## the learning-curve experiments (writes benchmarks/learning.json, docs/learning_curves.png and docs/nsp_levers.png; about 150 minutes)
 	@$(SETUP) && python -m benchmarks.learning --jobs 2 $(ARGS)
 
 record:  ## train the default profile once and keep its curves and answers in docs/record.json (about five minutes)

@@ -1,6 +1,6 @@
 """Learning curves: held-out MLM accuracy at [MASK] and NSP accuracy against wall-clock seconds, per variant.
 
-    python -m benchmarks.learning --jobs 2             # every variant, each with its seeds (about 110 minutes on 2 cores)
+    python -m benchmarks.learning --jobs 2             # every variant, each with its seeds (about 150 minutes on 2 cores)
     python -m benchmarks.learning --variants new_default --seeds 42
     python -m benchmarks.learning --plot-only          # redraw the figure from the JSON
 
