@@ -27,7 +27,8 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from helpers.config import PROFILES, ROOT, get_profile  # noqa: E402
-from helpers.record import code_version, machine, seconds_to_pass  # noqa: E402
+from helpers.record import code_version, machine  # noqa: E402
+from helpers.report import first_above  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "learning.json"
 FIGURE = ROOT / "docs" / "learning_curves.png"
@@ -126,8 +127,7 @@ def run_variant(name: str, seed: int, threads: int | None = None) -> dict:
     return {"variant": name, "seed": seed, "about": VARIANTS[name][0], "overrides": VARIANTS[name][1],
             "code_version": code_version(), "baselines": result.baselines,
             "curve": [{k: row[k] for k in keep} for row in result.epochs],
-            "final": {k: result.final[k] for k in ("mlm_accuracy_at_mask", "nsp_accuracy", "train_seconds")}
-            | {"seconds_to_neighbours": seconds_to_pass(result.epochs, result.baselines["baseline_neighbours"])},
+            "final": {k: result.final[k] for k in ("mlm_accuracy_at_mask", "nsp_accuracy", "train_seconds")},
             "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()[1],  # 5-minute, at the end
             "cpu": machine()["cpu"]}
 
@@ -147,8 +147,9 @@ def merge(runs: list[dict], out: Path) -> dict:
     report = json.loads(out.read_text()) if out.exists() else {"runs": []}
     fresh = {(r["variant"], r["seed"]) for r in runs}
     report["runs"] = [r for r in report["runs"] if (r["variant"], r["seed"]) not in fresh] + runs
-    for run in report["runs"]:  # time to quality, also for runs made before it was kept (read off their curve)
-        run["final"]["seconds_to_neighbours"] = seconds_to_pass(run["curve"], run["baselines"]["baseline_neighbours"])
+    for run in report["runs"]:  # time to quality, read off each run's curve (new runs and those made before it was kept)
+        passed = first_above(run["curve"], run["baselines"])
+        run["final"]["seconds_to_neighbours"] = None if passed is None else passed["seconds"]
     report["machine"] = machine()  # each run keeps its own code_version
     report["default_profile"] = PROFILES["default"]
     out.write_text(json.dumps(report, indent=1) + "\n")
@@ -170,10 +171,9 @@ def plot(report: dict, figure: Path) -> None:
         label = run["variant"] if run["seed"] == 42 else None
         style = styles.get(run["seed"], "--")
         mlm.plot(seconds, [row["mlm_accuracy_at_mask"] for row in run["curve"]], style, color=colours[run["variant"]], label=label)
-        passed = run["final"].get("seconds_to_neighbours")
-        if passed is not None:  # time to quality: the first epoch above this seed's neighbour counting
-            row = next(row for row in run["curve"] if row["seconds"] == passed)
-            mlm.plot([passed], [row["mlm_accuracy_at_mask"]], "o", color=colours[run["variant"]], markersize=4)
+        passed = first_above(run["curve"], run["baselines"])  # time to quality: above this seed's neighbour counting
+        if passed is not None:
+            mlm.plot([passed["seconds"]], [passed["mlm_accuracy_at_mask"]], "o", color=colours[run["variant"]], markersize=4)
         nsp.plot(seconds, [row["nsp_accuracy"] for row in run["curve"]], style, color=colours[run["variant"]], label=label)
     # Each seed has its own train/validation split, so its own baselines (same line style as its runs).
     for seed, style in styles.items():
@@ -234,10 +234,8 @@ def plot_nsp(report: dict, figure: Path) -> None:
 def _passed(run: dict) -> str:
     """'91 s (epoch 10)': when held-out MLM at [MASK] first passed the seed's neighbour counting (epochs compare
     across machine loads, seconds only between runs made under the same load)."""
-    seconds = run["final"]["seconds_to_neighbours"]
-    if seconds is None:
-        return "never"
-    return f"{seconds:.0f} s (epoch {next(row['epoch'] for row in run['curve'] if row['seconds'] == seconds)})"
+    passed = first_above(run["curve"], run["baselines"])
+    return "never" if passed is None else f"{passed['seconds']:.0f} s (epoch {passed['epoch']})"
 
 
 def table(report: dict, exploratory: bool = False) -> str:

@@ -160,7 +160,7 @@ class Config:
         if self.position_dims < 0 or self.position_dims % 2 or 0 < self.hidden_size <= self.position_dims:
             raise bad("position_dims", f"use an even number from 0 up to below --hidden-size={self.hidden_size}")
         try:
-            offsets = [int(part) for part in self.neighbour_offsets.split(",") if part.strip()]
+            offsets = parse_offsets(self.neighbour_offsets)
         except ValueError:
             raise bad("neighbour_offsets", "use whole numbers separated by commas, such as '-1,1'") from None
         if len(offsets) > self.num_attention_heads:
@@ -183,6 +183,11 @@ class Config:
         """The profile as an aligned two-column table, printed at the start of a run."""
         width = max(len(f.name) for f in fields(self))
         return "\n".join(f"{f.name:<{width}}  {getattr(self, f.name)}" for f in fields(self))
+
+
+def parse_offsets(text: str) -> list[int]:
+    """'-1,1' -> [-1, 1]: the offset each neighbour head starts looking at."""
+    return [int(part) for part in text.split(",") if part.strip()]
 
 
 def _allowed_types(hint: Any) -> tuple[type, ...]:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertForPreTraining, PreTrainedTokenizerBase
 
-from helpers.config import Config
+from helpers.config import Config, parse_offsets
 from helpers.masking import IGNORE_INDEX
 from helpers.tokens import HUB_HINT, ModelSourceError
 
@@ -91,11 +91,6 @@ def own_position_dims_(model: BertForPreTraining, dims: int) -> None:
     embeddings.token_type_embeddings.weight[:, :dims] = 0.0  # (2, hidden)
 
 
-def parse_offsets(text: str) -> list[int]:
-    """'-1,1' -> [-1, 1]: the offset each neighbour head starts looking at."""
-    return [int(part) for part in text.split(",") if part.strip()]
-
-
 def rotation(angle: torch.Tensor) -> torch.Tensor:
     """(n, 2, 2) rotations that turn each (sin a, cos a) pair into (sin(a + angle), cos(a + angle))."""
     cos, sin = torch.cos(angle), torch.sin(angle)
@@ -113,13 +108,14 @@ def neighbour_heads_(model: BertForPreTraining, layer: int, offsets: list[int], 
     config = model.config
     head_dim = config.hidden_size // config.num_attention_heads
     n_freq = min(position_dims, head_dim) // 2  # frequency pairs a head can hold
+    frequency = frequencies(n_freq, config.hidden_size)  # (n_freq,)
     attention = model.bert.encoder.layer[layer].attention.self
     for head, offset in enumerate(offsets):
         rows = slice(head * head_dim, (head + 1) * head_dim)  # this head's slice of the query/key outputs
         for linear in (attention.query, attention.key):
             linear.weight[rows] = 0.0  # (head_dim, hidden): only positions, no words, at the start
             linear.bias[rows] = 0.0
-        query = torch.block_diag(*rotation(offset * frequencies(n_freq, config.hidden_size)))  # (2 n_freq, 2 n_freq)
+        query = torch.block_diag(*rotation(offset * frequency))  # (2 n_freq, 2 n_freq): a step of ``offset``
         # nn.Linear computes x @ W.T, so the block that maps the sinusoid pairs x to R x is R itself.
         block = (slice(head * head_dim, head * head_dim + 2 * n_freq), slice(0, 2 * n_freq))
         attention.query.weight[block] = scale * query

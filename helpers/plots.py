@@ -18,6 +18,7 @@ from matplotlib.patches import Patch
 from transformers import PreTrainedTokenizerBase
 
 from helpers.masking import IGNORE_INDEX
+from helpers.report import first_above
 
 # The validation curves and the baselines each has to beat (same colour, baselines dashed).
 VALIDATION_LINES = {"mlm_accuracy_at_mask": ("MLM accuracy at [MASK]", "tab:blue"),
@@ -55,7 +56,7 @@ def plot_validation(epochs: Sequence[Mapping[str, float]], baselines: Mapping[st
         ax.axhline(baselines[key], color=colour, linestyle="--", linewidth=1, label=f"{name} ({baselines[key]:.3f})")
     ax.axhline(0.5, color="black", linestyle=":", linewidth=1, label="NSP chance (0.500)")
     # Time to quality: the first epoch whose held-out MLM accuracy beats counting neighbours.
-    passed = next((row for row in epochs if row["mlm_accuracy_at_mask"] > baselines["baseline_neighbours"]), None)
+    passed = first_above(epochs, baselines)
     if passed is not None:
         unit = " s" if x == "seconds" else ""
         ax.axvline(passed[x], color="grey", linewidth=0.8, label=f"MLM passes neighbour counting ({passed[x]:.0f}{unit})")

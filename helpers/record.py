@@ -21,6 +21,7 @@ from typing import Any
 
 from helpers.config import ROOT, Config, get_profile
 from helpers.pairs import IS_NEXT, LABEL_NAMES
+from helpers.report import first_above
 
 RECORD = ROOT / "docs" / "record.json"
 FIGURE = ROOT / "docs" / "record.png"  # the README's picture of the record
@@ -60,11 +61,6 @@ def machine() -> dict[str, Any]:
 
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "date": datetime.date.today().isoformat()}
-
-
-def seconds_to_pass(epochs: list[dict[str, Any]], value: float, key: str = "mlm_accuracy_at_mask") -> float | None:
-    """Training seconds at the end of the first epoch whose ``key`` is above ``value`` (None: never)."""
-    return next((row["seconds"] for row in epochs if row[key] > value), None)
 
 
 def code_version() -> str:
@@ -127,7 +123,8 @@ def make_record(cfg: Config | None = None, out: Path = RECORD, progress: bool = 
         after = answers(Predictor.from_checkpoint(result.checkpoint), data.tokenizer)
     rounded = lambda row: {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()}  # noqa: E731
     # Time to quality: training seconds until held-out MLM at [MASK] first passes the neighbour-counting guess.
-    result.final["seconds_to_neighbours"] = seconds_to_pass(result.epochs, result.baselines["baseline_neighbours"])
+    passed = first_above(result.epochs, result.baselines)
+    result.final["seconds_to_neighbours"] = None if passed is None else passed["seconds"]
     record = {"profile": record_profile(cfg), "code_version": code_version(), "machine": machine(),
               "baselines": rounded(result.baselines),
               "final": rounded(result.final), "epochs": [rounded(r) for r in result.epochs],

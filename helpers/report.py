@@ -26,6 +26,12 @@ BASELINES = tuple(ref for *_, beside in ACCURACIES for _, ref in beside if isins
 _NUMBER = (int, float)
 
 
+def first_above(epochs: list[dict[str, Any]], baselines: dict[str, float], baseline: str = "baseline_neighbours",
+                metric: str = "mlm_accuracy_at_mask") -> dict[str, Any] | None:
+    """Time to quality: the first epoch's row whose ``metric`` is above ``baseline`` (None: never)."""
+    return next((row for row in epochs if row[metric] > baselines[baseline]), None)
+
+
 class Compared(NamedTuple):
     """One held-out accuracy and the baselines beside it, as (label, value) pairs."""
 
