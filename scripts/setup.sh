@@ -16,20 +16,10 @@ fi
 HASH="$(cat "$LOCK" | sha256sum | cut -c1-12)"
 VENV="${BERT_MEDITATIONS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/bert-meditations/venv-$HASH}"
 
-if [ ! -f "$VENV/.complete" ]; then
-    echo "Setting up the environment in $VENV (once; a minute or two) ..."
-    rm -rf "$VENV"
-    "$PYTHON" -m venv "$VENV"
-    log="$(mktemp)"
-    if ! { "$VENV/bin/python" -m pip install --upgrade pip && "$VENV/bin/python" -m pip install -r "$LOCK"; } >"$log" 2>&1; then
-        grep -v "is ignored: it is neither" "$log" | tail -25 >&2
-        echo "error: installing the pinned packages failed (above); with no network, run this once where PyPI is reachable." >&2
-        exit 1
-    fi
-    rm -f "$log"
-    "$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check; exit 1; }
-    touch "$VENV/.complete"  # written last: a half-built environment is rebuilt next time
-fi
+source "$ROOT/scripts/venv.sh"
+_bm_build_venv "$VENV" "$LOCK" "Setting up the environment in $VENV (once; a minute or two) ..." \
+    "installing the pinned packages failed (above); with no network, run this once where PyPI is reachable." || exit 1
+unset -f _bm_build_venv
 
 # The helpers package is imported straight from this checkout (no install step to go stale).
 export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV"

@@ -32,23 +32,15 @@ EOF
 HASH="$(printf '%s\n' "$pins" | sha256sum | cut -c1-12)"
 VENV="${BERT_MEDITATIONS_LOWEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/bert-meditations/lowest-$HASH}"
 
-if [ ! -f "$VENV/.complete" ]; then
-    echo "Building the lowest-versions environment in $VENV (once) ..."
-    rm -rf "$VENV"
-    "$PYTHON" -m venv "$VENV"
-    printf '%s\n' "$pins" > "$VENV/lowest.txt"
-    log="$VENV/install.log"
-    if ! { "$VENV/bin/python" -m pip install --upgrade pip && "$VENV/bin/python" -m pip install -r "$VENV/lowest.txt"; } >"$log" 2>&1; then
-        grep -v "is ignored: it is neither" "$log" | tail -25 >&2
-        echo "error: the lowest versions in pyproject.toml do not install together (above)." >&2
-        exit 1
-    fi
-    "$VENV/bin/python" -m pip check
-    touch "$VENV/.complete"  # written last: a half-built environment is rebuilt next time
-fi
+source "$ROOT/scripts/venv.sh"
+requirements="$(mktemp)"
+printf '%s\n' "$pins" > "$requirements"
+_bm_build_venv "$VENV" "$requirements" "Building the lowest-versions environment in $VENV (once) ..." \
+    "the lowest versions in pyproject.toml do not install together (above)." || exit 1
+rm -f "$requirements"
 
 echo "Lowest allowed versions (direct dependencies):"
-sed 's/^/  /' "$VENV/lowest.txt"
+printf '%s\n' "$pins" | sed 's/^/  /'
 export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV" PYTHONPATH="$ROOT"
 export HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False DO_NOT_TRACK=1
 export PYTHONHASHSEED=0 BERT_MEDITATIONS_PROFILE=tiny
