@@ -12,8 +12,8 @@ demo:  ## train the default profile (unless $(CHECKPOINT) holds a finished run),
 train:  ## train only: make train ARGS="--profile tiny --output runs/tiny"
 	@$(SETUP) && python -m helpers.train $(ARGS)
 
-test:  ## the whole suite: helper tests and the notebooks under nbval
-	@$(SETUP) && PYTHONHASHSEED=0 BERT_MEDITATIONS_PROFILE=tiny python -m pytest $(ARGS)
+test:  ## the whole suite: helper tests, and the six notebooks re-executed under nbval with the default profile
+	@$(SETUP) && PYTHONHASHSEED=0 python -m pytest $(ARGS)
 
 test-fast:  ## while developing: the tests not marked slow, browser or soak, no notebooks (about 2 minutes on 2 cores)
 	@$(SETUP) && PYTHONHASHSEED=0 BERT_MEDITATIONS_PROFILE=tiny python -m pytest tests -m "not slow and not browser and not soak" $(ARGS)

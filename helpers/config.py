@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -260,6 +261,31 @@ def choose_profile() -> tuple[str, str]:
     if torch.cuda.is_available():
         return "bert-base", "a CUDA GPU is available"
     return "default", "no GPU: the CPU profile"
+
+
+# What a learner should expect, printed at the top of notebooks 02-06: by profile, or "pretrained" for any --model.
+EXPECT = {
+    "tiny": "seconds on a CPU, for quick tries: too small and too short to learn, so its answers read as noise.",
+    "default": "a 2-layer BERT trained from scratch, a few minutes on a laptop CPU: held-out accuracy at [MASK] "
+               "ends well above the unigram guess, near neighbour counting; NSP stays near chance (notebook 05).",
+    "pretrained": "a model that was pretrained already (bert-base-uncased for the bert-base profile, on a GPU): its "
+                  "first loss is far below a fresh model's, and it answers sensibly before the first step.",
+}
+
+
+def notebook_config() -> tuple[Config, str]:
+    """The notebooks' config: choose_profile's profile plus any options in $BERT_MEDITATIONS_ARGS, and what to expect."""
+    name, reason = choose_profile()
+    extra = os.environ.get("BERT_MEDITATIONS_ARGS", "")
+    try:
+        cfg, _ = parse_args(["--profile", name, *shlex.split(extra)])
+    except SystemExit:  # argparse has printed the offending option
+        raise ConfigError(f"$BERT_MEDITATIONS_ARGS={extra!r} is not valid (see above): it takes the options of "
+                          f"`python -m helpers.train --help`, e.g. \"--epochs 4 --model runs/default\".") from None
+    start = "a fresh model" if cfg.model == "scratch" else f"the pretrained {cfg.model}"
+    options = f"; options from $BERT_MEDITATIONS_ARGS: {extra}" if extra.strip() else ""
+    expect = EXPECT[name] if cfg.model == "scratch" else EXPECT["pretrained"]
+    return cfg, f"profile {name!r} ({reason}{options}), starting from {start}.\nWhat to expect: {expect}"
 
 
 def _parse_bool(text: str) -> bool:

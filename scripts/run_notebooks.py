@@ -4,7 +4,7 @@
     python scripts/run_notebooks.py 03 05           # only the notebooks whose names contain 03 or 05
 
 The stored outputs are what nbval compares against in ``make test``, so they are produced the way the test
-runs them: the tiny profile, PYTHONHASHSEED=0, no network, a python3 kernel from this environment and the
+runs them: the default profile (what `make lab` picks on a CPU), PYTHONHASHSEED=0, no network, a python3 kernel from this environment and the
 notebooks/ folder as working directory. Three things differ, all about how the outputs read on GitHub:
 progress bars are stored as text, a live page's iframe is not stored, and the repository URL of each
 notebook's badge and Colab cell is (re)written from REPO_URL below first.
@@ -45,7 +45,7 @@ WIDGET = "application/vnd.jupyter.widget-view+json"
 LOOPBACK_FRAME = re.compile(r"<iframe[^>]+src=\"https?://(?:127\.0\.0\.1|localhost)[:/]")
 
 # The environment of `make test` (the kernel inherits it; PYTHONHASHSEED only counts before a kernel starts).
-FORCED_ENV = {"BERT_MEDITATIONS_PROFILE": "tiny", "PYTHONHASHSEED": "0"}
+FORCED_ENV = {"BERT_MEDITATIONS_PROFILE": "default", "BERT_MEDITATIONS_ARGS": "", "PYTHONHASHSEED": "0"}
 # Quiet and offline unless the caller says otherwise.
 DEFAULT_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
                "GRADIO_ANALYTICS_ENABLED": "False", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
