@@ -106,7 +106,25 @@ def skeleton_problems(nb, name: str) -> list[str]:
             problems.append(f"'## Exercises' should list 2 or 3 numbered exercises, not {len(items)}")
         if summary and summary[-1] > index:
             problems.append("'## Summary' should come before '## Exercises'")
+        problems += solution_problems(cells[index + 1:], len(items))
     return problems
+
+
+def solution_problems(after: list, exercises: int) -> list[str]:
+    """After the Exercises: '### Solution 1', '### Solution 2', ... in order, one per exercise, each with code."""
+    titles = [(i, m.group(1)) for i, c in enumerate(after) if c.cell_type == "markdown"
+              for m in [re.match(r"### Solution (\d+)\s*$", c.source.splitlines()[0] if c.source else "")] if m]
+    if [number for _, number in titles] != [str(n) for n in range(1, exercises + 1)]:
+        return [f"after '## Exercises' the solutions should be '### Solution 1' to '### Solution {exercises}', in "
+                f"order; found {[f'Solution {number}' for _, number in titles]}"]
+    return [f"'### Solution {number}' has no code cell after it" for (i, number), end
+            in zip(titles, [j for j, _ in titles[1:]] + [len(after)])
+            if not any(c.cell_type == "code" for c in after[i + 1:end])]
+
+
+def prose_words(nb) -> int:
+    """Words of Markdown prose (the badge line and code spans count as words too: a rough, stable measure)."""
+    return sum(len(re.findall(r"\S+", c.source)) for c in nb.cells if c.cell_type == "markdown")
 
 
 def privacy_problems(nb) -> list[str]:
@@ -234,17 +252,31 @@ def test_notebook_as_stored(name, helpers_public):
     assert not problems, f"{name}:\n  " + "\n  ".join(problems)
 
 
-def test_stored_outputs_come_from_the_tiny_profile():
-    """nbval compares against outputs made under BERT_MEDITATIONS_PROFILE=tiny; a notebook run under another
-    profile and committed would fail every test run."""
-    seen = []
+def test_stored_outputs_come_from_the_default_profile():
+    """nbval compares against outputs made under the default profile (what `make lab` runs on a CPU); a notebook
+    run under another profile and committed would show a learner a run they will not get, and fail every test run."""
+    seen = {}
     for path in notebook_paths():
         for cell in read(path).cells:
             if cell.cell_type == "code":
                 for text in output_texts(cell):
-                    seen += re.findall(r"profile '([\w-]+)'", text)
-    assert seen, "no notebook output names its profile"
-    assert set(seen) == {"tiny"}, f"stored outputs name the profiles {sorted(set(seen))}; regenerate with `make notebooks`"
+                    for profile in re.findall(r"profile '([\w-]+)'", text):
+                        seen.setdefault(profile, set()).add(path.name)
+    assert set(seen) == {"default"}, f"stored outputs name the profiles {sorted(seen)}; regenerate with `make notebooks`"
+    assert {"02_tokenizing.ipynb", "04_training.ipynb", "05_inference.ipynb", "06_gradio_demo.ipynb"} <= seen["default"]
+
+
+def test_prose_a_learner_can_get_through():
+    """About 1,200 words of Markdown per notebook at most: the project's research history lives in docs/."""
+    long = {path.name: prose_words(read(path)) for path in notebook_paths() if prose_words(read(path)) > 1250}
+    assert not long, f"notebooks over 1,250 words of prose: {long}; move history to docs/, keep the lesson"
+
+
+def test_the_stored_outputs_hold_at_least_twelve_figures():
+    figures = {path.name: sum("image/png" in out.get("data", {}) for cell in read(path).cells
+                              if cell.cell_type == "code" for out in cell.get("outputs", []))
+               for path in notebook_paths()}
+    assert sum(figures.values()) >= 12, figures
 
 
 def test_sanitize_file_is_well_formed():
@@ -274,7 +306,9 @@ def _good_cells(name: str = "99_x.ipynb") -> list:
                 f"(https://colab.research.google.com/github/o/r/blob/main/notebooks/{name})\n\n# Title\n\n**Needs:** nothing."),
             nbformat.v4.new_code_cell('import sys\nREPO = "https://example.org/r"\nif "google.colab" in sys.modules:\n    pass'),
             nbformat.v4.new_markdown_cell("## Summary\n\n- done"),
-            nbformat.v4.new_markdown_cell("## Exercises\n\n1. one\n2. two")]
+            nbformat.v4.new_markdown_cell("## Exercises\n\n1. one\n2. two"),
+            nbformat.v4.new_markdown_cell("### Solution 1\n\nOne way:"), nbformat.v4.new_code_cell("print(1)"),
+            nbformat.v4.new_markdown_cell("### Solution 2"), nbformat.v4.new_code_cell("print(2)")]
 
 
 def test_checks_pass_a_good_notebook():
@@ -297,6 +331,16 @@ def test_checks_catch_a_missing_skeleton():
     assert any("Summary" in p for p in problems) and any("no Markdown before it" in p for p in problems)
     nb = _notebook(nbformat.v4.new_markdown_cell("# Title"), *cells[1:])
     assert any("badge" in p for p in skeleton_problems(nb, "99_x.ipynb"))
+
+
+def test_checks_catch_missing_and_empty_solutions():
+    cells = _good_cells()
+    assert any("Solution 1' to '### Solution 2'" in p for p in skeleton_problems(_notebook(*cells[:-2]), "99_x.ipynb"))
+    swapped = cells[:4] + cells[6:8] + cells[4:6]
+    assert any("in order" in p for p in skeleton_problems(_notebook(*swapped), "99_x.ipynb"))
+    no_code = cells[:5] + cells[6:7]
+    assert skeleton_problems(_notebook(*no_code), "99_x.ipynb") == ["'### Solution 1' has no code cell after it",
+                                                                     "'### Solution 2' has no code cell after it"]
 
 
 @pytest.mark.parametrize("leak", ["/root/.cache/x", "Checkpoint: /work/main/runs/a", "/tmp/tmpab12/model",
