@@ -20,7 +20,7 @@ from transformers import AutoTokenizer, BertForPreTraining, get_scheduler, set_s
 
 from helpers.baselines import MaskBaselines, OverlapBaseline
 from helpers.checkpoint import (CheckpointError, ResumePoint, check_output_dir, is_checkpoint, load_resume_point,
-                                recover, rng_state, run_lock, save_checkpoint)
+                                recover, rng_state, run_lock, save_checkpoint, set_rng_state)
 from helpers.config import LR_SCHEDULES, Config, ConfigError, parse_args
 from helpers.corpus import CorpusError
 from helpers.dataset import MeditationsDataset, PreparedData, make_loader, padding_counts, prepare_data
@@ -32,6 +32,9 @@ from helpers.tokens import ModelSourceError, check_max_length
 from helpers.tracking import Tracker
 
 VAL_BATCH_SIZE = 64
+# Measured every epoch on as many training pairs as there are validation pairs, with the same fixed masks, and kept
+# in each epoch's row as train_<name>: the gap to the held-out figure is what was memorised.
+SEEN_METRICS = ("mlm_loss", "mlm_accuracy_at_mask", "nsp_accuracy")
 
 
 class TrainingError(RuntimeError):
@@ -157,6 +160,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     val_batches: list[dict[str, torch.Tensor]]
+    seen_batches: list[dict[str, torch.Tensor]]  # epoch 1's first training pairs, masked as the validation pairs
     total_steps: int
     mlm_only_steps: int  # NSP joins the loss after these steps
     tracker: Tracker
@@ -165,16 +169,18 @@ class Run:
 
 def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overwrite: bool = False,
           progress: bool = True, track: bool = True, verbose: bool = True, data: PreparedData | None = None,
-          on_step: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+          on_step: Callable[[dict[str, float]], None] | None = None,
+          on_epoch: Callable[[dict[str, float], BertForPreTraining], None] | None = None) -> TrainResult:
     """Train ``cfg`` and save to ``output``; ``resume=True`` continues the checkpoint in ``output``.
 
-    ``on_step`` is called with each step's record (step, epoch, losses, lr); raising KeyboardInterrupt
-    there behaves like Ctrl-C: a resumable checkpoint is saved.
+    ``on_step`` is called with each step's record (step, epoch, losses, lr); ``on_epoch`` with each epoch's row and
+    the model in eval mode (e.g. to ask it fill-mask questions), before the epoch's checkpoint is saved. Raising
+    KeyboardInterrupt in either behaves like Ctrl-C: a resumable checkpoint is saved.
     """
     output = Path(output)
     with run_lock(output):
         run, result, start = start_run(cfg, output, resume, overwrite, track, verbose, data)
-        cfg, accelerator, losses, optimizer, tracker = run.cfg, run.accelerator, run.losses, run.optimizer, run.tracker
+        cfg, accelerator, losses, optimizer = run.cfg, run.accelerator, run.losses, run.optimizer
         started = time.perf_counter() - start.seconds  # so that now - started counts the seconds before a resume
         throughput, global_step, epoch, done = Throughput(), start.global_step, start.epoch, start.skip
         try:
@@ -208,20 +214,53 @@ def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overw
                     if global_step >= run.total_steps:
                         break
                 bar.close()
-                metrics = evaluate(accelerator.unwrap_model(losses), run.val_batches, accelerator)
-                seconds = time.perf_counter() - started
-                result.epochs.append({"epoch": epoch + 1, "step": global_step, "seconds": round(seconds, 1), **metrics})
-                # The baselines go beside every epoch's metrics, so W&B draws them as flat lines in the same charts.
-                tracker.log({f"val/{k}": v for k, v in (metrics | result.baselines).items()}, step=global_step)
-                run.say(format_table(result.epochs[-1:], header=epoch == start.epoch))  # the header once per call
-                save(run, output, result, ResumePoint(epoch + 1, 0, global_step, seconds))
+                end_epoch(run, output, result, epoch, global_step, started, header=epoch == start.epoch,
+                          on_epoch=on_epoch)
         except KeyboardInterrupt:
-            save(run, output, result, ResumePoint(epoch, done, global_step, time.perf_counter() - started))
+            # Stopped in on_epoch, the epoch's row is in: the run continues at the next epoch, not in this one.
+            ended = len(result.epochs) > epoch
+            save(run, output, result, ResumePoint(epoch + ended, 0 if ended else done, global_step,
+                                                  time.perf_counter() - started))
             run.say(f"\nInterrupted: a resumable checkpoint is in {output}; continue with --resume {output}.")
-            tracker.finish()
+            run.tracker.finish()
             raise
         result.seconds = time.perf_counter() - started - start.seconds
         return finish(run, output, result, global_step, throughput, start.seconds + result.seconds)
+
+
+def measure(run: Run) -> dict[str, float]:
+    """The validation metrics, and the same measurement on as many training pairs as ``train_<metric>``."""
+    model = run.accelerator.unwrap_model(run.losses)
+    seen = evaluate(model, run.seen_batches, run.accelerator)
+    return evaluate(model, run.val_batches, run.accelerator) | {f"train_{key}": seen[key] for key in SEEN_METRICS}
+
+
+def end_epoch(run: Run, output: Path, result: TrainResult, epoch: int, global_step: int, started: float,
+              header: bool, on_epoch: Callable[[dict[str, float], BertForPreTraining], None] | None) -> None:
+    """The epoch's row: measured, logged, printed and handed to ``on_epoch``; then the epoch's checkpoint."""
+    metrics = measure(run)
+    seconds = time.perf_counter() - started  # after the measurement, as the epoch's rows always counted
+    row = {"epoch": epoch + 1, "step": global_step, "seconds": round(seconds, 1), **metrics}
+    result.epochs.append(row)
+    # The baselines go beside every epoch's metrics, so W&B draws them as flat lines in the same charts.
+    held_out = {k: v for k, v in metrics.items() if not k.startswith("train_")} | result.baselines
+    run.tracker.log({f"val/{k}": v for k, v in held_out.items()}
+                    | {f"seen/{k}": metrics[f"train_{k}"] for k in SEEN_METRICS}, step=global_step)
+    run.say(format_table([row], header=header))  # the header once per call of train()
+    if on_epoch is not None:
+        call_on_epoch(run, on_epoch, row)
+    save(run, output, result, ResumePoint(epoch + 1, 0, global_step, seconds))
+
+
+def call_on_epoch(run: Run, on_epoch: Callable[[dict[str, float], BertForPreTraining], None],
+                  row: dict[str, float]) -> None:
+    """``on_epoch(row, model)`` with the model in eval mode; the loop switches it back to train() next epoch."""
+    state = rng_state()
+    try:
+        on_epoch(dict(row), run.accelerator.unwrap_model(run.losses).model.eval())
+    finally:
+        # Whatever the callback draws (sampling, dropout of its own), training's random streams go on untouched.
+        set_rng_state(state)
 
 
 def epoch_bar(total: int, done: int, desc: str, show: bool) -> tqdm:
@@ -255,6 +294,8 @@ def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, t
     check_max_length(cfg.max_length, data.tokenizer, model.config.max_position_embeddings)
     say(data.summary())
     val_batches = validation_batches(data, cfg)
+    # The masks come from the collator's own seeded generator: building these draws nothing from the global RNG.
+    seen_batches = validation_batches(data, cfg, data.train_pairs(cfg, 0)[:len(data.val_pairs)])
     base = baselines(data, cfg, val_batches)
     say("Baselines on the same validation masks and pairs: " + format_baselines(base))
 
@@ -272,7 +313,7 @@ def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, t
     tracker = Tracker(cfg, enabled=track and accelerator.is_main_process)
     result = TrainResult(checkpoint=output, history=start.history, epochs=start.epochs, baselines=base,
                          wandb_run=tracker.run_path)
-    run = Run(cfg, accelerator, data, losses, optimizer, scheduler, val_batches, total_steps,
+    run = Run(cfg, accelerator, data, losses, optimizer, scheduler, val_batches, seen_batches, total_steps,
               round(cfg.mlm_only_ratio * total_steps), tracker, say)
     return run, result, start
 
@@ -336,13 +377,12 @@ def finish(run: Run, output: Path, result: TrainResult, global_step: int, throug
     """The final metrics beside their baselines, the last checkpoint, and validation pairs read out."""
     accelerator, cfg = run.accelerator, run.cfg
     model = accelerator.unwrap_model(run.losses)
-    final = dict(result.epochs[-1]) if result.epochs else evaluate(model, run.val_batches, accelerator)
+    # The last epoch's row holds the held-out figures and the same on training pairs (the gap is what was memorised);
+    # a row saved before those were measured every epoch (an older run, resumed) is measured again.
+    last = result.epochs[-1] if result.epochs else {}
+    final = dict(last) if all(f"train_{key}" in last for key in SEEN_METRICS) else measure(run)
     final.pop("epoch", None)
     final.update(result.baselines)
-    # The same measurement on as many training pairs: the gap to the held-out figures is what was memorised.
-    seen = evaluate(model, validation_batches(run.data, cfg, run.data.train_pairs(cfg, 0)[:len(run.data.val_pairs)]),
-                    accelerator)
-    final.update({f"train_{key}": seen[key] for key in ("mlm_accuracy_at_mask", "nsp_accuracy")})
     final["train_seconds"] = round(seconds, 1)  # a resumed run's seconds before the interrupt too
     final["padding_efficiency"] = throughput.padding_efficiency()
     # Evidence that every process trained: its optimizer steps, gathered from all ranks.

@@ -85,9 +85,97 @@ def test_training_pair_accuracies_are_measured_on_training_pairs_with_the_valida
     on_train = evaluate(model, validation_batches(data, cfg, seen), Accelerator(cpu=True))
     assert final["train_mlm_accuracy_at_mask"] == pytest.approx(on_train["mlm_accuracy_at_mask"])
     assert final["train_nsp_accuracy"] == pytest.approx(on_train["nsp_accuracy"])
+    assert trained.epochs[-1]["train_mlm_loss"] == pytest.approx(on_train["mlm_loss"])
     on_val = evaluate(model, validation_batches(data, cfg), Accelerator(cpu=True))
     assert final["mlm_accuracy_at_mask"] == pytest.approx(on_val["mlm_accuracy_at_mask"])  # the held-out figure
+    assert on_train["mlm_loss"] != pytest.approx(on_val["mlm_loss"])  # two different texts, two different figures
     assert {p.sentence_a for p in seen}.isdisjoint({p.sentence_a for p in data.val_pairs})  # really another text
+
+
+def test_every_epoch_measures_the_training_pairs_beside_the_held_out_ones(trained):
+    train_keys = ("train_mlm_loss", "train_mlm_accuracy_at_mask", "train_nsp_accuracy")
+    for row in trained.epochs:
+        assert all(isinstance(row[key], float) for key in train_keys), row
+    losses = [row["train_mlm_loss"] for row in trained.epochs]
+    assert len(set(losses)) == len(losses)  # measured again every epoch, not copied
+    for key in ("train_mlm_accuracy_at_mask", "train_nsp_accuracy"):  # final takes them from the last row
+        assert trained.final[key] == trained.epochs[-1][key]
+
+
+def test_building_and_measuring_the_seen_batches_draws_nothing_from_the_global_rng():
+    import random
+
+    import numpy as np
+    from accelerate import Accelerator
+    from helpers.model import load_model
+    from helpers.train import evaluate, validation_batches
+    cfg = tiny()
+    data = prepare_data(cfg)
+    model = PretrainingLosses(load_model(cfg, data.tokenizer))
+    before = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+    batches = validation_batches(data, cfg, data.train_pairs(cfg, 0)[:len(data.val_pairs)])
+    evaluate(model, batches, Accelerator(cpu=True))
+    after = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+    assert torch.equal(before[0], after[0]) and before[1] == after[1] and (before[2] == after[2]).all()
+    torch.rand(1)  # the comparison above can fail: one draw moves the state
+    assert not torch.equal(before[0], torch.get_rng_state())
+
+
+class EpochProbe:
+    """An on_epoch callback that asks fill-mask questions and draws random numbers, as a notebook might."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.rows, self.answers, self.modes, self.model = tokenizer, [], [], [], None
+
+    def __call__(self, row, model):
+        self.rows.append(row)
+        self.modes.append(model.training)
+        self.model = model
+        self.answers.append(fill_mask_top_k(model, self.tokenizer, [f"the universe is {self.tokenizer.mask_token}."]))
+        torch.rand(100)  # a callback that draws from the global RNG must not move training's dropout either
+
+    def on_step(self, record):
+        if self.model is not None:  # from epoch 2 on: the loop switched the model back to training mode
+            self.modes.append(("step", self.model.training))
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    first, second = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def _without_seconds(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def test_on_epoch_sees_each_row_and_the_model_in_eval_mode_and_changes_nothing(trained, tmp_path):
+    probe = EpochProbe(prepare_data(tiny()).tokenizer)
+    result = train(tiny(epochs=3), tmp_path / "probed", on_epoch=probe, on_step=probe.on_step, **QUIET)
+    assert _without_seconds(probe.rows) == _without_seconds(result.epochs)
+    assert isinstance(probe.model, BertForPreTraining)
+    assert [m for m in probe.modes if not isinstance(m, tuple)] == [False] * 3  # eval() for the callback
+    assert {m for m in probe.modes if isinstance(m, tuple)} == {("step", True)}  # train() again for the steps
+    assert len(probe.answers) == 3 and all(len(a[0][0]) == 5 for a in probe.answers)  # one mask, five guesses
+    # Bit for bit the run without a callback: the same weights, steps and epochs.
+    assert _same_weights(trained.checkpoint, result.checkpoint)
+    assert result.history == trained.history
+    assert _without_seconds(result.epochs) == _without_seconds(trained.epochs)
+
+
+def test_ctrl_c_in_on_epoch_resumes_at_the_next_epoch(trained, tmp_path):
+    out = tmp_path / "stopped"
+
+    def stop(row, model):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(epochs=3), out, on_epoch=stop, **QUIET)
+    _, state = load_training_state(out)
+    assert (state["next_epoch"], state["next_step"], len(state["epochs"])) == (1, 0, 1)
+    resumed = train(tiny(epochs=3), out, resume=True, **QUIET)
+    assert [row["epoch"] for row in resumed.epochs] == [1, 2, 3]  # epoch 1 neither trained nor counted twice
+    assert _same_weights(trained.checkpoint, out)
 
 
 def test_adamw_uses_the_fused_kernel_on_cpu():
