@@ -15,6 +15,7 @@ from matplotlib import pyplot as plt
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 from transformers import PreTrainedTokenizerBase
 
 from helpers.masking import IGNORE_INDEX
@@ -88,6 +89,33 @@ def plot_run(epochs: Sequence[Mapping[str, float]], baselines: Mapping[str, floa
     plot_validation(epochs, baselines, title="held-out accuracy per epoch", ax=left)
     plot_losses(history, title="training losses per step", ax=right)
     fig.suptitle(title)
+    return fig
+
+
+def plot_generalisation(epochs: Sequence[Mapping[str, float]], history: Sequence[Mapping[str, float]],
+                        title: str = "") -> Figure:
+    """MLM loss per step (faint), and per epoch on training and held-out pairs under the same fixed masks."""
+    if not epochs or any("train_mlm_loss" not in row for row in epochs):
+        raise ValueError("The epoch rows have no 'train_mlm_loss' (a run recorded before training measured its "
+                         "training pairs every epoch); train again with this version to draw this figure.")
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    # Each step's loss is on that step's own masks (the training masking rate), so it sits apart from the two curves.
+    ax.plot([row["epoch"] for row in history], [row["mlm_loss"] for row in history], color="tab:gray", alpha=0.5,
+            linewidth=0.6, label="each training step, on that step's own training masks")
+    xs = [row["epoch"] for row in epochs]
+    seen, held_out = [row["train_mlm_loss"] for row in epochs], [row["mlm_loss"] for row in epochs]
+    ax.plot(xs, seen, color="tab:blue", marker="o", markersize=4,
+            label="training pairs, fixed validation masks (per epoch)")
+    ax.plot(xs, held_out, color="tab:red", marker="s", markersize=4,
+            label="held-out pairs, the same fixed masks (per epoch)")
+    # Same masks, same number of pairs: what separates the two curves is whether the model saw the text.
+    ax.fill_between(xs, seen, held_out, color="tab:red", alpha=0.12, linewidth=0,
+                    label="gap between them: memorised, not generalised")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MLM cross-entropy (nats)")
+    ax.set_title(title, fontsize=9)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=7)
     return fig
 
 
@@ -182,24 +210,62 @@ def plot_masked_batch(input_ids: torch.Tensor, labels: torch.Tensor, tokenizer: 
     return fig
 
 
-def plot_attention(tokens: Sequence[str], attentions: torch.Tensor, sep_token: str = "[SEP]",
-                   layer: int = -1) -> Figure:
-    """Attention weights of every head of one layer: row = the token attending, column = the token attended to."""
-    weights = attentions[layer]  # (heads, seq_len, seq_len)
-    heads, length = weights.shape[0], len(tokens)
-    fig, axes = plt.subplots(1, heads, figsize=(5 * heads, 5.3), layout="constrained", squeeze=False)
+# Attention grids: at most this many panels side by side, and per-token labels only on pairs up to this long.
+ATTENTION_COLUMNS = 4
+LABELLED_TOKENS = 40
+
+
+def plot_attention(tokens: Sequence[str], attentions: torch.Tensor, sep_token: str = "[SEP]", layer: int = -1,
+                   heads: Sequence[int] | None = None) -> Figure:
+    """Attention weights of the heads of one layer (all, or ``heads``), in a grid of at most four columns.
+
+    In each panel row = the token attending, column = the token attended to; red lines end segment A.
+    """
+    n_layers, n_heads = attentions.shape[:2]  # attentions: (layers, heads, seq_len, seq_len)
+    if not -n_layers <= layer < n_layers:
+        raise ValueError(f"layer={layer} does not exist: these attentions have {n_layers} layers, so pass 0 to "
+                         f"{n_layers - 1} (or -1 for the last).")
+    chosen = list(range(n_heads)) if heads is None else list(heads)
+    if not chosen or any(not 0 <= head < n_heads for head in chosen):
+        raise ValueError(f"heads={list(chosen)} must name one or more heads between 0 and {n_heads - 1}.")
+    columns = min(ATTENTION_COLUMNS, len(chosen))
+    rows = -(-len(chosen) // columns)  # ceiling division
+    # 5-inch panels while one row holds them all (up to 16 inches wide); smaller ones in a taller grid.
+    panel = min(5.0, 16 / columns) if rows == 1 else 3.8
+    fig, axes = plt.subplots(rows, columns, figsize=(panel * columns, panel * rows + 0.5), layout="constrained",
+                             squeeze=False)
+    for ax in axes.flat[len(chosen):]:
+        ax.remove()  # the grid's empty corner
+    layer_number = layer % n_layers
     first_sep = list(tokens).index(sep_token)  # A's [SEP]: segment A above and left of the lines
-    for head, ax in enumerate(axes[0]):
-        # Each head scaled to its own largest weight: an untrained head is near-uniform (1 / seq_len everywhere).
-        ax.imshow(weights[head].numpy(), cmap="Blues", vmin=0, vmax=float(weights[head].max()))
-        for draw in (ax.axvline, ax.axhline):
-            draw(first_sep + 0.5, color="tab:red", linewidth=1)
-        ax.set_xticks(range(length), tokens, rotation=90, fontsize=6)
-        ax.set_yticks(range(length), tokens, fontsize=6)
-        layer_number = layer if layer >= 0 else attentions.shape[0] + layer
-        ax.set_title(f"layer {layer_number + 1}, head {head + 1} (darkest = {float(weights[head].max()):.2f})",
-                     fontsize=9)
+    for index, (head, ax) in enumerate(zip(chosen, axes.flat)):
+        _attention_panel(ax, attentions[layer_number, head], tokens, first_sep, sep_token,
+                         left=index % columns == 0, bottom=index + columns >= len(chosen))
+        ax.set_title(f"head {head + 1} (darkest = {float(attentions[layer_number, head].max()):.2f})", fontsize=9)
+    fig.suptitle(f"layer {layer_number + 1} of {n_layers}: each row is a token attending, each column a token "
+                 f"attended to", fontsize=10)
     return fig
+
+
+def _attention_panel(ax: plt.Axes, weights: torch.Tensor, tokens: Sequence[str], first_sep: int, sep_token: str,
+                     left: bool, bottom: bool) -> None:
+    """One head's (seq_len, seq_len) weights; token labels on the grid's left column and bottom row only."""
+    # Each head scaled to its own largest weight: an untrained head is near-uniform (1 / seq_len everywhere).
+    ax.imshow(weights.numpy(), cmap="Blues", vmin=0, vmax=float(weights.max()))
+    for draw in (ax.axvline, ax.axhline):
+        draw(first_sep + 0.5, color="tab:red", linewidth=1)
+    length = len(tokens)
+    if length <= LABELLED_TOKENS:
+        ticks, labels, what = range(length), list(tokens), "token"
+    else:  # 6-point labels would overlap: mark only the [SEP]s, and say so
+        ticks = [i for i, token in enumerate(tokens) if token == sep_token]
+        labels, what = [sep_token] * len(ticks), f"position ({length} tokens, only {sep_token} labelled)"
+    ax.set_xticks(ticks, labels if bottom else [], rotation=90, fontsize=6)
+    ax.set_yticks(ticks, labels if left else [], fontsize=6)
+    if bottom:
+        ax.set_xlabel(f"{what} attended to", fontsize=8)
+    if left:
+        ax.set_ylabel(f"{what} attending", fontsize=8)
 
 
 def fill_mask_table(items: Sequence[Mapping[str, Any]], top: int = 3) -> pd.DataFrame:

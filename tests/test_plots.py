@@ -145,6 +145,73 @@ def test_attention_needs_eager_and_comes_back_per_head(scratch_tokenizer, tiny_c
     assert tokens[0] == "[CLS]" and fig.axes[0].lines[0].get_xdata()[0] == sep + 0.5
 
 
+def _attentions(layers: int, heads: int, length: int) -> tuple[list[str], torch.Tensor]:
+    """Tokens of one pair ([SEP] after A and at the end) and random softmax rows, (layers, heads, length, length)."""
+    tokens = ["[CLS]"] + [f"w{i}" for i in range(1, length // 2)] + ["[SEP]"]
+    tokens += [f"v{i}" for i in range(length - len(tokens) - 1)] + ["[SEP]"]
+    return tokens, torch.randn(layers, heads, length, length, generator=torch.Generator().manual_seed(0)).softmax(-1)
+
+
+def test_attention_of_bert_base_fits_a_page_in_a_grid():
+    tokens, attentions = _attentions(layers=12, heads=12, length=20)
+    fig = plots.plot_attention(tokens, attentions, sep_token="[SEP]")
+    width, height = fig.get_size_inches()
+    assert width <= 16 and height <= 12, (width, height)  # one row of 5-inch panels was 60 inches wide
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == len(fig.axes) == 12
+    assert len({round(ax.get_position().x0, 3) for ax in panels}) == 4  # four columns, three rows
+    for head, ax in enumerate(panels):
+        assert np.allclose(ax.images[0].get_array(), attentions[-1, head].numpy())
+    assert [t.get_text() for t in panels[-1].get_xticklabels()] == tokens  # every token labelled on a short pair
+    assert not any(t.get_text() for t in panels[0].get_xticklabels())  # ... on the bottom row only
+    assert "layer 12 of 12" in fig.get_suptitle()
+
+
+def test_attention_can_show_some_heads_of_another_layer():
+    tokens, attentions = _attentions(layers=3, heads=12, length=10)
+    fig = plots.plot_attention(tokens, attentions, layer=0, heads=[2, 5])
+    assert len(fig.axes) == 2 and fig.get_size_inches()[0] <= 16
+    assert np.allclose(fig.axes[1].images[0].get_array(), attentions[0, 5].numpy())
+    assert fig.axes[1].get_title().startswith("head 6 ")
+    with pytest.raises(ValueError, match="layer=3 does not exist"):
+        plots.plot_attention(tokens, attentions, layer=3)
+    with pytest.raises(ValueError, match="between 0 and 11"):
+        plots.plot_attention(tokens, attentions, heads=[12])
+
+
+def test_attention_of_a_long_pair_drops_the_token_labels_and_says_so():
+    tokens, attentions = _attentions(layers=1, heads=2, length=61)
+    ax = plots.plot_attention(tokens, attentions).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["[SEP]", "[SEP]"]
+    assert "61 tokens, only [SEP] labelled" in ax.get_xlabel()
+
+
+# Epoch rows of a run that measured its training pairs every epoch: the training curve falls below the held-out one.
+SEEN_EPOCHS = [dict(row, mlm_loss=loss, train_mlm_loss=seen)
+               for row, loss, seen in zip(EPOCHS, (6.5, 6.2), (6.45, 5.6))]
+
+
+def test_generalisation_plot_sets_the_same_mask_curves_beside_the_per_step_loss():
+    fig = plots.plot_generalisation(SEEN_EPOCHS, HISTORY, title="t")
+    assert len(fig.axes) == 1
+    ax = fig.axes[0]
+    steps, seen, held_out = ax.lines
+    assert steps.get_xdata().tolist() == [row["epoch"] for row in HISTORY]  # fractional epochs, one per step
+    assert steps.get_ydata().tolist() == [row["mlm_loss"] for row in HISTORY]
+    assert steps.get_linewidth() < seen.get_linewidth() and steps.get_alpha() < 1  # thin and faint
+    assert seen.get_xdata().tolist() == held_out.get_xdata().tolist() == [1, 2]
+    assert seen.get_ydata().tolist() == [6.45, 5.6] and held_out.get_ydata().tolist() == [6.5, 6.2]
+    assert seen.get_marker() != "None" and held_out.get_marker() != "None"
+    assert "own training masks" in steps.get_label() and "same fixed masks" in held_out.get_label()
+    assert ax.get_ylabel() == "MLM cross-entropy (nats)" and ax.get_xlabel() == "epoch"
+    assert len(fig.legends) == 1 and len(fig.legends[0].get_texts()) == 4  # the figure's legend, below the axes
+
+
+def test_generalisation_plot_of_an_older_run_says_what_is_missing():
+    with pytest.raises(ValueError, match="no 'train_mlm_loss'.*train again"):
+        plots.plot_generalisation(EPOCHS, HISTORY)
+
+
 def test_record_tables_and_labels():
     record = {"profile": {"profile": "default"}, "machine": {"cpu": "Xeon", "cores": 2, "date": "2026-11-28"},
               "prompts": {"fill_mask": [{"text": "the soul is dyed by the [MASK].", "answer": "thoughts",
