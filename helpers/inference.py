@@ -73,6 +73,33 @@ def fill_mask_top_k(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBas
     return [guesses[start:end] for start, end in zip([0] + ends[:-1], ends)]
 
 
+@torch.no_grad()
+def nearest_tokens(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, words: Sequence[str],
+                   k: int = 5) -> dict[str, list[tuple[str, float]]]:
+    """Per word, the ``k`` tokens whose input embeddings are closest by cosine similarity, closest first.
+
+    The word itself and the tokenizer's special tokens are left out; a word must be one token of the vocabulary.
+    """
+    if k < 1:
+        raise ValueError(f"k={k} asks for no neighbours; pass k=1 or more.")
+    ids = []
+    for word in words:
+        pieces = tokenizer.tokenize(word)
+        if len(pieces) != 1 or pieces[0] == tokenizer.unk_token:
+            raise ValueError(f"{word!r} is not one token of this vocabulary (the tokenizer makes it {pieces}), so it "
+                             f"has no row of its own: pick a word the tokenizer keeps whole, as "
+                             f"tokenizer.tokenize({word!r}) shows.")
+        ids.append(tokenizer.convert_tokens_to_ids(pieces[0]))
+    table = model.get_input_embeddings().weight[:len(tokenizer)].float()  # (vocab, hidden): one row per token
+    unit = torch.nn.functional.normalize(table, dim=-1)
+    similarity = unit[ids] @ unit.T  # (n_words, vocab): cosine of each word's row with every row
+    similarity[:, sorted(set(tokenizer.all_special_ids))] = -torch.inf
+    similarity[torch.arange(len(ids)), ids] = -torch.inf  # a word is always its own nearest row
+    top = similarity.topk(min(k, len(tokenizer) - len(set(tokenizer.all_special_ids)) - 1), dim=-1)  # (n_words, k)
+    return {word: list(zip(tokenizer.convert_ids_to_tokens(row_ids), row_values))
+            for word, row_ids, row_values in zip(words, top.indices.tolist(), top.values.tolist())}
+
+
 def nsp_readout(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, sentence_a: str, sentence_b: str,
                 label: int, max_length: int = 512) -> str:
     """One pair read out as the tutorial does: both logits, their softmax and the argmax, with the true label."""

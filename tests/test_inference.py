@@ -361,3 +361,63 @@ def test_any_bert_with_both_heads_loads(tmp_path, tiny_checkpoint):  # noqa: F81
     assert predictor.max_length == 512  # the model's own limit
     assert len(predictor.fill_mask("a [MASK] b", top_k=2)) == 1
     assert Predictor.from_checkpoint(folder, max_length=32).max_length == 32
+
+
+@pytest.fixture(scope="module")
+def hand_embedded(scratch_tokenizer):
+    """A tiny BertForPreTraining whose word-embedding rows are set by hand around 'soul' (hidden size 32).
+
+    'soul' is e0; 'mind', 'reason' and 'nature' lean away from it by more and more (cosine 0.995, 0.894, 0.707);
+    the special tokens sit exactly on e0 (cosine 1) and every other row is orthogonal to e0 (cosine 0).
+    """
+    from helpers.config import get_profile
+    from helpers.model import scratch_config
+    tokenizer = scratch_tokenizer
+    model = BertForPreTraining(scratch_config(get_profile("tiny"), tokenizer))
+    table = torch.zeros_like(model.get_input_embeddings().weight)  # (vocab, 32)
+    table[:, 2:] = torch.randn(table.shape[0], 30, generator=torch.Generator().manual_seed(0))  # orthogonal to e0
+    ids = dict(zip(["soul", "mind", "reason", "nature"], tokenizer.convert_tokens_to_ids(["soul", "mind", "reason",
+                                                                                          "nature"])))
+    for word, lean in [("soul", 0.0), ("mind", 0.1), ("reason", 0.5), ("nature", 1.0)]:
+        table[ids[word]] = 0
+        table[ids[word], 0], table[ids[word], 1] = 1.0, lean
+    table[sorted(set(tokenizer.all_special_ids))] = 0
+    table[sorted(set(tokenizer.all_special_ids)), 0] = 1.0
+    with torch.no_grad():
+        model.get_input_embeddings().weight.copy_(table)
+    return model, tokenizer
+
+
+def test_nearest_tokens_are_the_closest_rows_in_order(hand_embedded):
+    from helpers.inference import nearest_tokens
+    model, tokenizer = hand_embedded
+    found = nearest_tokens(model, tokenizer, ["soul", "Mind"], k=5)
+    assert list(found) == ["soul", "Mind"]
+    soul = found["soul"]
+    assert [token for token, _ in soul[:3]] == ["mind", "reason", "nature"]
+    assert [round(cos, 3) for _, cos in soul[:3]] == [0.995, 0.894, 0.707]
+    assert len(soul) == 5 and all(abs(cos) < 1e-6 for _, cos in soul[3:])  # then the orthogonal rows
+    assert [token for token, _ in found["Mind"][:2]] == ["soul", "reason"]  # cased input, uncased vocabulary
+    for word, neighbours in found.items():
+        tokens = {token for token, _ in neighbours}
+        assert not tokens & set(tokenizer.all_special_tokens)  # the specials sit on e0 yet never appear
+        assert tokenizer.tokenize(word)[0] not in tokens  # nor the word itself
+
+
+def test_nearest_tokens_of_every_row_leave_out_specials_and_the_word(hand_embedded):
+    from helpers.inference import nearest_tokens
+    model, tokenizer = hand_embedded
+    everything = nearest_tokens(model, tokenizer, ["soul"], k=len(tokenizer))["soul"]
+    assert len(everything) == len(tokenizer) - len(set(tokenizer.all_special_ids)) - 1
+    assert [cos for _, cos in everything] == sorted((cos for _, cos in everything), reverse=True)
+
+
+@pytest.mark.parametrize("word, shown", [("unintelligible", "'un', '##in'"), ("☃", "'[UNK]'")])
+def test_nearest_tokens_of_a_word_that_is_not_one_token_is_one_clear_sentence(hand_embedded, word, shown):
+    from helpers.inference import nearest_tokens
+    model, tokenizer = hand_embedded
+    with pytest.raises(ValueError) as info:
+        nearest_tokens(model, tokenizer, ["soul", word])
+    message = str(info.value)
+    assert message.startswith(f"{word!r} is not one token") and shown in message
+    assert f"tokenizer.tokenize({word!r})" in message and message.count(". ") == 0
