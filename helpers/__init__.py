@@ -14,7 +14,7 @@ The teaching core, one module per stage, in the order the notebooks read them:
     checkpoint  what the loop saves and resumes from: whole-or-absent folders, checksums, the resume point, the lock
     tracking    the loop's Weights & Biases log, never fatal
     train       the training loop and validation
-    inference   reading the two heads of a trained model, and its attention
+    inference   reading the two heads of a trained model, its attention and its word embeddings
 
 The core imports nothing from the plumbing. checkpoint and tracking belong to the loop (it saves, resumes and
 logs), so they sit here; a learner can read their function names and skip their insides.
