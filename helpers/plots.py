@@ -216,10 +216,11 @@ LABELLED_TOKENS = 40
 
 
 def plot_attention(tokens: Sequence[str], attentions: torch.Tensor, sep_token: str = "[SEP]", layer: int = -1,
-                   heads: Sequence[int] | None = None) -> Figure:
+                   heads: Sequence[int] | None = None, title: str | None = None) -> Figure:
     """Attention weights of the heads of one layer (all, or ``heads``), in a grid of at most four columns.
 
-    In each panel row = the token attending, column = the token attended to; red lines end segment A.
+    In each panel row = the token attending, column = the token attended to; red lines end segment A. Layers and
+    heads are numbered from 0, as ``model.bert.encoder.layer[i]`` and ``outputs.attentions[i]`` index them.
     """
     n_layers, n_heads = attentions.shape[:2]  # attentions: (layers, heads, seq_len, seq_len)
     if not -n_layers <= layer < n_layers:
@@ -241,9 +242,9 @@ def plot_attention(tokens: Sequence[str], attentions: torch.Tensor, sep_token: s
     for index, (head, ax) in enumerate(zip(chosen, axes.flat)):
         _attention_panel(ax, attentions[layer_number, head], tokens, first_sep, sep_token,
                          left=index % columns == 0, bottom=index + columns >= len(chosen))
-        ax.set_title(f"head {head + 1} (darkest = {float(attentions[layer_number, head].max()):.2f})", fontsize=9)
-    fig.suptitle(f"layer {layer_number + 1} of {n_layers}: each row is a token attending, each column a token "
-                 f"attended to", fontsize=10)
+        ax.set_title(f"head {head} (darkest = {float(attentions[layer_number, head].max()):.2f})", fontsize=9)
+    title = title or f"layer {layer_number} (layers 0 to {n_layers - 1})"
+    fig.suptitle(f"{title}: each row is a token attending, each column a token attended to", fontsize=10)
     return fig
 
 

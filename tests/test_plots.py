@@ -164,7 +164,9 @@ def test_attention_of_bert_base_fits_a_page_in_a_grid():
         assert np.allclose(ax.images[0].get_array(), attentions[-1, head].numpy())
     assert [t.get_text() for t in panels[-1].get_xticklabels()] == tokens  # every token labelled on a short pair
     assert not any(t.get_text() for t in panels[0].get_xticklabels())  # ... on the bottom row only
-    assert "layer 12 of 12" in fig.get_suptitle()
+    assert fig.get_suptitle().startswith("layer 11 (layers 0 to 11)")  # numbered as encoder.layer[i] is
+    assert plots.plot_attention(tokens, attentions, title="layer 0 before training").get_suptitle().startswith(
+        "layer 0 before training: ")
 
 
 def test_attention_can_show_some_heads_of_another_layer():
@@ -172,7 +174,7 @@ def test_attention_can_show_some_heads_of_another_layer():
     fig = plots.plot_attention(tokens, attentions, layer=0, heads=[2, 5])
     assert len(fig.axes) == 2 and fig.get_size_inches()[0] <= 16
     assert np.allclose(fig.axes[1].images[0].get_array(), attentions[0, 5].numpy())
-    assert fig.axes[1].get_title().startswith("head 6 ")
+    assert fig.axes[1].get_title().startswith("head 5 ")
     with pytest.raises(ValueError, match="layer=3 does not exist"):
         plots.plot_attention(tokens, attentions, layer=3)
     with pytest.raises(ValueError, match="between 0 and 11"):
