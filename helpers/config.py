@@ -202,12 +202,12 @@ _TYPES = {name: _allowed_types(hint) for name, hint in get_type_hints(Config).it
 
 # The three profiles. Each lists only what differs from the dataclass defaults.
 PROFILES: dict[str, dict[str, Any]] = {
-    # Seconds: what the notebooks run under nbval in CI.
+    # Seconds: quick tries, and most helper tests.
     "tiny": dict(
         max_paragraphs=120, max_length=64, vocab_size=1000, hidden_size=32, num_hidden_layers=1,
         num_attention_heads=2, intermediate_size=64, epochs=2, batch_size=16, lr=1e-3, log_every=2,
     ),
-    # Minutes on a laptop CPU: the README's main command. Chosen by the learning-curve experiments
+    # Minutes on a laptop CPU: the README's main command, and the notebooks' stored outputs (nbval re-runs them). Chosen by the learning-curve experiments
     # (benchmarks/learning.py, docs/experiments.md): each value below moved held-out accuracy at [MASK] in measured runs.
     "default": dict(
         max_length=128, vocab_size=8000, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
