@@ -379,8 +379,9 @@ def finish(run: Run, output: Path, result: TrainResult, global_step: int, throug
     model = accelerator.unwrap_model(run.losses)
     # The last epoch's row holds the held-out figures and the same on training pairs (the gap is what was memorised);
     # a row saved before those were measured every epoch (an older run, resumed) is measured again.
-    last = result.epochs[-1] if result.epochs else {}
-    final = dict(last) if all(f"train_{key}" in last for key in SEEN_METRICS) else measure(run)
+    final = dict(result.epochs[-1]) if result.epochs else {}
+    if not all(f"train_{key}" in final for key in SEEN_METRICS):
+        final.update(measure(run))
     final.pop("epoch", None)
     final.update(result.baselines)
     final["train_seconds"] = round(seconds, 1)  # a resumed run's seconds before the interrupt too
