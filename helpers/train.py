@@ -294,12 +294,13 @@ def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, t
     check_max_length(cfg.max_length, data.tokenizer, model.config.max_position_embeddings)
     say(data.summary())
     val_batches = validation_batches(data, cfg)
+    first_pairs = data.train_pairs(cfg, 0)  # epoch 1's; every epoch draws as many
     # The masks come from the collator's own seeded generator: building these draws nothing from the global RNG.
-    seen_batches = validation_batches(data, cfg, data.train_pairs(cfg, 0)[:len(data.val_pairs)])
+    seen_batches = validation_batches(data, cfg, first_pairs[:len(data.val_pairs)])
     base = baselines(data, cfg, val_batches)
     say("Baselines on the same validation masks and pairs: " + format_baselines(base))
 
-    steps_per_epoch = math.ceil(len(data.train_pairs(cfg, 0)) / (cfg.batch_size * accelerator.num_processes))
+    steps_per_epoch = math.ceil(len(first_pairs) / (cfg.batch_size * accelerator.num_processes))
     total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
     losses = PretrainingLosses(model, cfg.nsp_dropout)
     optimizer = make_optimizer(losses, cfg, accelerator.device)
