@@ -23,7 +23,8 @@ EXPECTED = ["01_pairing.ipynb", "02_tokenizing.ipynb", "03_masking.ipynb", "04_t
             "05_inference.ipynb", "06_gradio_demo.ipynb"]
 IGNORE_MARKER = "# NBVAL_IGNORE_OUTPUT"
 # Folders of this machine (or a user's) that must never show up in a committed output.
-MACHINE_PATH = re.compile(r"/(?:root|home|tmp|work)/")
+# A library warning names its file (/usr/lib/..., /opt/conda/...); macOS keeps homes in /Users and temp files in /var.
+MACHINE_PATH = re.compile(r"/(?:root|home|tmp|work|usr|opt|var|Users)/")
 WANDB_KEY = re.compile(r"WANDB_API_KEY\W{0,8}[0-9a-fA-F]{40}")
 PROGRESS_TEXT = re.compile(r"\d+%\|.*\|\s*\d+/\d+")  # tqdm's "40%|####      | 2/5"
 DEF = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)", re.MULTILINE)
@@ -344,7 +345,8 @@ def test_checks_catch_missing_and_empty_solutions():
 
 
 @pytest.mark.parametrize("leak", ["/root/.cache/x", "Checkpoint: /work/main/runs/a", "/tmp/tmpab12/model",
-                                  "/home/me/bert"])
+                                  "/home/me/bert", "/usr/lib/python3.11/site-packages/torch/x.py:12: UserWarning",
+                                  "/opt/conda/lib/python3.11/y.py", "/Users/me/bert", "/var/folders/ab/T/x"])
 def test_checks_catch_machine_paths(leak):
     nb = _notebook(*_good_cells())
     nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"saved to {leak}\n")]
