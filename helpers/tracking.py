@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import netrc
 import os
+import shlex
+import subprocess
+import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from helpers.config import ROOT, Config
 
@@ -85,3 +92,57 @@ class Tracker:
         if self.active:
             self._guard(self.run.finish)
             self.run = None
+
+
+class RunReadError(RuntimeError):
+    """A folder W&B cannot read back as a run; the message says what to do."""
+
+
+@dataclass
+class LoggedRun:
+    """A finished run as W&B stored it: what it was configured with, logged step by step, and ended on."""
+
+    path: Path
+    state: str  # "finished", "running", "crashed", ... as W&B records it
+    config: dict[str, Any]
+    history: pd.DataFrame  # one row per logged step (index ``_step``), one column per logged key
+    summary: dict[str, Any]
+
+
+def sync_command(run_dir: str | os.PathLike) -> str:
+    """The shell command that uploads an offline run once you are online and logged in."""
+    return f"wandb sync {shlex.quote(str(run_dir))}"
+
+
+def _inspect(run_dir: Path, *flags: str) -> str:
+    """``wandb leet inspect --json [flags] RUN_DIR``'s output; reads the local log only, no network."""
+    try:
+        out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", *flags, str(run_dir)],
+                             capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise RunReadError(f"Could not run `wandb leet inspect` ({type(err).__name__}); install wandb 0.31 "
+                           f"(pip install 'wandb>=0.31,<0.32') and try again.") from None
+    if out.returncode != 0:
+        reason = (out.stderr.strip().splitlines() or ["no message"])[-1].removeprefix("Error: ")
+        raise RunReadError(f"W&B cannot read {run_dir} as a run ({reason[:200]}): pass the folder of one run, "
+                           f"such as TrainResult.wandb_run or runs/wandb/offline-run-..., with wandb 0.31 installed.")
+    return out.stdout
+
+
+def read_run(run_dir: str | os.PathLike) -> LoggedRun:
+    """Read a local (offline or synced) W&B run back with W&B's own ``wandb leet inspect``: config, history, summary."""
+    run_dir = Path(run_dir).expanduser()
+    if not run_dir.exists():
+        raise RunReadError(f"{run_dir} does not exist: pass the run folder that training printed "
+                           f"(TrainResult.wandb_run), such as runs/wandb/offline-run-....")
+    # One JSON record per line (header, run, history, summary, ...); history items are flat {key: value} rows.
+    records = [json.loads(line) for line in _inspect(run_dir).splitlines() if line.startswith("{")]
+    rows = [record["history"]["item"] for record in records if record.get("type") == "history"]
+    history = pd.DataFrame(rows)
+    if "_step" in history:
+        history = history.set_index("_step").sort_index()
+    # --summary: W&B's own view of the run's end: its state, its config and its summary (nested as logged).
+    overview = json.loads(_inspect(run_dir, "--summary"))
+    return LoggedRun(path=run_dir, state=str(overview.get("state", "unknown")),
+                     config=dict(overview.get("config") or {}), history=history,
+                     summary=dict(overview.get("summary") or {}))

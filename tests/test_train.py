@@ -21,6 +21,7 @@ from helpers.config import ROOT, get_profile
 from helpers.dataset import MeditationsDataset, make_loader, prepare_data
 from helpers.inference import fill_mask_top_k
 from helpers.model import PretrainingLosses, stock_losses
+from helpers.tracking import read_run
 from helpers.train import TrainingError, train
 
 QUIET = dict(progress=False, verbose=False, track=False)
@@ -355,57 +356,24 @@ def test_a_second_run_into_a_live_runs_folder_is_refused(tmp_path):
         assert is_checkpoint(out)
 
 
-def _leet_records(run_dir: Path) -> list[dict]:
-    wandb_cli = Path(sys.executable).parent / "wandb"
-    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(run_dir)], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip().startswith("{")]
-
-
 def test_wandb_offline_run_logs_what_training_computed(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-runs"))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    result = train(get_profile("tiny", wandb="auto", log_every=2), tmp_path / "tracked", progress=False, verbose=False)
+    cfg = get_profile("tiny", wandb="auto", log_every=2)
+    result = train(cfg, tmp_path / "tracked", progress=False, verbose=False)
     assert result.wandb_run is not None and result.wandb_run.name.startswith("offline-run-")
-    records = _leet_records(result.wandb_run)
-    text = json.dumps(records)
-    # The history holds per-step losses and the validation metrics that training returned.
-    assert "train/loss" in text and "val/nsp_accuracy" in text and "train/tokens_per_second" in text
-    logged_losses = []
-    for rec in records:
-        body = json.dumps(rec)
-        if "train/loss" in body:
-            logged_losses.append(rec)
-    assert logged_losses, "no history record with train/loss"
-    expected = {round(r["loss"], 4) for r in result.history if r["step"] % 2 == 0}
-    found = {round(float(v), 4) for v in _values_for(records, "train/loss")}
-    assert found and found <= expected, (found, expected)
-    val_found = {round(float(v), 4) for v in _values_for(records, "val/nsp_accuracy")}
-    assert {round(e["nsp_accuracy"], 4) for e in result.epochs} <= val_found
-
-
-def _values_for(records: list[dict], key: str) -> list:
-    """Every value logged under ``key`` in the records, whatever their nesting."""
-    found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if node.get("key") == key and "value_json" in node:
-                found.append(json.loads(node["value_json"]))
-            elif node.get("nested_key") == [key] and "value_json" in node:
-                found.append(json.loads(node["value_json"]))
-            for k, v in node.items():
-                if k == key and isinstance(v, (int, float)):
-                    found.append(v)
-                walk(v)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(records)
-    return found
+    logged = read_run(result.wandb_run)  # W&B's own reader of the run's log (wandb leet inspect)
+    assert logged.state == "finished"
+    assert logged.config == json.loads(json.dumps(cfg.to_dict()))  # as JSON stores it (tuples as lists)
+    # The history holds the per-step losses of every second step, at the steps training took them ...
+    losses = {r["step"]: r["loss"] for r in result.history if r["step"] % 2 == 0}
+    assert logged.history["train/loss"].dropna().to_dict() == pytest.approx(losses)
+    assert {"train/tokens_per_second", "train/lr"} <= set(logged.history.columns)
+    # ... and the validation metrics that training returned, at the step of each epoch's end.
+    nsp = logged.history["val/nsp_accuracy"].dropna().to_dict()
+    assert nsp == pytest.approx({e["step"]: e["nsp_accuracy"] for e in result.epochs})
+    assert logged.summary["final/mlm_accuracy_at_mask"] == pytest.approx(result.final["mlm_accuracy_at_mask"])
 
 
 def test_tracking_failure_never_stops_training(tmp_path, monkeypatch):
