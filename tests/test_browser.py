@@ -1,4 +1,5 @@
-"""End to end in headless Chromium: type a pair, click, read the verdict; optionally refresh docs/demo.png.
+"""End to end in headless Chromium: type a pair, click, read the verdict; the pictures notebook 06 shows, in the test
+and inside a Jupyter kernel; optionally refresh docs/demo.png.
 
     UPDATE_SCREENSHOT=1 [DEMO_CHECKPOINT=runs/default] python -m pytest tests/test_browser.py
 
@@ -7,29 +8,35 @@ writes docs/demo.png from DEMO_CHECKPOINT (default: the session's tiny checkpoin
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
+from helpers import app
+from helpers.app import PAGE_IDLE as IDLE  # no output of the page is waiting for the server
+from helpers.app import (ScreenshotError, ask_next_sentence, build_demo, chromium_page, find_chromium, screenshot_demo,
+                         serve, stop)
 from helpers.config import ROOT
 from helpers.serving import Predictor
 from tests.app_fixtures import demo_server, free_port, tiny_checkpoint  # noqa: F401
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-default-apps", "--disable-extensions", "--no-first-run", "--metrics-recording-only",
-                 "--disable-features=Translate,OptimizationHints,MediaRouter"]
 SENTENCE_A = "Every morning I remind myself that the people I meet today may be rude and ungrateful."
 SENTENCE_B = "None of them can harm me, since none of them can make me act badly."
+MASK_TEXT = "Nothing happens to any man which he is not formed by [MASK] to bear."
 
 
-# No output of the page is waiting for the server.
-IDLE = "document.querySelectorAll('.pending').length === 0"
+def chromium_or_skip():
+    """Playwright's sync API, or a skip when it or a system Chromium is missing."""
+    if find_chromium() is None:
+        pytest.skip("no Chromium on PATH (apt-get install -y chromium)")
+    return pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 
 
 def wait_for_verdict(page, expected) -> None:
@@ -45,50 +52,136 @@ def wait_for_verdict(page, expected) -> None:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_type_a_pair_click_and_read_the_verdict(tiny_checkpoint, tmp_path):  # noqa: F811
-    if not CHROMIUM.is_file():
-        pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    sync_api = chromium_or_skip()
     checkpoint = Path(os.environ.get("DEMO_CHECKPOINT") or tiny_checkpoint)
     predictor = Predictor.from_checkpoint(checkpoint)
     expected = predictor.predict_nsp(SENTENCE_A, SENTENCE_B)
     args = ["-m", "helpers.app", "--checkpoint", str(checkpoint), "--port", str(free_port())]
-    with demo_server(args) as server, sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            hosts: set[str] = set()
-            page.on("request", lambda request: hosts.add(urlparse(request.url).hostname or request.url))
-            page.goto(server.url, wait_until="networkidle")
-            # A pair typed by hand.
-            page.locator("#sentence-a textarea").fill(SENTENCE_A)
-            page.locator("#sentence-b textarea").fill(SENTENCE_B)
-            page.locator("#nsp-button").click()
-            wait_for_verdict(page, expected)
-            label = page.locator("#nsp-label")
-            percent = 100 * expected.probabilities[expected.verdict]
-            assert any(f"{whole}%" in label.inner_text() for whole in (math.floor(percent), math.ceil(percent)))
-            # Bad input: a clear sentence in the page, and the page keeps working.
-            page.locator("#sentence-a textarea").fill("   ")
-            page.locator("#nsp-button").click()
-            page.wait_for_function(f"() => {IDLE} && document.querySelector('#nsp-verdict').innerText"
-                                   f".includes('Sentence A is empty')", timeout=60_000)
-            assert page.locator("#nsp-verdict h3").count() == 0
-            # A held-out example: clicking it fills both sentences and the label it has in the data.
-            page.get_by_text("held-out true pair: B follows A").first.click()
-            page.wait_for_function("() => document.querySelector('#truth textarea, #truth input').value !== ''")
-            assert page.locator("#truth textarea, #truth input").first.input_value() == "held-out true pair: B follows A"
-            a = page.locator("#sentence-a textarea").input_value()
-            b = page.locator("#sentence-b textarea").input_value()
-            assert a.strip() and b.strip() and a != SENTENCE_A
-            page.locator("#nsp-button").click()
-            wait_for_verdict(page, predictor.predict_nsp(a, b))
-            shot = tmp_path / "demo.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
-            if os.environ.get("UPDATE_SCREENSHOT") == "1":
-                (ROOT / "docs").mkdir(exist_ok=True)
-                shutil.copyfile(shot, ROOT / "docs" / "demo.png")
-            # The page itself loaded nothing from outside this machine (no fonts, no analytics).
-            assert hosts and hosts <= {"127.0.0.1"}, sorted(hosts)
-        finally:
-            browser.close()
+    hosts: set[str] = set()
+    with (demo_server(args) as server, sync_api.sync_playwright() as playwright,
+          chromium_page(playwright, server.url,
+                        on_request=lambda request: hosts.add(urlparse(request.url).hostname or request.url)) as page):
+        # A pair typed by hand: the shared steps of screenshot_demo, then the exact verdict and probability.
+        shown = ask_next_sentence(page, SENTENCE_A, SENTENCE_B)
+        assert shown.splitlines()[0] == expected.verdict
+        wait_for_verdict(page, expected)
+        label = page.locator("#nsp-label")
+        percent = 100 * expected.probabilities[expected.verdict]
+        assert any(f"{whole}%" in label.inner_text() for whole in (math.floor(percent), math.ceil(percent)))
+        # Bad input: a clear sentence in the page, and the page keeps working.
+        page.locator("#sentence-a textarea").fill("   ")
+        page.locator("#nsp-button").click()
+        page.wait_for_function(f"() => {IDLE} && document.querySelector('#nsp-verdict').innerText"
+                               f".includes('Sentence A is empty')", timeout=60_000)
+        assert page.locator("#nsp-verdict h3").count() == 0
+        # A held-out example: clicking it fills both sentences and the label it has in the data.
+        page.get_by_text("held-out true pair: B follows A").first.click()
+        page.wait_for_function("() => document.querySelector('#truth textarea, #truth input').value !== ''")
+        assert page.locator("#truth textarea, #truth input").first.input_value() == "held-out true pair: B follows A"
+        a = page.locator("#sentence-a textarea").input_value()
+        b = page.locator("#sentence-b textarea").input_value()
+        assert a.strip() and b.strip() and a != SENTENCE_A
+        page.locator("#nsp-button").click()
+        wait_for_verdict(page, predictor.predict_nsp(a, b))
+        shot = tmp_path / "demo.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        if os.environ.get("UPDATE_SCREENSHOT") == "1":
+            (ROOT / "docs").mkdir(exist_ok=True)
+            shutil.copyfile(shot, ROOT / "docs" / "demo.png")
+        # The page itself loaded nothing from outside this machine (no fonts, no analytics).
+        assert hosts and hosts <= {"127.0.0.1"}, sorted(hosts)
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    """Width and height read from a PNG's header (its IHDR chunk)."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def _answer_side(png: bytes):
+    """The right-hand column of a tab, below the tab bar: where the demo draws its answers."""
+    from PIL import Image
+
+    return Image.open(io.BytesIO(png)).convert("RGB").crop((650, 240, 1280, 700))
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_screenshot_demo_pictures_each_tab_with_its_answer(tiny_checkpoint):  # noqa: F811
+    sync_api = chromium_or_skip()
+    demo = build_demo(tiny_checkpoint)
+    url = serve(demo, inline=False)
+    try:
+        # The same page before any question: both tabs with their answer columns still empty.
+        with sync_api.sync_playwright() as playwright, chromium_page(playwright, url) as page:
+            empty = {"Next sentence": page.screenshot()}
+            page.get_by_role("tab", name="Fill the mask").click()
+            empty["Fill the mask"] = page.screenshot()
+        pictures = screenshot_demo(url, SENTENCE_A, SENTENCE_B, MASK_TEXT)
+    finally:
+        stop(demo)
+    assert list(pictures) == ["Next sentence", "Fill the mask"]
+    assert [_png_size(picture.png) for picture in pictures.values()] == [(1280, 900), (1280, 900)]
+    # Each picture was taken with its answer on the page: the model's own verdict, and its best guess with the table.
+    nsp = pictures["Next sentence"].answer.splitlines()
+    assert nsp[0] == demo.predictor.predict_nsp(SENTENCE_A, SENTENCE_B).verdict
+    best = demo.predictor.fill_mask(MASK_TEXT, 1)[0][0][0]
+    assert pictures["Fill the mask"].answer.startswith("Best guess for 1 mask\n")
+    assert MASK_TEXT.replace("[MASK]", best) in pictures["Fill the mask"].answer
+    for tab, picture in pictures.items():  # ... and drawn: the answer column is no longer the empty one
+        assert _answer_side(picture.png).tobytes() != _answer_side(empty[tab]).tobytes(), f"no answer drawn in {tab}"
+
+
+# A scratch notebook: the demo served inline from the kernel, as notebook 06 does, then pictured.
+KERNEL_CELLS = [
+    "import asyncio\nfrom IPython.display import Image, display\n"
+    "from helpers.app import build_demo, screenshot_demo, serve, stop\n"
+    "demo = build_demo({checkpoint!r})\nurl = serve(demo)\n"
+    "print('asyncio loop running in this thread:', asyncio.get_event_loop().is_running())",
+    # The control: Playwright's sync API called in the kernel's own thread is refused.
+    "from playwright.sync_api import Error, sync_playwright\ntry:\n    with sync_playwright():\n"
+    "        print('the sync API ran in the kernel thread')\nexcept Error as err:\n"
+    "    print('refused:', str(err).splitlines()[0])",
+    "pictures = screenshot_demo(url)\nfor tab, picture in pictures.items():\n    display(Image(picture.png))\n"
+    "print(list(pictures))",
+    "stop(demo)",
+]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_screenshot_demo_works_inside_a_jupyter_kernel(tiny_checkpoint):  # noqa: F811
+    chromium_or_skip()
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell.format(checkpoint=str(tiny_checkpoint)))
+                                               for cell in KERNEL_CELLS])
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT)}}).execute()
+    text = ["".join(out.get("text", "")) for cell in notebook.cells for out in cell.outputs]
+    assert "asyncio loop running in this thread: True\n" in text
+    # Where the sync API is refused, screenshot_demo still returns both tabs, shown as images.
+    assert any(t.startswith("refused: It looks like you are using Playwright Sync API inside the asyncio loop")
+               for t in text), text
+    assert "['Next sentence', 'Fill the mask']\n" in text
+    images = [base64.b64decode(out["data"]["image/png"]) for out in notebook.cells[2].outputs
+              if "image/png" in out.get("data", {})]
+    assert [_png_size(png) for png in images] == [(1280, 900), (1280, 900)]
+
+
+def test_screenshot_demo_without_playwright_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "playwright.sync_api", None)  # import fails as where it is not installed
+    with pytest.raises(ScreenshotError, match=r"playwright package is not installed.*pip install playwright"):
+        screenshot_demo("http://127.0.0.1:9/")
+
+
+def test_screenshot_demo_without_chromium_says_what_to_install(monkeypatch, tmp_path):
+    pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    # No system Chromium, and no browser of Playwright's own download: a learner's fresh laptop.
+    monkeypatch.setattr(app, "find_chromium", lambda: None)
+    monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path / "no-browsers"))
+    with pytest.raises(ScreenshotError, match=r"because no Chromium was found; install it \(apt-get install "
+                                              r"chromium, or `playwright install chromium`\)\.$") as caught:
+        screenshot_demo("http://127.0.0.1:9/")
+    assert "\n" not in str(caught.value)
