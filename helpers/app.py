@@ -441,8 +441,8 @@ if __name__ == "__main__":
 # Playwright's launch() starts every browser with a fresh temporary profile (user data dir) of its own.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--disable-default-apps", "--disable-extensions", "--metrics-recording-only",
-                 "--disable-features=Translate,OptimizationHints,MediaRouter"]
+                 "--disable-dev-shm-usage", "--disable-default-apps", "--disable-extensions",
+                 "--metrics-recording-only", "--disable-features=Translate,OptimizationHints,MediaRouter"]
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 VIEWPORT = {"width": 1280, "height": 900}
 # True once no output of the page is waiting for the server.
@@ -543,7 +543,8 @@ def screenshot_demo(url: str, sentence_a: str = BUILTIN_PAIRS[0][0], sentence_b:
             return pool.submit(_take_screenshots, url, sentence_a, sentence_b, mask_text, timeout_s).result()
         except (sync_api.Error, OSError) as err:
             if find_chromium() is None and "Executable doesn't exist" in str(err):
-                advice = "no Chromium was found; install it (apt-get install chromium, or `playwright install chromium`)"
+                advice = ("no Chromium was found; install it (apt-get install chromium, or "
+                          "`playwright install chromium`)")
             else:
                 advice = f"{first_line(err)[:200]}; check that the demo is still served at {url}"
             raise ScreenshotError(f"No picture of the demo was taken because {advice}.") from None
