@@ -25,4 +25,5 @@ The plumbing, which a learner can skip:
     main        `make demo`: train unless trained, then serve
     record      the recorded run of the default profile that notebooks and README plot
     plots       the figures of the notebooks and the README
+    explore     the notebooks' explorers: a table or figure per input, and ipywidgets controls to vary it
 """

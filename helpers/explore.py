@@ -1,0 +1,238 @@
+"""Explorers for the notebooks: each a static function (a DataFrame or a Figure) and ipywidgets controls wired to it.
+
+Call the static function once with fixed values where the notebook's output is checked (nbval); build the explorer
+to try other values by hand. Bad input gives one sentence in the output area, never a stack trace.
+
+    pair_tokens / pair_tokens_explorer          notebook 02: a pair's tokens, input_ids, token_type_ids, attention_mask
+    mask_sentence / masking_explorer            notebook 03: one sentence masked by a rule, at a rate, with a seed
+    fill_mask_frame / fill_mask_explorer        notebook 05: a trained model's top-k guesses at each [MASK]
+    attention_figure / attention_explorer       notebook 05: one head's attention over a typed pair
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import torch
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
+from transformers import BertForPreTraining, PreTrainedTokenizerBase
+
+from helpers.inference import fill_mask_top_k, pair_attentions
+from helpers.masking import IGNORE_INDEX, mask_tokens
+from helpers.pairs import IS_NEXT, Pair
+from helpers.plots import plot_attention
+from helpers.tokens import model_max_length, tokenize_pairs
+
+SENTENCE_A = "Begin the morning by saying to thyself, I shall meet with the busy-body, the ungrateful, arrogant."
+SENTENCE_B = "All these things happen to them by reason of their ignorance of what is good and evil."
+PAIR_COLUMNS = ["token", "input_ids", "token_type_ids", "attention_mask", "special_tokens_mask"]
+
+# The replacement rules of notebook 03, as mask_tokens' arguments: name -> (label shown, arguments).
+MASKING_RULES = {
+    "reference": ("the tutorial's reference: every selected token a [MASK], every position scored",
+                  dict(mode="reference")),
+    "80/10/10": ("BERT's 80/10/10: [MASK], a random token, or unchanged",
+                 dict(mode="bert", mask_replace_prob=0.8, random_replace_prob=0.1)),
+    "all [MASK]": ("every selected token a [MASK], only the selected scored",
+                   dict(mode="bert", mask_replace_prob=1.0, random_replace_prob=0.0)),
+}
+# What masking did to a position, as the "what happened" column says it.
+KEPT, SPECIAL, MASKED, RANDOM, UNCHANGED = ("kept", "special: never selected", "[MASK]", "random token",
+                                            "unchanged but selected")
+FILL_COLUMNS = ["mask", "rank", "token", "probability"]
+
+
+def _require(name: str, text: str) -> None:
+    if not text or not text.strip():
+        raise ValueError(f"{name} is empty: type some text in it.")
+
+
+def _require_rule(rule: str) -> None:
+    if rule not in MASKING_RULES:
+        raise ValueError(f"rule={rule!r} is not one of the rules: use one of {', '.join(map(repr, MASKING_RULES))}.")
+
+
+def pair_tokens(tokenizer: PreTrainedTokenizerBase, sentence_a: str = SENTENCE_A, sentence_b: str = SENTENCE_B,
+                max_length: int | None = None, pad: bool = False) -> pd.DataFrame:
+    """One row per token of the pair as training encodes it (tokenize_pairs), with the tokenizer's own fields."""
+    _require("Sentence A", sentence_a)
+    _require("Sentence B", sentence_b)
+    max_length = max_length or model_max_length(tokenizer)
+    # The label and paragraph numbers are not read by tokenize_pairs' encoding: any will do.
+    encoded = tokenize_pairs(tokenizer, [Pair(sentence_a, sentence_b, IS_NEXT, 0, 0)], max_length=max_length,
+                             pad_to_max_length=pad)  # each field: [[one value per token]]
+    table = pd.DataFrame({key: encoded[key][0] for key in PAIR_COLUMNS[1:]})
+    table.insert(0, "token", tokenizer.convert_ids_to_tokens(encoded["input_ids"][0]))
+    table.index.name = "position"
+    return table
+
+
+def _mask_once(input_ids: torch.Tensor, tokenizer: PreTrainedTokenizerBase, rule: str, mlm_probability: float,
+               seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one call of helpers.masking in this module: (masked input_ids, labels), each (1, seq_len)."""
+    generator = torch.Generator().manual_seed(seed)
+    return mask_tokens(input_ids, tokenizer, mlm_probability=mlm_probability, generator=generator,
+                       **MASKING_RULES[rule][1])
+
+
+def _outcomes(original: list[int], masked: list[int], labels: list[int], tokenizer: PreTrainedTokenizerBase,
+              scores_every_position: bool) -> list[str]:
+    """What happened at each position, read from the ids before and after masking and the labels."""
+    special = set(tokenizer.all_special_ids)
+    out = []
+    for before, after, label in zip(original, masked, labels):
+        # The reference labels every position, so there only a change tells which tokens were selected.
+        selected = before != after if scores_every_position else label != IGNORE_INDEX
+        if before in special:
+            out.append(SPECIAL)
+        elif not selected:
+            out.append(KEPT)
+        elif after == tokenizer.mask_token_id:
+            out.append(MASKED)
+        else:
+            out.append(RANDOM if after != before else UNCHANGED)
+    return out
+
+
+def mask_sentence(tokenizer: PreTrainedTokenizerBase, sentence: str = SENTENCE_A, rule: str = "80/10/10",
+                  mlm_probability: float = 0.15, seed: int = 0) -> pd.DataFrame:
+    """One sentence masked once: each token, the id the model reads instead, what happened, and its label."""
+    _require("The sentence", sentence)
+    _require_rule(rule)
+    if not 0.0 <= mlm_probability <= 1.0:
+        raise ValueError(f"mlm_probability={mlm_probability} is not a rate: use a value from 0 to 1.")
+    # split_special_tokens: a typed "[MASK]" is text here, as in training.
+    original = tokenizer(sentence, truncation=True, split_special_tokens=True, return_tensors="pt")["input_ids"]
+    masked, labels = _mask_once(original, tokenizer, rule, mlm_probability, seed)  # each (1, seq_len)
+    ids, masked_ids, label_ids = original[0].tolist(), masked[0].tolist(), labels[0].tolist()
+    table = pd.DataFrame({"token": tokenizer.convert_ids_to_tokens(ids), "input_ids": masked_ids,
+                          "model reads": tokenizer.convert_ids_to_tokens(masked_ids),
+                          "what happened": _outcomes(ids, masked_ids, label_ids, tokenizer,
+                                                     MASKING_RULES[rule][1]["mode"] == "reference"),
+                          "labels": label_ids})
+    table.index.name = "position"
+    return table
+
+
+def _max_length(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, max_length: int | None) -> int:
+    return max_length or model_max_length(tokenizer, model.config.max_position_embeddings)
+
+
+def fill_mask_frame(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, text: str, k: int = 5,
+                    max_length: int | None = None) -> pd.DataFrame:
+    """The model's ``k`` likeliest tokens at each [MASK] of ``text``: one row per (mask, rank), as fill_mask_top_k."""
+    _require("The text", text)
+    if k < 1:
+        raise ValueError(f"k={k} asks for no guesses: use k=1 or more.")
+    max_length = _max_length(model, tokenizer, max_length)
+    ids = tokenizer(text, truncation=True, max_length=max_length)["input_ids"]  # what fill_mask_top_k reads
+    mask = tokenizer.mask_token
+    if mask not in text:
+        raise ValueError(f"The text has no {mask}: put {mask} where a word is missing, as in 'The {mask} is short.'")
+    if tokenizer.mask_token_id not in ids:
+        raise ValueError(f"The text's {mask} comes after its first {max_length} tokens, all that the model reads: "
+                         f"put it earlier or shorten the text.")
+    guesses = fill_mask_top_k(model, tokenizer, [text], k=min(k, len(tokenizer)), max_length=max_length)[0]
+    rows = [(number, rank, token, probability) for number, options in enumerate(guesses, 1)
+            for rank, (token, probability) in enumerate(options, 1)]
+    return pd.DataFrame(rows, columns=FILL_COLUMNS)
+
+
+def attention_figure(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, sentence_a: str = SENTENCE_A,
+                     sentence_b: str = SENTENCE_B, layer: int = 0, head: int = 0,
+                     max_length: int | None = None) -> Figure:
+    """One head's attention weights over the pair ``[CLS] A [SEP] B [SEP]`` (plots.plot_attention)."""
+    _require("Sentence A", sentence_a)
+    _require("Sentence B", sentence_b)
+    layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
+    if not 0 <= layer < layers or not 0 <= head < heads:
+        raise ValueError(f"layer={layer}, head={head} does not exist: this model has layers 0 to {layers - 1} "
+                         f"and heads 0 to {heads - 1} in each.")
+    tokens, attentions = pair_attentions(model, tokenizer, sentence_a, sentence_b,
+                                         _max_length(model, tokenizer, max_length))  # (layers, heads, seq, seq)
+    return plot_attention(tokens, attentions, sep_token=tokenizer.sep_token, layer=layer, heads=[head],
+                          title=f"layer {layer}, head {head}")
+
+
+def _explorer(static: Callable[..., Any], **controls) -> Any:
+    """``ipywidgets.interactive``: the controls, and an output area showing ``static(**values)`` after each change."""
+    # The widget's .result is the last value shown: a DataFrame, a Figure, or the one sentence of bad input.
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    def show(**values):
+        try:
+            result = static(**values)
+        except ValueError as err:  # bad input: its sentence, not a stack trace
+            print(err)
+            return str(err)
+        display(result)
+        if isinstance(result, Figure):
+            plt.close(result)  # shown once, and not kept open by pyplot as the controls move
+        return result
+
+    return widgets.interactive(show, **controls)
+
+
+def _text(value: str, description: str):
+    import ipywidgets as widgets
+
+    # Typing updates on Enter or leaving the box, not on every key.
+    return widgets.Text(value=value, description=description, continuous_update=False,
+                        layout=widgets.Layout(width="95%"), style={"description_width": "initial"})
+
+
+def pair_tokens_explorer(tokenizer: PreTrainedTokenizerBase, sentence_a: str = SENTENCE_A,
+                         sentence_b: str = SENTENCE_B, max_length: int = 64, pad: bool = True):
+    """Type a pair and see its tokens, input_ids, token_type_ids and attention_mask (notebook 02)."""
+    import ipywidgets as widgets
+
+    limit = model_max_length(tokenizer)
+    return _explorer(lambda **values: pair_tokens(tokenizer, **values),
+                     sentence_a=_text(sentence_a, "Sentence A"), sentence_b=_text(sentence_b, "Sentence B"),
+                     max_length=widgets.IntSlider(value=min(max_length, limit), min=8, max=min(limit, 256),
+                                                  description="max_length", continuous_update=False),
+                     pad=widgets.Checkbox(value=pad, description="pad to max_length"))
+
+
+def masking_explorer(tokenizer: PreTrainedTokenizerBase, sentence: str = SENTENCE_A, rule: str = "80/10/10",
+                     mlm_probability: float = 0.15, seed: int = 0):
+    """A rate, a rule and a seed: see what masking does to each token of a sentence and its label (notebook 03)."""
+    import ipywidgets as widgets
+
+    _require_rule(rule)  # before the dropdown, which would refuse it less clearly
+
+    return _explorer(lambda **values: mask_sentence(tokenizer, **values), sentence=_text(sentence, "Sentence"),
+                     rule=widgets.Dropdown(options=[(label, name) for name, (label, _) in MASKING_RULES.items()],
+                                           value=rule, description="rule", layout=widgets.Layout(width="95%")),
+                     mlm_probability=widgets.FloatSlider(value=mlm_probability, min=0.0, max=1.0, step=0.05,
+                                                         description="masking rate", continuous_update=False),
+                     seed=widgets.IntSlider(value=seed, min=0, max=99, description="seed", continuous_update=False))
+
+
+def fill_mask_explorer(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, text: str | None = None,
+                       k: int = 5, max_length: int | None = None):
+    """Type a text with [MASK]s and see the model's top-k guesses at each (notebook 05)."""
+    import ipywidgets as widgets
+
+    text = text or f"For the soul is dyed by the {tokenizer.mask_token}."
+    return _explorer(lambda **values: fill_mask_frame(model, tokenizer, max_length=max_length, **values),
+                     text=_text(text, "Text"),
+                     k=widgets.IntSlider(value=k, min=1, max=20, description="top-k", continuous_update=False))
+
+
+def attention_explorer(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, sentence_a: str = SENTENCE_A,
+                       sentence_b: str = SENTENCE_B, layer: int = 0, head: int = 0, max_length: int | None = None):
+    """Type a pair, pick a layer and a head, and see that head's attention (notebook 05)."""
+    import ipywidgets as widgets
+
+    def slider(value: int, count: int, description: str):
+        return widgets.IntSlider(value=value, min=0, max=count - 1, description=description, continuous_update=False)
+
+    return _explorer(lambda **values: attention_figure(model, tokenizer, max_length=max_length, **values),
+                     sentence_a=_text(sentence_a, "Sentence A"), sentence_b=_text(sentence_b, "Sentence B"),
+                     layer=slider(layer, model.config.num_hidden_layers, "layer"),
+                     head=slider(head, model.config.num_attention_heads, "head"))

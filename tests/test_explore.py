@@ -1,0 +1,236 @@
+"""The notebooks' explorers: each static function on fixed input, and each widget re-running it when a control moves."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from matplotlib import pyplot as plt
+
+from helpers.config import ROOT
+from helpers.explore import (KEPT, MASKED, MASKING_RULES, RANDOM, SPECIAL, UNCHANGED, attention_explorer,
+                             attention_figure, fill_mask_explorer, fill_mask_frame, mask_sentence, masking_explorer,
+                             pair_tokens, pair_tokens_explorer)
+from helpers.inference import fill_mask_top_k, pair_attentions
+from helpers.masking import IGNORE_INDEX, mask_tokens
+from helpers.serving import Predictor
+from tests.app_fixtures import tiny_checkpoint  # noqa: F401 - a fixture
+
+widgets = pytest.importorskip("ipywidgets", reason="the notebooks extra (ipywidgets) is not installed")
+
+A = "Look within; within is the fountain of good."
+B = "And it will ever bubble up, if thou wilt ever dig."
+LONG = ("Begin the morning by saying to thyself, I shall meet with the busy-body, the ungrateful, arrogant, deceitful, "
+        "envious, unsocial; all these things happen to them by reason of their ignorance of what is good and evil.")
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_checkpoint):  # noqa: F811
+    return Predictor.from_checkpoint(tiny_checkpoint)
+
+
+def controls(widget) -> dict:
+    """The explorer's controls by their labels."""
+    assert isinstance(widget, widgets.interactive)
+    return {child.description: child for child in widget.children if isinstance(child, widgets.ValueWidget)}
+
+
+# Notebook 02: a pair's tokens.
+
+def test_pair_tokens_rebuild_the_tokenizers_own_encoding(scratch_tokenizer):
+    table = pair_tokens(scratch_tokenizer, A, B)
+    encoded = scratch_tokenizer(A, B, return_token_type_ids=True, return_special_tokens_mask=True)
+    for field in ("input_ids", "token_type_ids", "attention_mask", "special_tokens_mask"):
+        assert table[field].tolist() == encoded[field], field
+    assert table["token"].tolist() == scratch_tokenizer.convert_ids_to_tokens(encoded["input_ids"])
+    first_sep = table["token"].tolist().index(scratch_tokenizer.sep_token)
+    assert set(table["token_type_ids"][:first_sep + 1]) == {0} and set(table["token_type_ids"][first_sep + 1:]) == {1}
+
+
+def test_pair_tokens_pad_and_truncate_as_training_does(scratch_tokenizer):
+    length = len(pair_tokens(scratch_tokenizer, A, B))
+    padded = pair_tokens(scratch_tokenizer, A, B, max_length=length + 5, pad=True)
+    assert len(padded) == length + 5
+    assert padded["token"].tolist()[-5:] == [scratch_tokenizer.pad_token] * 5
+    assert padded["attention_mask"].tolist() == [1] * length + [0] * 5
+    cut = pair_tokens(scratch_tokenizer, A, B, max_length=12)
+    assert len(cut) == 12 and cut["token"].tolist().count(scratch_tokenizer.sep_token) == 2
+    with pytest.raises(ValueError, match="Sentence B is empty"):
+        pair_tokens(scratch_tokenizer, A, "  ")
+    with pytest.raises(ValueError, match="--max-length=4 is outside"):
+        pair_tokens(scratch_tokenizer, A, B, max_length=4)
+
+
+def test_pair_tokens_explorer_reruns_when_a_control_moves(scratch_tokenizer, capsys):
+    explorer = pair_tokens_explorer(scratch_tokenizer, A, B, max_length=40, pad=True)
+    found = controls(explorer)
+    assert {"Sentence A", "Sentence B", "max_length", "pad to max_length"} <= set(found)
+    assert len(explorer.result) == 40
+    found["max_length"].value = 48
+    assert len(explorer.result) == 48 and explorer.result["attention_mask"].tolist()[-1] == 0
+    found["pad to max_length"].value = False
+    assert explorer.result.equals(pair_tokens(scratch_tokenizer, A, B))
+    found["Sentence B"].value = "Dig."
+    assert explorer.result.equals(pair_tokens(scratch_tokenizer, A, "Dig."))
+    found["Sentence A"].value = ""
+    assert explorer.result == "Sentence A is empty: type some text in it."
+    assert capsys.readouterr().out.strip().splitlines()[-1] == explorer.result  # printed in the output area
+
+
+# Notebook 03: one sentence masked.
+
+def test_masking_at_rate_zero_changes_nothing(scratch_tokenizer):
+    ids = scratch_tokenizer(LONG)["input_ids"]
+    for rule in MASKING_RULES:
+        table = mask_sentence(scratch_tokenizer, LONG, rule, mlm_probability=0.0, seed=3)
+        assert table["input_ids"].tolist() == ids, rule
+        assert set(table["what happened"]) == {KEPT, SPECIAL}, rule
+        # The reference scores every position (its labels are the ids); BERT's rules score none here.
+        assert table["labels"].tolist() == (ids if rule == "reference" else [IGNORE_INDEX] * len(ids)), rule
+
+
+def test_masking_at_rate_one_under_all_mask_masks_every_non_special_token(scratch_tokenizer):
+    ids = scratch_tokenizer(LONG)["input_ids"]
+    special = [i in scratch_tokenizer.all_special_ids for i in ids]
+    table = mask_sentence(scratch_tokenizer, LONG, "all [MASK]", mlm_probability=1.0, seed=3)
+    for row, original, is_special in zip(table.itertuples(index=False), ids, special):
+        if is_special:
+            assert (row.input_ids, row.labels, row[3]) == (original, IGNORE_INDEX, SPECIAL)
+        else:
+            assert (row.input_ids, row.labels, row[3]) == (scratch_tokenizer.mask_token_id, original, MASKED)
+
+
+def test_masking_rows_are_mask_tokens_own_result_read_out(scratch_tokenizer):
+    ids = torch.tensor([scratch_tokenizer(LONG)["input_ids"]])
+    table = mask_sentence(scratch_tokenizer, LONG, "80/10/10", mlm_probability=1.0, seed=5)
+    masked, labels = mask_tokens(ids, scratch_tokenizer, mode="bert", mlm_probability=1.0, mask_replace_prob=0.8,
+                                 random_replace_prob=0.1, generator=torch.Generator().manual_seed(5))
+    assert table["input_ids"].tolist() == masked[0].tolist() and table["labels"].tolist() == labels[0].tolist()
+    assert table["model reads"].tolist() == scratch_tokenizer.convert_ids_to_tokens(masked[0])
+    outcomes = table["what happened"]
+    assert {MASKED, RANDOM, UNCHANGED} <= set(outcomes)  # all three fates of a selected token, in this draw
+    rows = table.assign(original=ids[0].tolist())
+    assert (rows[outcomes == MASKED]["input_ids"] == scratch_tokenizer.mask_token_id).all()
+    assert (rows[outcomes == RANDOM]["input_ids"] != rows[outcomes == RANDOM]["original"]).all()
+    assert (rows[outcomes == UNCHANGED]["input_ids"] == rows[outcomes == UNCHANGED]["labels"]).all()
+
+
+def test_masking_bad_input_is_one_sentence(scratch_tokenizer):
+    with pytest.raises(ValueError, match=r"rule='bert' is not one of the rules: use one of 'reference', '80/10/10'"):
+        mask_sentence(scratch_tokenizer, A, "bert")
+    with pytest.raises(ValueError, match="mlm_probability=1.5 is not a rate"):
+        mask_sentence(scratch_tokenizer, A, mlm_probability=1.5)
+    with pytest.raises(ValueError, match="The sentence is empty"):
+        mask_sentence(scratch_tokenizer, "")
+    with pytest.raises(ValueError, match=r"rule='15%' is not one of the rules"):
+        masking_explorer(scratch_tokenizer, A, rule="15%")
+
+
+def test_masking_explorer_reruns_when_a_control_moves(scratch_tokenizer):
+    explorer = masking_explorer(scratch_tokenizer, LONG)
+    found = controls(explorer)
+    assert explorer.result.equals(mask_sentence(scratch_tokenizer, LONG))  # the defaults: 80/10/10 at 0.15, seed 0
+    found["masking rate"].value = 1.0
+    found["rule"].value = "all [MASK]"
+    assert set(explorer.result["what happened"]) == {MASKED, SPECIAL}
+    found["rule"].value = "reference"
+    found["masking rate"].value = 0.5
+    found["seed"].value = 7
+    assert explorer.kwargs == {"sentence": LONG, "rule": "reference", "mlm_probability": 0.5, "seed": 7}
+    assert explorer.result.equals(mask_sentence(scratch_tokenizer, LONG, "reference", 0.5, 7))
+
+
+# Notebook 05: a trained model's fill-mask and attention.
+
+def test_fill_mask_rows_agree_with_fill_mask_top_k(predictor):
+    model, tokenizer = predictor.model, predictor.tokenizer
+    text = "The [MASK] of a man is the work of his [MASK]."
+    table = fill_mask_frame(model, tokenizer, text, k=3)
+    expected = fill_mask_top_k(model, tokenizer, [text], k=3)[0]  # per mask: [(token, probability)] * 3
+    assert table[["mask", "rank"]].values.tolist() == [[m, r] for m in (1, 2) for r in (1, 2, 3)]
+    assert list(zip(table["token"], table["probability"])) == [guess for options in expected for guess in options]
+
+
+@pytest.mark.parametrize("text, k, max_length, message", [
+    ("A sentence without a mask.", 5, None, r"The text has no \[MASK\]: put \[MASK\] where a word is missing"),
+    ("   ", 5, None, "The text is empty"),
+    ("one two three four five six seven eight nine ten [MASK]", 5, 8,
+     r"The text's \[MASK\] comes after its first 8 tokens"),
+    ("The [MASK] is short.", 0, None, "k=0 asks for no guesses"),
+])
+def test_fill_mask_bad_input_is_one_sentence(predictor, text, k, max_length, message):
+    with pytest.raises(ValueError, match=message):
+        fill_mask_frame(predictor.model, predictor.tokenizer, text, k=k, max_length=max_length)
+
+
+def test_fill_mask_explorer_reruns_when_a_control_moves(predictor, capsys):
+    model, tokenizer = predictor.model, predictor.tokenizer
+    explorer = fill_mask_explorer(model, tokenizer, "The [MASK] is short.", k=5)
+    found = controls(explorer)
+    assert len(explorer.result) == 5
+    found["top-k"].value = 2
+    found["Text"].value = "Nothing happens to any man which he is not formed by [MASK] to [MASK]."
+    assert explorer.result.equals(fill_mask_frame(model, tokenizer, found["Text"].value, k=2))
+    found["Text"].value = "No mask here."
+    assert explorer.result.startswith("The text has no [MASK]")
+    assert "Traceback" not in capsys.readouterr().out
+
+
+def test_attention_figure_draws_the_chosen_heads_weights(predictor):
+    model, tokenizer = predictor.model, predictor.tokenizer
+    figure = attention_figure(model, tokenizer, A, B, layer=0, head=1)
+    _, attentions = pair_attentions(model, tokenizer, A, B)  # (layers, heads, seq_len, seq_len)
+    (panel,) = figure.axes
+    assert panel.get_title().startswith("head 1")
+    assert torch.allclose(torch.as_tensor(panel.images[0].get_array()), attentions[0, 1])
+    plt.close(figure)
+    with pytest.raises(ValueError, match="layer=1, head=0 does not exist: this model has layers 0 to 0 and heads 0 "):
+        attention_figure(model, tokenizer, A, B, layer=1)
+    with pytest.raises(ValueError, match="head=2 does not exist"):
+        attention_figure(model, tokenizer, A, B, head=2)
+    with pytest.raises(ValueError, match="Sentence B is empty"):
+        attention_figure(model, tokenizer, A, "")
+
+
+def test_attention_explorer_reruns_when_a_control_moves(predictor):
+    model, tokenizer = predictor.model, predictor.tokenizer
+    explorer = attention_explorer(model, tokenizer, A, B)
+    found = controls(explorer)
+    assert (found["layer"].max, found["head"].max) == (model.config.num_hidden_layers - 1,
+                                                        model.config.num_attention_heads - 1)
+    assert explorer.result.axes[0].get_title().startswith("head 0")
+    found["head"].value = 1
+    assert explorer.result.axes[0].get_title().startswith("head 1")
+    assert explorer.result.number not in plt.get_fignums()  # shown, then closed: moving a slider keeps no figure open
+    found["Sentence A"].value = ""
+    assert explorer.result == "Sentence A is empty: type some text in it."
+
+
+# In a real kernel: what each explorer's output area holds (ipywidgets' Output captures only there).
+KERNEL_CELLS = [
+    "%matplotlib inline\nfrom helpers.explore import attention_explorer, fill_mask_explorer, masking_explorer\n"
+    "from helpers.serving import Predictor\npredictor = Predictor.from_checkpoint({checkpoint!r})",
+    "attention_explorer(predictor.model, predictor.tokenizer)",
+    "fill_mask_explorer(predictor.model, predictor.tokenizer, 'A text without a mask.')",
+    "masking_explorer(predictor.tokenizer)",
+    "import matplotlib.pyplot as plt\nprint('open figures:', plt.get_fignums())",
+]
+
+
+@pytest.mark.slow
+def test_explorers_show_their_output_inside_a_jupyter_kernel(tiny_checkpoint):  # noqa: F811
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell.format(checkpoint=str(tiny_checkpoint)))
+                                               for cell in KERNEL_CELLS])
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3", store_widget_state=True,
+                            resources={"metadata": {"path": str(ROOT)}}).execute()
+    for cell in notebook.cells[1:4]:  # each explorer is a widget view
+        assert any("application/vnd.jupyter.widget-view+json" in out.get("data", {}) for out in cell.outputs)
+    state = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    shown = [[(out["output_type"], sorted(out.get("data", {})) or out.get("text")) for out in model["state"]["outputs"]]
+             for model in state.values() if model["model_name"] == "OutputModel"]
+    message = "The text has no [MASK]: put [MASK] where a word is missing, as in 'The [MASK] is short.'\n"
+    # The figure once (not again by pyplot), the bad input's sentence alone, the table as HTML.
+    assert shown == [[("display_data", ["image/png", "text/plain"])], [("stream", message)],
+                     [("display_data", ["text/html", "text/plain"])]]
+    assert notebook.cells[4].outputs[0]["text"] == "open figures: []\n"
