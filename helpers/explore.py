@@ -174,7 +174,10 @@ def _explorer(static: Callable[..., Any], **controls) -> Any:
             plt.close(result)  # shown once, and not kept open by pyplot as the controls move
         return result
 
-    return widgets.interactive(show, **controls)
+    explorer = widgets.interactive(show, **controls)
+    if explorer.result is None:  # ipywidgets 8 runs it once at once; 7 only when it is first displayed
+        explorer.update()
+    return explorer
 
 
 def _text(value: str, description: str):
