@@ -21,7 +21,7 @@ from helpers.config import Config, get_profile
 from helpers.dataset import MeditationsDataset, make_loader, prepare_data
 from helpers.serving import Predictor
 from helpers.masking import IGNORE_INDEX, mask_tokens
-from helpers.model import PretrainingLosses, scratch_config
+from helpers.model import PretrainingModel, scratch_config
 from helpers.pairs import Pair
 from helpers.tokens import tokenize_pairs
 from helpers.train import make_optimizer
@@ -48,7 +48,7 @@ class Variant:
     description: str
     pad_to_max_length: bool  # every pair padded to max_length (the reference) vs per-batch padding
     bucket_by_length: bool = False  # batches of similar length (helpers.dataset.BucketSampler)
-    masked_head_only: bool = False  # helpers.model.PretrainingLosses instead of the stock forward
+    masked_head_only: bool = False  # helpers.model.PretrainingModel instead of the stock forward
     compile: bool = False  # torch.compile of the training module
     attn_implementation: str = "sdpa"
 
@@ -60,7 +60,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             "masks), stock forward", pad_to_max_length=False),
     Variant("dynamic_padding_bucketing", "make_loader with bucket_by_length, stock forward",
             pad_to_max_length=False, bucket_by_length=True),
-    Variant("fast", "the project's path: make_loader with bucket_by_length + PretrainingLosses (MLM head on "
+    Variant("fast", "the project's path: make_loader with bucket_by_length + PretrainingModel (MLM head on "
             "masked positions only), SDPA attention", pad_to_max_length=False, bucket_by_length=True,
             masked_head_only=True),
     Variant("fast_compiled", "the fast path under torch.compile (inductor, default mode)", pad_to_max_length=False,
@@ -149,11 +149,11 @@ def make_step(variant: Variant, model: BertForPreTraining, total_steps: int) -> 
 
     # The project's step (helpers.train): AdamW with decay groups, warm-up schedule, clipping.
     cfg = benchmark_config("small")
-    losses = PretrainingLosses(model).train()
-    optimizer = make_optimizer(losses, cfg)
+    trained = PretrainingModel(model).train()
+    optimizer = make_optimizer(trained, cfg)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     if variant.masked_head_only:
-        forward = torch.compile(losses) if variant.compile else losses
+        forward = torch.compile(trained) if variant.compile else trained
         compute = lambda batch: forward(**batch)["loss"]  # noqa: E731 - MLM head on labelled positions only
     else:
         compute = lambda batch: model(**{k: batch[k] for k in MODEL_KEYS}).loss  # noqa: E731 - head everywhere
@@ -161,7 +161,7 @@ def make_step(variant: Variant, model: BertForPreTraining, total_steps: int) -> 
     def project_step(batch: dict) -> float:
         loss = compute(batch)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(losses.parameters(), cfg.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

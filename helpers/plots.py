@@ -95,15 +95,15 @@ def plot_run(epochs: Sequence[Mapping[str, float]], baselines: Mapping[str, floa
 def plot_generalisation(epochs: Sequence[Mapping[str, float]], history: Sequence[Mapping[str, float]],
                         title: str = "") -> Figure:
     """MLM loss per step (faint), and per epoch on training and held-out pairs under the same fixed masks."""
-    if not epochs or any("train_mlm_loss" not in row for row in epochs):
-        raise ValueError("The epoch rows have no 'train_mlm_loss' (a run recorded before training measured its "
-                         "training pairs every epoch); train again with this version to draw this figure.")
+    if not epochs or any("seen_mlm_loss" not in row for row in epochs):
+        raise ValueError("The epoch rows have no 'seen_mlm_loss' (the MLM loss on training pairs that every epoch "
+                         "of helpers.train.train measures); pass the rows of such a run.")
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
     # Each step's loss is on that step's own masks (the training masking rate), so it sits apart from the two curves.
     ax.plot([row["epoch"] for row in history], [row["mlm_loss"] for row in history], color="tab:gray", alpha=0.5,
             linewidth=0.6, label="each training step, on that step's own training masks")
     xs = [row["epoch"] for row in epochs]
-    seen, held_out = [row["train_mlm_loss"] for row in epochs], [row["mlm_loss"] for row in epochs]
+    seen, held_out = [row["seen_mlm_loss"] for row in epochs], [row["mlm_loss"] for row in epochs]
     ax.plot(xs, seen, color="tab:blue", marker="o", markersize=4,
             label="training pairs, fixed validation masks (per epoch)")
     ax.plot(xs, held_out, color="tab:red", marker="s", markersize=4,

@@ -89,10 +89,10 @@ def headline(final: dict[str, float]) -> str:
     return "Held-out " + "; ".join(accuracy_beside(row) for row in compared_accuracies(final))
 
 
-def memorised(final: dict[str, float]) -> str:
+def seen_headline(final: dict[str, float]) -> str:
     """The same accuracies on training pairs (same masking), for the gap between seen and unseen text."""
     return (f"The same on training pairs (seen text; the gap above held-out is memorised): MLM accuracy at [MASK] "
-            f"{final['train_mlm_accuracy_at_mask']:.3f}, NSP accuracy {final['train_nsp_accuracy']:.3f}")
+            f"{final['seen_mlm_accuracy_at_mask']:.3f}, NSP accuracy {final['seen_nsp_accuracy']:.3f}")
 
 
 def format_table(rows: list[dict[str, float]], header: bool = True) -> str:

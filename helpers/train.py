@@ -25,15 +25,16 @@ from helpers.config import LR_SCHEDULES, Config, ConfigError, parse_args
 from helpers.corpus import CorpusError
 from helpers.dataset import MeditationsDataset, PreparedData, make_loader, padding_counts, prepare_data
 from helpers.inference import nsp_probabilities, nsp_readout
-from helpers.model import PretrainingLosses, load_model
+from helpers.model import PretrainingModel, load_model
 from helpers.pairs import LABEL_NAMES, PairError
-from helpers.report import as_json, format_baselines, format_table, headline, memorised
+from helpers.report import as_json, format_baselines, format_table, headline, seen_headline
 from helpers.tokens import ModelSourceError, check_max_length
 from helpers.tracking import Tracker
 
 VAL_BATCH_SIZE = 64
 # Measured every epoch on as many training pairs as there are validation pairs, with the same fixed masks, and kept
-# in each epoch's row as train_<name>: the gap to the held-out figure is what was memorised.
+# in each epoch's row as seen_<name> ("seen": measured on text the model trained on); the gap to the held-out figure
+# is what was memorised.
 SEEN_METRICS = ("mlm_loss", "mlm_accuracy_at_mask", "nsp_accuracy")
 
 
@@ -115,16 +116,16 @@ def make_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device | N
 
 
 @torch.no_grad()
-def evaluate(losses: PretrainingLosses, batches: list[dict[str, torch.Tensor]], accelerator: Accelerator) -> dict[str, float]:
+def evaluate(model: PretrainingModel, batches: list[dict[str, torch.Tensor]], accelerator: Accelerator) -> dict[str, float]:
     """Validation metrics, computed from the logits: accuracy at [MASK] and on NSP, both losses."""
-    was_training = losses.training
-    losses.eval()  # dropout off
+    was_training = model.training
+    model.eval()  # dropout off
     mlm_correct = mlm_count = nsp_correct = nsp_count = 0
     mlm_loss_sum = nsp_loss_sum = 0.0
     for batch in batches:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
-            out = losses(**batch)
+            out = model(**batch)
         n_masked = out["mlm_labels"].numel()
         n_pairs = batch["next_sentence_label"].numel()
         mlm_correct += (out["mlm_logits"].argmax(-1) == out["mlm_labels"]).sum().item()
@@ -133,7 +134,7 @@ def evaluate(losses: PretrainingLosses, batches: list[dict[str, torch.Tensor]], 
         nsp_loss_sum += out["nsp_loss"].item() * n_pairs
         mlm_count += n_masked
         nsp_count += n_pairs
-    losses.train(was_training)
+    model.train(was_training)
     mlm_loss = mlm_loss_sum / max(mlm_count, 1)
     return {"nsp_accuracy": nsp_correct / max(nsp_count, 1), "mlm_accuracy_at_mask": mlm_correct / max(mlm_count, 1),
             "mlm_loss": mlm_loss, "mlm_perplexity": math.exp(min(mlm_loss, 50.0)),
@@ -156,7 +157,7 @@ class Run:
     cfg: Config
     accelerator: Accelerator
     data: PreparedData
-    losses: PretrainingLosses
+    model: PretrainingModel
     optimizer: torch.optim.Optimizer
     scheduler: Any
     val_batches: list[dict[str, torch.Tensor]]
@@ -173,14 +174,14 @@ def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overw
           on_epoch: Callable[[dict[str, float], BertForPreTraining], None] | None = None) -> TrainResult:
     """Train ``cfg`` and save to ``output``; ``resume=True`` continues the checkpoint in ``output``.
 
-    ``on_step`` is called with each step's record (step, epoch, losses, lr); ``on_epoch`` with each epoch's row and
+    ``on_step`` is called with each step's metrics (step, epoch, losses, lr); ``on_epoch`` with each epoch's row and
     the model in eval mode (e.g. to ask it fill-mask questions), before the epoch's checkpoint is saved. Raising
     KeyboardInterrupt in either behaves like Ctrl-C: a resumable checkpoint is saved.
     """
     output = Path(output)
     with run_lock(output):
         run, result, start = start_run(cfg, output, resume, overwrite, track, verbose, data)
-        cfg, accelerator, losses, optimizer = run.cfg, run.accelerator, run.losses, run.optimizer
+        cfg, accelerator, model, optimizer = run.cfg, run.accelerator, run.model, run.optimizer
         started = time.perf_counter() - start.seconds  # so that now - started counts the seconds before a resume
         throughput, global_step, epoch, done = Throughput(), start.global_step, start.epoch, start.skip
         try:
@@ -190,27 +191,27 @@ def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overw
                 done = start.skip if epoch == start.epoch else 0  # this epoch's batches trained on
                 loader = epoch_loader(run, epoch)
                 bar = epoch_bar(len(loader), done, f"epoch {epoch + 1}/{cfg.epochs}", progress and accelerator.is_main_process)
-                losses.train()  # dropout on
+                model.train()  # dropout on
                 for index, batch in start.batches(loader, epoch):
                     # MLM first: NSP rides on what MLM builds, and from step 0 it slows MLM (docs/experiments.md).
                     nsp_weight = cfg.nsp_weight if global_step >= run.mlm_only_steps else 0.0
                     # batch: input_ids, token_type_ids, attention_mask, labels (batch, seq); next_sentence_label (batch,)
-                    out = losses(**batch, nsp_weight=nsp_weight)
+                    out = model(**batch, nsp_weight=nsp_weight)
                     loss = out["loss"]  # mlm_loss + nsp_weight * nsp_loss
                     check_finite(loss, global_step + 1, output)
                     accelerator.backward(loss)
-                    accelerator.clip_grad_norm_(losses.parameters(), cfg.max_grad_norm)
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     optimizer.step()
                     run.scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     global_step, done = global_step + 1, index + 1
-                    record = log_step(run, throughput, batch, out, global_step, epoch + done / len(loader))
-                    result.history.append(record)
+                    step_metrics = log_step(run, throughput, batch, out, global_step, epoch + done / len(loader))
+                    result.history.append(step_metrics)
                     if on_step is not None:
-                        on_step(record)
+                        on_step(step_metrics)
                     bar.update()
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", mlm=f"{record['mlm_loss']:.3f}",
-                                    nsp=f"{record['nsp_loss']:.3f}", refresh=False)  # shown at the next redraw
+                    bar.set_postfix(loss=f"{step_metrics['loss']:.3f}", mlm=f"{step_metrics['mlm_loss']:.3f}",
+                                    nsp=f"{step_metrics['nsp_loss']:.3f}", refresh=False)  # shown at the next redraw
                     if global_step >= run.total_steps:
                         break
                 bar.close()
@@ -229,10 +230,10 @@ def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overw
 
 
 def measure(run: Run) -> dict[str, float]:
-    """The validation metrics, and the same measurement on as many training pairs as ``train_<metric>``."""
-    model = run.accelerator.unwrap_model(run.losses)
+    """The validation metrics, and the same measurement on as many training pairs as ``seen_<metric>``."""
+    model = run.accelerator.unwrap_model(run.model)
     seen = evaluate(model, run.seen_batches, run.accelerator)
-    return evaluate(model, run.val_batches, run.accelerator) | {f"train_{key}": seen[key] for key in SEEN_METRICS}
+    return evaluate(model, run.val_batches, run.accelerator) | {f"seen_{key}": seen[key] for key in SEEN_METRICS}
 
 
 def end_epoch(run: Run, output: Path, result: TrainResult, epoch: int, global_step: int, started: float,
@@ -243,9 +244,9 @@ def end_epoch(run: Run, output: Path, result: TrainResult, epoch: int, global_st
     row = {"epoch": epoch + 1, "step": global_step, "seconds": round(seconds, 1), **metrics}
     result.epochs.append(row)
     # The baselines go beside every epoch's metrics, so W&B draws them as flat lines in the same charts.
-    held_out = {k: v for k, v in metrics.items() if not k.startswith("train_")} | result.baselines
+    held_out = {k: v for k, v in metrics.items() if not k.startswith("seen_")} | result.baselines
     run.tracker.log({f"val/{k}": v for k, v in held_out.items()}
-                    | {f"seen/{k}": metrics[f"train_{k}"] for k in SEEN_METRICS}, step=global_step)
+                    | {f"seen/{k}": metrics[f"seen_{k}"] for k in SEEN_METRICS}, step=global_step)
     run.say(format_table([row], header=header))  # the header once per call of train()
     if on_epoch is not None:
         call_on_epoch(run, on_epoch, row)
@@ -257,7 +258,7 @@ def call_on_epoch(run: Run, on_epoch: Callable[[dict[str, float], BertForPreTrai
     """``on_epoch(row, model)`` with the model in eval mode; the loop switches it back to train() next epoch."""
     state = rng_state()
     try:
-        on_epoch(dict(row), run.accelerator.unwrap_model(run.losses).model.eval())
+        on_epoch(dict(row), run.accelerator.unwrap_model(run.model).stock.eval())
     finally:
         # Whatever the callback draws (sampling, dropout of its own), training's random streams go on untouched.
         set_rng_state(state)
@@ -290,8 +291,8 @@ def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, t
     set_seed(cfg.seed)  # one seed: pairs, masks, initialisation and data order
     if data is None:
         data = prepare_data(cfg, tokenizer=AutoTokenizer.from_pretrained(output) if resume else None)
-    model = BertForPreTraining.from_pretrained(output, use_safetensors=True) if resume else load_model(cfg, data.tokenizer)
-    check_max_length(cfg.max_length, data.tokenizer, model.config.max_position_embeddings)
+    stock = BertForPreTraining.from_pretrained(output, use_safetensors=True) if resume else load_model(cfg, data.tokenizer)
+    check_max_length(cfg.max_length, data.tokenizer, stock.config.max_position_embeddings)
     say(data.summary())
     val_batches = validation_batches(data, cfg)
     first_pairs = data.train_pairs(cfg, 0)  # epoch 1's; every epoch draws as many
@@ -302,11 +303,11 @@ def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, t
 
     steps_per_epoch = math.ceil(len(first_pairs) / (cfg.batch_size * accelerator.num_processes))
     total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
-    losses = PretrainingLosses(model, cfg.nsp_dropout)
-    optimizer = make_optimizer(losses, cfg, accelerator.device)
+    model = PretrainingModel(stock, cfg.nsp_dropout)
+    optimizer = make_optimizer(model, cfg, accelerator.device)
     scheduler = get_scheduler(LR_SCHEDULES[cfg.lr_schedule], optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
-    losses, optimizer = accelerator.prepare(losses, optimizer)
+    model, optimizer = accelerator.prepare(model, optimizer)
     if resume:
         optimizer.load_state_dict(start.optimizer)
         scheduler.load_state_dict(start.scheduler)
@@ -314,7 +315,7 @@ def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, t
     tracker = Tracker(cfg, enabled=track and accelerator.is_main_process)
     result = TrainResult(checkpoint=output, history=start.history, epochs=start.epochs, baselines=base,
                          wandb_run=tracker.run_path)
-    run = Run(cfg, accelerator, data, losses, optimizer, scheduler, val_batches, seen_batches, total_steps,
+    run = Run(cfg, accelerator, data, model, optimizer, scheduler, val_batches, seen_batches, total_steps,
               round(cfg.mlm_only_ratio * total_steps), tracker, say)
     return run, result, start
 
@@ -349,13 +350,13 @@ def check_finite(loss: torch.Tensor, step: int, output: Path) -> None:
 
 def log_step(run: Run, throughput: Throughput, batch: dict[str, torch.Tensor],
              out: dict[str, torch.Tensor], step: int, epoch: float) -> dict[str, float]:
-    """The step's record for the history; every ``log_every`` steps also in W&B, with the throughput."""
+    """The step's row of the history; every ``log_every`` steps also in W&B, with the throughput."""
     throughput.add(batch)
-    record = {"step": step, "epoch": epoch, "loss": out["loss"].item(), "mlm_loss": out["mlm_loss"].item(),
+    step_metrics = {"step": step, "epoch": epoch, "loss": out["loss"].item(), "mlm_loss": out["mlm_loss"].item(),
               "nsp_loss": out["nsp_loss"].item(), "lr": run.scheduler.get_last_lr()[0]}
     if step % run.cfg.log_every == 0:
-        run.tracker.log({"train/" + k: v for k, v in record.items() if k != "step"} | throughput.rates(), step=step)
-    return record
+        run.tracker.log({"train/" + k: v for k, v in step_metrics.items() if k != "step"} | throughput.rates(), step=step)
+    return step_metrics
 
 
 def save(run: Run, output: Path, result: TrainResult, point: ResumePoint, final: dict[str, float] | None = None) -> None:
@@ -369,7 +370,7 @@ def save(run: Run, output: Path, result: TrainResult, point: ResumePoint, final:
                "baselines": result.baselines, "history": result.history}
     state = dataclasses.replace(point, rng=rng_state(), optimizer=run.optimizer.state_dict(),
                                 scheduler=run.scheduler.state_dict(), history=result.history, epochs=result.epochs)
-    save_checkpoint(output, accelerator.unwrap_model(run.losses).model, run.data.tokenizer, run.cfg, metrics,
+    save_checkpoint(output, accelerator.unwrap_model(run.model).stock, run.data.tokenizer, run.cfg, metrics,
                     state.training_state())
 
 
@@ -377,11 +378,11 @@ def finish(run: Run, output: Path, result: TrainResult, global_step: int, throug
            seconds: float) -> TrainResult:
     """The final metrics beside their baselines, the last checkpoint, and validation pairs read out."""
     accelerator, cfg = run.accelerator, run.cfg
-    model = accelerator.unwrap_model(run.losses)
+    model = accelerator.unwrap_model(run.model)
     # The last epoch's row holds the held-out figures and the same on training pairs (the gap is what was memorised);
     # a row saved before those were measured every epoch (an older run, resumed) is measured again.
     final = dict(result.epochs[-1]) if result.epochs else {}
-    if not all(f"train_{key}" in final for key in SEEN_METRICS):
+    if not all(f"seen_{key}" in final for key in SEEN_METRICS):
         final.update(measure(run))
     final.pop("epoch", None)
     final.update(result.baselines)
@@ -394,10 +395,10 @@ def finish(run: Run, output: Path, result: TrainResult, global_step: int, throug
     result.final = final
     save(run, output, result, ResumePoint(cfg.epochs, 0, global_step, seconds), final=final)
     if accelerator.is_main_process:
-        read_out(run, model.model.eval(), global_step)
+        read_out(run, model.stock.eval(), global_step)
         run.tracker.summary({f"final/{k}": v for k, v in final.items()})
     run.tracker.finish()
-    run.say(f"\n{headline(final)} ({seconds:.0f} s).\n{memorised(final)}\nCheckpoint: {output}")
+    run.say(f"\n{headline(final)} ({seconds:.0f} s).\n{seen_headline(final)}\nCheckpoint: {output}")
     return result
 
 

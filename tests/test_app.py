@@ -151,10 +151,10 @@ def test_next_sentence_tab(client, predictor, tiny_checkpoint, a, b):  # noqa: F
     answer = client.predict(a, b, api_name="/nsp")
     check_nsp(answer, predictor, a, b)
     assert set(confidences(answer[0])) == {LABEL_NAMES[IS_NEXT], LABEL_NAMES[IS_RANDOM]}
-    check_record(answer[1], tiny_checkpoint)
+    check_accuracy_note(answer[1], tiny_checkpoint)
 
 
-def check_record(verdict: str, folder) -> None:
+def check_accuracy_note(verdict: str, folder) -> None:
     """The answer carries the checkpoint's held-out NSP accuracy, the word-overlap baseline and chance."""
     final = json.loads((folder / "metrics.json").read_text())["final"]
     assert f"This checkpoint is right on {final['nsp_accuracy']:.2f} of held-out pairs" in verdict
@@ -312,7 +312,7 @@ def test_every_nsp_answer_carries_the_held_out_accuracy_and_baselines(tiny_check
     assert labels[2] is None and "Sentence A is empty" in verdicts[2]  # an error is no answer: no record
     for verdict in verdicts[:2]:
         assert verdict.startswith("### ")
-        check_record(verdict, tiny_checkpoint)
+        check_accuracy_note(verdict, tiny_checkpoint)
 
 
 def test_older_metrics_show_what_is_there():

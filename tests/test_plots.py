@@ -189,7 +189,7 @@ def test_attention_of_a_long_pair_drops_the_token_labels_and_says_so():
 
 
 # Epoch rows of a run that measured its training pairs every epoch: the training curve falls below the held-out one.
-SEEN_EPOCHS = [dict(row, mlm_loss=loss, train_mlm_loss=seen)
+SEEN_EPOCHS = [dict(row, mlm_loss=loss, seen_mlm_loss=seen)
                for row, loss, seen in zip(EPOCHS, (6.5, 6.2), (6.45, 5.6))]
 
 
@@ -210,7 +210,7 @@ def test_generalisation_plot_sets_the_same_mask_curves_beside_the_per_step_loss(
 
 
 def test_generalisation_plot_of_an_older_run_says_what_is_missing():
-    with pytest.raises(ValueError, match="no 'train_mlm_loss'.*train again"):
+    with pytest.raises(ValueError, match="no 'seen_mlm_loss'.*pass the rows"):
         plots.plot_generalisation(EPOCHS, HISTORY)
 
 

@@ -20,7 +20,7 @@ from helpers.checkpoint import CheckpointError, is_checkpoint, load_training_sta
 from helpers.config import ROOT, get_profile
 from helpers.dataset import MeditationsDataset, make_loader, prepare_data
 from helpers.inference import fill_mask_top_k
-from helpers.model import PretrainingLosses, stock_losses
+from helpers.model import PretrainingModel
 from helpers.train import TrainingError, train
 
 QUIET = dict(progress=False, verbose=False, track=False)
@@ -38,9 +38,9 @@ def trained(tmp_path_factory):
 
 
 def _mlm_loss_on(model, batches) -> float:
-    losses = PretrainingLosses(model).eval()
+    wrapped = PretrainingModel(model).eval()
     with torch.no_grad():
-        return sum(losses(**b)["mlm_loss"].item() for b in batches) / len(batches)
+        return sum(wrapped(**b)["mlm_loss"].item() for b in batches) / len(batches)
 
 
 def test_training_lowers_mlm_loss_on_training_data(trained):
@@ -60,7 +60,7 @@ def test_training_lowers_mlm_loss_on_training_data(trained):
                                       pytest.param("constant", marks=pytest.mark.slow)])
 def test_lr_warms_up_then_follows_the_chosen_schedule(tmp_path, schedule):
     cfg = tiny(epochs=3, batch_size=4, warmup_ratio=0.25, lr_schedule=schedule)  # 48 steps
-    lrs = [record["lr"] for record in train(cfg, tmp_path / "run", **QUIET).history]
+    lrs = [row["lr"] for row in train(cfg, tmp_path / "run", **QUIET).history]
     warm = int(cfg.warmup_ratio * len(lrs))
     assert len(lrs) >= 40 and warm >= 10, (len(lrs), warm)
     assert all(a < b for a, b in zip(lrs[:warm], lrs[1:warm])), lrs[:warm]  # warm-up climbs to the peak
@@ -80,12 +80,12 @@ def test_training_pair_accuracies_are_measured_on_training_pairs_with_the_valida
     from helpers.train import evaluate, validation_batches
     cfg, final = tiny(epochs=3), trained.final
     data = prepare_data(cfg)
-    model = PretrainingLosses(BertForPreTraining.from_pretrained(trained.checkpoint))
+    model = PretrainingModel(BertForPreTraining.from_pretrained(trained.checkpoint))
     seen = data.train_pairs(cfg, 0)[:len(data.val_pairs)]
     on_train = evaluate(model, validation_batches(data, cfg, seen), Accelerator(cpu=True))
-    assert final["train_mlm_accuracy_at_mask"] == pytest.approx(on_train["mlm_accuracy_at_mask"])
-    assert final["train_nsp_accuracy"] == pytest.approx(on_train["nsp_accuracy"])
-    assert trained.epochs[-1]["train_mlm_loss"] == pytest.approx(on_train["mlm_loss"])
+    assert final["seen_mlm_accuracy_at_mask"] == pytest.approx(on_train["mlm_accuracy_at_mask"])
+    assert final["seen_nsp_accuracy"] == pytest.approx(on_train["nsp_accuracy"])
+    assert trained.epochs[-1]["seen_mlm_loss"] == pytest.approx(on_train["mlm_loss"])
     on_val = evaluate(model, validation_batches(data, cfg), Accelerator(cpu=True))
     assert final["mlm_accuracy_at_mask"] == pytest.approx(on_val["mlm_accuracy_at_mask"])  # the held-out figure
     assert on_train["mlm_loss"] != pytest.approx(on_val["mlm_loss"])  # two different texts, two different figures
@@ -93,12 +93,12 @@ def test_training_pair_accuracies_are_measured_on_training_pairs_with_the_valida
 
 
 def test_every_epoch_measures_the_training_pairs_beside_the_held_out_ones(trained):
-    train_keys = ("train_mlm_loss", "train_mlm_accuracy_at_mask", "train_nsp_accuracy")
+    seen_keys = ("seen_mlm_loss", "seen_mlm_accuracy_at_mask", "seen_nsp_accuracy")
     for row in trained.epochs:
-        assert all(isinstance(row[key], float) for key in train_keys), row
-    losses = [row["train_mlm_loss"] for row in trained.epochs]
+        assert all(isinstance(row[key], float) for key in seen_keys), row
+    losses = [row["seen_mlm_loss"] for row in trained.epochs]
     assert len(set(losses)) == len(losses)  # measured again every epoch, not copied
-    for key in ("train_mlm_accuracy_at_mask", "train_nsp_accuracy"):  # final takes them from the last row
+    for key in ("seen_mlm_accuracy_at_mask", "seen_nsp_accuracy"):  # final takes them from the last row
         assert trained.final[key] == trained.epochs[-1][key]
 
 
@@ -111,7 +111,7 @@ def test_building_and_measuring_the_seen_batches_draws_nothing_from_the_global_r
     from helpers.train import evaluate, validation_batches
     cfg = tiny()
     data = prepare_data(cfg)
-    model = PretrainingLosses(load_model(cfg, data.tokenizer))
+    model = PretrainingModel(load_model(cfg, data.tokenizer))
     before = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
     batches = validation_batches(data, cfg, data.train_pairs(cfg, 0)[:len(data.val_pairs)])
     evaluate(model, batches, Accelerator(cpu=True))
@@ -134,7 +134,7 @@ class EpochProbe:
         self.answers.append(fill_mask_top_k(model, self.tokenizer, [f"the universe is {self.tokenizer.mask_token}."]))
         torch.rand(100)  # a callback that draws from the global RNG must not move training's dropout either
 
-    def on_step(self, record):
+    def on_step(self, step_metrics):
         if self.model is not None:  # from epoch 2 on: the loop switched the model back to training mode
             self.modes.append(("step", self.model.training))
 
@@ -217,8 +217,14 @@ def test_fast_losses_equal_the_stock_forward():
     dataset = MeditationsDataset.from_pairs(data.tokenizer, data.val_pairs, cfg.max_length)
     batch = next(iter(make_loader(dataset, data.tokenizer, cfg, shuffle=False, seed=1)))
     with torch.no_grad():
-        fast = PretrainingLosses(model)(**batch)
-        stock = stock_losses(model, batch)
+        fast = PretrainingModel(model)(**batch)
+        out = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels",
+                                             "next_sentence_label")})  # the stock forward: MLM head everywhere
+    vocab = out.prediction_logits.shape[-1]
+    stock = {"loss": out.loss, "nsp_loss": torch.nn.functional.cross_entropy(out.seq_relationship_logits,
+                                                                            batch["next_sentence_label"].view(-1)),
+             "mlm_loss": torch.nn.functional.cross_entropy(out.prediction_logits.reshape(-1, vocab),
+                                                           batch["labels"].reshape(-1), ignore_index=-100)}
     assert (batch["labels"] == -100).float().mean() > 0.5  # the stock path really pays for unlabelled positions
     for key in ("loss", "mlm_loss", "nsp_loss"):
         assert abs(fast[key].item() - stock[key].item()) < 1e-5, key
@@ -236,8 +242,8 @@ def test_two_runs_with_one_seed_give_the_same_metrics(trained, tmp_path):
 def test_resume_after_interrupt_equals_uninterrupted(trained, tmp_path, stop_at):
     out = tmp_path / "interrupted"
 
-    def interrupt(record):
-        if record["step"] == stop_at:
+    def interrupt(step_metrics):
+        if step_metrics["step"] == stop_at:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -257,7 +263,7 @@ def test_resume_after_interrupt_equals_uninterrupted(trained, tmp_path, stop_at)
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "nan"
-    original = PretrainingLosses.forward
+    original = PretrainingModel.forward
     calls = {"n": 0}
 
     def poisoned(self, *args, **kwargs):
@@ -268,7 +274,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
                 result["loss"] = result["loss"] * float("nan")
         return result
 
-    monkeypatch.setattr(PretrainingLosses, "forward", poisoned)
+    monkeypatch.setattr(PretrainingModel, "forward", poisoned)
     with pytest.raises(TrainingError, match="NaN|nan"):
         train(tiny(epochs=2), out, **QUIET)
     _, state = load_training_state(out)
@@ -465,8 +471,8 @@ def test_an_unreachable_hub_model_names_the_offline_alternatives(tmp_path, monke
 def test_train_seconds_after_a_resume_count_the_time_trained_before_the_kill(tmp_path):
     out = tmp_path / "killed"
 
-    def interrupt(record):
-        if record["step"] == 7:  # mid-epoch 2 of the tiny profile
+    def interrupt(step_metrics):
+        if step_metrics["step"] == 7:  # mid-epoch 2 of the tiny profile
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
