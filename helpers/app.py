@@ -150,7 +150,7 @@ def saved_final(folder: Path) -> dict:
 
 def validation_markdown(final: dict) -> str:
     """The held-out metrics, each accuracy beside the counting baselines it has to beat."""
-    parts = [accuracy_beside(row) for row in compared_accuracies(final)]
+    parts = [accuracy_beside(row) for row in compared_accuracies(final, parts=False)]  # the split is in metrics.json
     extra = [("MLM perplexity", "mlm_perplexity", "{:,.1f}"), ("NSP loss", "nsp_loss", "{:.3f}")]
     parts += [f"{name} {fmt.format(final[key])}" for name, key, fmt in extra
               if isinstance(final.get(key), (int, float))]

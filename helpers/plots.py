@@ -18,15 +18,12 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from transformers import PreTrainedTokenizerBase
 
+from helpers.baselines import ACCURACIES, named
 from helpers.masking import IGNORE_INDEX
-from helpers.report import first_above
+from helpers.report import baselines_beside, first_above
 
-# The validation curves and the baselines each has to beat (same colour, baselines dashed).
-VALIDATION_LINES = {"mlm_accuracy_at_mask": ("MLM accuracy at [MASK]", "tab:blue"),
-                    "nsp_accuracy": ("NSP accuracy", "tab:orange")}
-BASELINE_LINES = {"baseline_unigram": ("MLM baseline: most frequent token", "tab:blue"),
-                  "baseline_neighbours": ("MLM baseline: same neighbours", "tab:cyan"),
-                  "baseline_word_overlap": ("NSP baseline: word overlap", "tab:orange")}
+# The colour of each task's accuracy curve; its baselines are drawn in the style helpers.baselines gives them.
+TASK_COLOURS = {"mlm": "tab:blue", "nsp": "tab:orange"}
 LOSS_LINES = {"loss": "tab:gray", "mlm_loss": "tab:blue", "nsp_loss": "tab:orange"}
 # The fate of each position of a masked batch, in the order of the colour map below.
 MASK_CATEGORIES = ("[PAD]", "other special token", "not selected", "selected → [MASK]", "selected → random token",
@@ -51,16 +48,18 @@ def plot_validation(epochs: Sequence[Mapping[str, float]], baselines: Mapping[st
     """Held-out accuracies per epoch against ``x`` ('seconds' or 'epoch'), the baselines as dashed lines."""
     fig, ax = _figure(ax, (7, 3.5))
     xs = [row[x] for row in epochs]
-    for key, (name, colour) in VALIDATION_LINES.items():
-        ax.plot(xs, [row[key] for row in epochs], marker="o", markersize=3, color=colour, label=name)
-    for key, (name, colour) in BASELINE_LINES.items():
-        ax.axhline(baselines[key], color=colour, linestyle="--", linewidth=1, label=f"{name} ({baselines[key]:.3f})")
-    ax.axhline(0.5, color="black", linestyle=":", linewidth=1, label="NSP chance (0.500)")
-    # Time to quality: the first epoch whose held-out MLM accuracy beats counting neighbours.
+    for accuracy in (a for a in ACCURACIES if a.part is None):  # the whole accuracies; their split is in the tables
+        ax.plot(xs, [row[accuracy.key] for row in epochs], marker="o", markersize=3, color=TASK_COLOURS[accuracy.task],
+                label=accuracy.words)
+        for baseline, value in baselines_beside(accuracy, baselines):
+            ax.axhline(value, color=baseline.colour, linestyle=baseline.linestyle, linewidth=1,
+                       label=f"{accuracy.task.upper()} baseline: {baseline.words} ({value:.3f})")
+    # Time to quality: the first epoch whose held-out MLM accuracy beats neighbour counting.
     passed = first_above(epochs, baselines)
     if passed is not None:
         unit = " s" if x == "seconds" else ""
-        ax.axvline(passed[x], color="grey", linewidth=0.8, label=f"MLM passes neighbour counting ({passed[x]:.0f}{unit})")
+        ax.axvline(passed[x], color="grey", linewidth=0.8,
+                   label=f"MLM passes {named('neighbours').words} ({passed[x]:.0f}{unit})")
     ax.set_xlabel({"seconds": "training time (s)", "epoch": "epoch"}.get(x, x))
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0, 1)

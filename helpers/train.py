@@ -18,7 +18,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, BertForPreTraining, get_scheduler, set_seed
 
-from helpers.baselines import MaskBaselines, OverlapBaseline
+from helpers.baselines import ACCURACIES, TrainingText, count_baselines, positions_of
 from helpers.checkpoint import (CheckpointError, ResumePoint, check_output_dir, is_checkpoint, load_resume_point,
                                 recover, rng_state, run_lock, save_checkpoint, set_rng_state)
 from helpers.config import LR_SCHEDULES, Config, ConfigError, parse_args
@@ -27,7 +27,7 @@ from helpers.dataset import MeditationsDataset, PreparedData, make_loader, paddi
 from helpers.inference import nsp_probabilities, nsp_readout
 from helpers.model import PretrainingModel, load_model
 from helpers.pairs import LABEL_NAMES, PairError
-from helpers.report import as_json, format_baselines, format_table, headline, seen_headline
+from helpers.report import SEEN, as_json, format_baselines, format_table, headline, seen_headline
 from helpers.tokens import ModelSourceError, check_max_length
 from helpers.tracking import Tracker
 
@@ -35,7 +35,7 @@ VAL_BATCH_SIZE = 64
 # Measured every epoch on as many training pairs as there are validation pairs, with the same fixed masks, and kept
 # in each epoch's row as seen_<name> ("seen": measured on text the model trained on); the gap to the held-out figure
 # is what was memorised.
-SEEN_METRICS = ("mlm_loss", "mlm_accuracy_at_mask", "nsp_accuracy")
+SEEN_METRICS = ("mlm_loss", *(accuracy.key for accuracy in ACCURACIES))
 
 
 class TrainingError(RuntimeError):
@@ -116,38 +116,35 @@ def make_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device | N
 
 
 @torch.no_grad()
-def evaluate(model: PretrainingModel, batches: list[dict[str, torch.Tensor]], accelerator: Accelerator) -> dict[str, float]:
-    """Validation metrics, computed from the logits: accuracy at [MASK] and on NSP, both losses."""
+def evaluate(model: PretrainingModel, batches: list[dict[str, torch.Tensor]], accelerator: Accelerator,
+             frequent: torch.Tensor) -> dict[str, float]:
+    """Validation metrics from the logits: each accuracy of ACCURACIES, both losses; ``frequent``: the split's tokens."""
     was_training = model.training
     model.eval()  # dropout off
-    mlm_correct = mlm_count = nsp_correct = nsp_count = 0
+    mlm = [a for a in ACCURACIES if a.task == "mlm"]
+    correct, counted = dict.fromkeys([a.key for a in mlm], 0), dict.fromkeys([a.key for a in mlm], 0)
+    nsp_correct = nsp_count = 0
     mlm_loss_sum = nsp_loss_sum = 0.0
     for batch in batches:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
             out = model(**batch)
-        n_masked = out["mlm_labels"].numel()
+        hits = out["mlm_logits"].argmax(-1) == out["mlm_labels"]  # (n_masked,)
+        for accuracy in mlm:  # the whole, and each part of the split by the hidden token
+            positions = positions_of(accuracy, out["mlm_labels"], frequent)  # (n_masked,) bool
+            correct[accuracy.key] += (hits & positions).sum().item()
+            counted[accuracy.key] += positions.sum().item()
         n_pairs = batch["next_sentence_label"].numel()
-        mlm_correct += (out["mlm_logits"].argmax(-1) == out["mlm_labels"]).sum().item()
         nsp_correct += (out["nsp_logits"].argmax(-1) == batch["next_sentence_label"].view(-1)).sum().item()
-        mlm_loss_sum += out["mlm_loss"].item() * n_masked  # token-weighted, as if one big batch
+        mlm_loss_sum += out["mlm_loss"].item() * out["mlm_labels"].numel()  # token-weighted, as if one big batch
         nsp_loss_sum += out["nsp_loss"].item() * n_pairs
-        mlm_count += n_masked
         nsp_count += n_pairs
     model.train(was_training)
-    mlm_loss = mlm_loss_sum / max(mlm_count, 1)
-    return {"nsp_accuracy": nsp_correct / max(nsp_count, 1), "mlm_accuracy_at_mask": mlm_correct / max(mlm_count, 1),
+    mlm_loss = mlm_loss_sum / max(counted["mlm_accuracy_at_mask"], 1)
+    return {"nsp_accuracy": nsp_correct / max(nsp_count, 1),
+            **{key: correct[key] / max(counted[key], 1) for key in correct},
             "mlm_loss": mlm_loss, "mlm_perplexity": math.exp(min(mlm_loss, 50.0)),
             "nsp_loss": nsp_loss_sum / max(nsp_count, 1)}
-
-
-def baselines(data: PreparedData, cfg: Config, val_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """The counting baselines, fitted on the training paragraphs, scored on the validation masks and pairs."""
-    texts = [" ".join(sentences) for sentences in data.train_sentences.values()]
-    scores = MaskBaselines(data.tokenizer, texts).score(val_batches)
-    overlap = OverlapBaseline(texts, data.train_pairs(cfg, 0)).score(data.val_pairs)
-    return {"baseline_unigram": scores["unigram"], "baseline_neighbours": scores["neighbours"],
-            "baseline_word_overlap": overlap}
 
 
 @dataclass
@@ -162,6 +159,7 @@ class Run:
     scheduler: Any
     val_batches: list[dict[str, torch.Tensor]]
     seen_batches: list[dict[str, torch.Tensor]]  # epoch 1's first training pairs, masked as the validation pairs
+    frequent: torch.Tensor  # (FREQUENT_TOKENS,) ids: MLM accuracy is also measured on them and on the rest
     total_steps: int
     mlm_only_steps: int  # NSP joins the loss after these steps
     tracker: Tracker
@@ -229,24 +227,24 @@ def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overw
         return finish(run, output, result, global_step, throughput, start.seconds + result.seconds)
 
 
-def measure(run: Run) -> dict[str, float]:
-    """The validation metrics, and the same measurement on as many training pairs as ``seen_<metric>``."""
+def measure(run: Run) -> tuple[dict[str, float], dict[str, float]]:
+    """The validation metrics, and the same measurement on as many training pairs (``SEEN_METRICS`` of it)."""
     model = run.accelerator.unwrap_model(run.model)
-    seen = evaluate(model, run.seen_batches, run.accelerator)
-    return evaluate(model, run.val_batches, run.accelerator) | {f"seen_{key}": seen[key] for key in SEEN_METRICS}
+    seen = evaluate(model, run.seen_batches, run.accelerator, run.frequent)
+    return evaluate(model, run.val_batches, run.accelerator, run.frequent), {key: seen[key] for key in SEEN_METRICS}
 
 
 def end_epoch(run: Run, output: Path, result: TrainResult, epoch: int, global_step: int, started: float,
               header: bool, on_epoch: Callable[[dict[str, float], BertForPreTraining], None] | None) -> None:
     """The epoch's row: measured, logged, printed and handed to ``on_epoch``; then the epoch's checkpoint."""
-    metrics = measure(run)
+    held_out, seen = measure(run)
     seconds = time.perf_counter() - started  # after the measurement, as the epoch's rows always counted
-    row = {"epoch": epoch + 1, "step": global_step, "seconds": round(seconds, 1), **metrics}
+    row = {"epoch": epoch + 1, "step": global_step, "seconds": round(seconds, 1), **held_out,
+           **{SEEN + key: value for key, value in seen.items()}}
     result.epochs.append(row)
     # The baselines go beside every epoch's metrics, so W&B draws them as flat lines in the same charts.
-    held_out = {k: v for k, v in metrics.items() if not k.startswith("seen_")} | result.baselines
-    run.tracker.log({f"val/{k}": v for k, v in held_out.items()}
-                    | {f"seen/{k}": metrics[f"seen_{k}"] for k in SEEN_METRICS}, step=global_step)
+    run.tracker.log({f"val/{k}": v for k, v in (held_out | result.baselines).items()}
+                    | {f"seen/{k}": v for k, v in seen.items()}, step=global_step)
     run.say(format_table([row], header=header))  # the header once per call of train()
     if on_epoch is not None:
         call_on_epoch(run, on_epoch, row)
@@ -298,8 +296,9 @@ def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, t
     first_pairs = data.train_pairs(cfg, 0)  # epoch 1's; every epoch draws as many
     # The masks come from the collator's own seeded generator: building these draws nothing from the global RNG.
     seen_batches = validation_batches(data, cfg, first_pairs[:len(data.val_pairs)])
-    base = baselines(data, cfg, val_batches)
-    say("Baselines on the same validation masks and pairs: " + format_baselines(base))
+    text = TrainingText(data.tokenizer, [" ".join(s) for s in data.train_sentences.values()], first_pairs)
+    base = count_baselines(text, val_batches, data.val_pairs)
+    say("Baselines on the same validation masks and pairs:\n" + format_baselines(base))
 
     steps_per_epoch = math.ceil(len(first_pairs) / (cfg.batch_size * accelerator.num_processes))
     total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
@@ -315,8 +314,8 @@ def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, t
     tracker = Tracker(cfg, enabled=track and accelerator.is_main_process)
     result = TrainResult(checkpoint=output, history=start.history, epochs=start.epochs, baselines=base,
                          wandb_run=tracker.run_path)
-    run = Run(cfg, accelerator, data, model, optimizer, scheduler, val_batches, seen_batches, total_steps,
-              round(cfg.mlm_only_ratio * total_steps), tracker, say)
+    run = Run(cfg, accelerator, data, model, optimizer, scheduler, val_batches, seen_batches,
+              text.frequent.to(accelerator.device), total_steps, round(cfg.mlm_only_ratio * total_steps), tracker, say)
     return run, result, start
 
 
@@ -379,12 +378,9 @@ def finish(run: Run, output: Path, result: TrainResult, global_step: int, throug
     """The final metrics beside their baselines, the last checkpoint, and validation pairs read out."""
     accelerator, cfg = run.accelerator, run.cfg
     model = accelerator.unwrap_model(run.model)
-    # The last epoch's row holds the held-out figures and the same on training pairs (the gap is what was memorised);
-    # a row saved before those were measured every epoch (an older run, resumed) is measured again.
-    final = dict(result.epochs[-1]) if result.epochs else {}
-    if not all(f"seen_{key}" in final for key in SEEN_METRICS):
-        final.update(measure(run))
-    final.pop("epoch", None)
+    # The last epoch's row holds the held-out figures and the same on training pairs (the gap is what was memorised).
+    final = dict(result.epochs[-1])
+    final.pop("epoch")
     final.update(result.baselines)
     final["train_seconds"] = round(seconds, 1)  # a resumed run's seconds before the interrupt too
     final["padding_efficiency"] = throughput.padding_efficiency()

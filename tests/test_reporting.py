@@ -19,7 +19,7 @@ OLD = {"nsp_accuracy": 0.61, "mlm_accuracy": 0.15, "mlm_loss": 6.5, "mlm_perplex
 
 def test_each_accuracy_stands_beside_the_baselines_that_are_there():
     assert compared_accuracies(NEW) == [
-        ("mlm_accuracy_at_mask", "MLM accuracy at [MASK]", 0.064, [("unigram", 0.054), ("neighbours", 0.222)]),
+        ("mlm_accuracy_at_mask", "MLM accuracy at [MASK]", 0.064, [("unigram", 0.054), ("neighbour counting", 0.222)]),
         ("nsp_accuracy", "NSP accuracy", 0.58, [("word overlap", 0.67), ("chance", 0.5)])]
     # A run from before the baselines: what is there, and chance, which needs no run.
     assert compared_accuracies(OLD) == [("nsp_accuracy", "NSP accuracy", 0.61, [("chance", 0.5)])]
@@ -27,7 +27,7 @@ def test_each_accuracy_stands_beside_the_baselines_that_are_there():
 
 
 def test_the_training_printout_reads_each_accuracy_beside_its_baselines():
-    assert headline(NEW) == ("Held-out MLM accuracy at [MASK] 0.064 (unigram 0.054, neighbours 0.222); "
+    assert headline(NEW) == ("Held-out MLM accuracy at [MASK] 0.064 (unigram 0.054, neighbour counting 0.222); "
                              "NSP accuracy 0.580 (word overlap 0.670, chance 0.500)")
 
 
@@ -48,7 +48,7 @@ def test_every_place_pairs_the_same_figures(tiny_checkpoint):  # noqa: F811
 
 def test_model_card_says_what_each_accuracy_counts_with_its_baselines_beside_it():
     card = model_card(get_profile("tiny"), NEW)
-    assert "| MLM accuracy at [MASK] | 0.0640 | unigram 0.0540 · neighbours 0.2220 |" in card
+    assert "| MLM accuracy at [MASK] | 0.0640 | unigram 0.0540 · neighbour counting 0.2220 |" in card
     assert "| NSP accuracy | 0.5800 | word overlap 0.6700 · chance 0.5000 |" in card
     assert "| mlm_loss | 6.2500 | |" in card and "| train_seconds | 12.5000 | |" in card
     assert "| baseline_unigram |" not in card  # shown beside its accuracy, not again on a row of its own
@@ -71,7 +71,7 @@ def test_a_trained_checkpoints_card_and_cli_show_its_own_figures(tiny_checkpoint
     printed = " ".join(saved_metrics(tiny_checkpoint).split())  # columns aligned with spaces: fold them
     assert "(profile 'tiny') is already trained" in printed
     assert (f"mlm_accuracy_at_mask {final['mlm_accuracy_at_mask']:.4f} (baselines: unigram "
-            f"{final['baseline_unigram']:.4f}, neighbours {final['baseline_neighbours']:.4f})") in printed
+            f"{final['baseline_unigram']:.4f}, neighbour counting {final['baseline_neighbours']:.4f})") in printed
 
 
 def test_cli_metrics_of_an_older_run(tmp_path):

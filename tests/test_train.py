@@ -37,6 +37,13 @@ def trained(tmp_path_factory):
     return train(tiny(epochs=3), out, **QUIET)
 
 
+def _frequent(data, cfg) -> torch.Tensor:
+    """The training text's most frequent tokens, as the run counts them for the split of MLM accuracy."""
+    from helpers.baselines import TrainingText
+    texts = [" ".join(sentences) for sentences in data.train_sentences.values()]
+    return TrainingText(data.tokenizer, texts, data.train_pairs(cfg, 0)).frequent
+
+
 def _mlm_loss_on(model, batches) -> float:
     wrapped = PretrainingModel(model).eval()
     with torch.no_grad():
@@ -82,11 +89,11 @@ def test_training_pair_accuracies_are_measured_on_training_pairs_with_the_valida
     data = prepare_data(cfg)
     model = PretrainingModel(BertForPreTraining.from_pretrained(trained.checkpoint))
     seen = data.train_pairs(cfg, 0)[:len(data.val_pairs)]
-    on_train = evaluate(model, validation_batches(data, cfg, seen), Accelerator(cpu=True))
+    on_train = evaluate(model, validation_batches(data, cfg, seen), Accelerator(cpu=True), _frequent(data, cfg))
     assert final["seen_mlm_accuracy_at_mask"] == pytest.approx(on_train["mlm_accuracy_at_mask"])
     assert final["seen_nsp_accuracy"] == pytest.approx(on_train["nsp_accuracy"])
     assert trained.epochs[-1]["seen_mlm_loss"] == pytest.approx(on_train["mlm_loss"])
-    on_val = evaluate(model, validation_batches(data, cfg), Accelerator(cpu=True))
+    on_val = evaluate(model, validation_batches(data, cfg), Accelerator(cpu=True), _frequent(data, cfg))
     assert final["mlm_accuracy_at_mask"] == pytest.approx(on_val["mlm_accuracy_at_mask"])  # the held-out figure
     assert on_train["mlm_loss"] != pytest.approx(on_val["mlm_loss"])  # two different texts, two different figures
     assert {p.sentence_a for p in seen}.isdisjoint({p.sentence_a for p in data.val_pairs})  # really another text
@@ -102,6 +109,27 @@ def test_every_epoch_measures_the_training_pairs_beside_the_held_out_ones(traine
         assert trained.final[key] == trained.epochs[-1][key]
 
 
+def test_mlm_accuracy_splits_into_the_frequent_tokens_and_the_rest_and_so_do_its_baselines(trained):
+    from helpers.train import validation_batches
+    cfg = tiny(epochs=3)
+    data = prepare_data(cfg)
+    hidden = torch.cat([b["labels"][b["labels"] != -100] for b in validation_batches(data, cfg)])  # (n_masked,)
+    frequent = torch.isin(hidden, _frequent(data, cfg))  # the training text's 100 most frequent tokens
+    assert 0 < frequent.sum() < len(hidden)
+    for row in trained.epochs:  # every epoch: the two parts add up to the whole
+        parts = row["mlm_accuracy_frequent"] * frequent.sum().item() + row["mlm_accuracy_rest"] * (~frequent).sum().item()
+        assert parts == pytest.approx(row["mlm_accuracy_at_mask"] * len(hidden))
+        # ... and the split is measured on the training pairs too, as the other seen_ figures are
+        assert 0 <= row["seen_mlm_accuracy_rest"] <= row["seen_mlm_accuracy_frequent"] <= 1
+    for name in ("unigram", "neighbours"):  # the counting baselines, on the same masks and the same split
+        base = trained.baselines
+        parts = base[f"baseline_{name}_frequent"] * frequent.sum().item() + base[f"baseline_{name}_rest"] * (
+            ~frequent).sum().item()
+        assert parts == pytest.approx(base[f"baseline_{name}"] * len(hidden))
+    assert trained.baselines["baseline_unigram_rest"] == 0.0  # the most frequent token is never one of the rest
+    assert {key: trained.final[key] for key in trained.baselines} == trained.baselines
+
+
 def test_building_and_measuring_the_seen_batches_draws_nothing_from_the_global_rng():
     import random
 
@@ -114,7 +142,7 @@ def test_building_and_measuring_the_seen_batches_draws_nothing_from_the_global_r
     model = PretrainingModel(load_model(cfg, data.tokenizer))
     before = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
     batches = validation_batches(data, cfg, data.train_pairs(cfg, 0)[:len(data.val_pairs)])
-    evaluate(model, batches, Accelerator(cpu=True))
+    evaluate(model, batches, Accelerator(cpu=True), _frequent(data, cfg))
     after = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
     assert torch.equal(before[0], after[0]) and before[1] == after[1] and (before[2] == after[2]).all()
     torch.rand(1)  # the comparison above can fail: one draw moves the state
