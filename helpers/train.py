@@ -9,6 +9,7 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,8 +20,8 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, BertForPreTraining, get_scheduler, set_seed
 
 from helpers.baselines import ACCURACIES, TrainingText, count_baselines, positions_of
-from helpers.checkpoint import (CheckpointError, ResumePoint, check_output_dir, is_checkpoint, load_resume_point,
-                                recover, rng_state, run_lock, save_checkpoint, set_rng_state)
+from helpers.checkpoint import (CheckpointError, Progress, Resume, check_output_dir, is_checkpoint, load_resume, recover,
+                                rng_state, run_lock, save_checkpoint, set_rng_state)
 from helpers.config import LR_SCHEDULES, Config, ConfigError, parse_args
 from helpers.corpus import CorpusError
 from helpers.dataset import MeditationsDataset, PreparedData, make_loader, padding_counts, prepare_data
@@ -152,6 +153,7 @@ class Run:
     """What the loop works on, built once by ``start_run``."""
 
     cfg: Config
+    output: Path  # the checkpoint folder every save replaces
     accelerator: Accelerator
     data: PreparedData
     model: PretrainingModel
@@ -164,6 +166,12 @@ class Run:
     mlm_only_steps: int  # NSP joins the loss after these steps
     tracker: Tracker
     say: Callable[..., None]  # print on the main process, or nothing when not verbose
+    started: float  # time.perf_counter() at the start, less the seconds a resumed run trained before
+    rng: dict[str, Any] | None  # a resumed run's RNG state, until the loop restores it where the run stopped
+
+    def clock(self) -> float:
+        """Seconds trained so far, with what a resumed run trained before."""
+        return time.perf_counter() - self.started
 
 
 def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overwrite: bool = False,
@@ -178,53 +186,71 @@ def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overw
     """
     output = Path(output)
     with run_lock(output):
-        run, result, start = start_run(cfg, output, resume, overwrite, track, verbose, data)
+        run, result, at = start_run(cfg, output, resume, overwrite, track, verbose, data)  # at: the loop's Progress
         cfg, accelerator, model, optimizer = run.cfg, run.accelerator, run.model, run.optimizer
-        started = time.perf_counter() - start.seconds  # so that now - started counts the seconds before a resume
-        throughput, global_step, epoch, done = Throughput(), start.global_step, start.epoch, start.skip
+        throughput, first_epoch, seconds_before = Throughput(), at.epoch, at.seconds
         try:
-            for epoch in range(start.epoch, cfg.epochs):
-                if global_step >= run.total_steps:
-                    break
-                done = start.skip if epoch == start.epoch else 0  # this epoch's batches trained on
-                loader = epoch_loader(run, epoch)
-                bar = epoch_bar(len(loader), done, f"epoch {epoch + 1}/{cfg.epochs}", progress and accelerator.is_main_process)
+            while at.epoch < cfg.epochs and at.global_step < run.total_steps:
+                loader = epoch_loader(run, at.epoch)
+                bar = epoch_bar(len(loader), at.batches_done, f"epoch {at.epoch + 1}/{cfg.epochs}",
+                                progress and accelerator.is_main_process)
                 model.train()  # dropout on
-                for index, batch in start.batches(loader, epoch):
+                for index, batch in remaining(run, loader, at):
                     # MLM first: NSP rides on what MLM builds, and from step 0 it slows MLM (docs/experiments.md).
-                    nsp_weight = cfg.nsp_weight if global_step >= run.mlm_only_steps else 0.0
+                    nsp_weight = cfg.nsp_weight if at.global_step >= run.mlm_only_steps else 0.0
                     # batch: input_ids, token_type_ids, attention_mask, labels (batch, seq); next_sentence_label (batch,)
                     out = model(**batch, nsp_weight=nsp_weight)
                     loss = out["loss"]  # mlm_loss + nsp_weight * nsp_loss
-                    check_finite(loss, global_step + 1, output)
+                    check_finite(loss, at.global_step + 1, output)
                     accelerator.backward(loss)
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     optimizer.step()
                     run.scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                    global_step, done = global_step + 1, index + 1
-                    step_metrics = log_step(run, throughput, batch, out, global_step, epoch + done / len(loader))
+                    at.step(index + 1)
+                    step_metrics = log_step(run, throughput, batch, out, at.global_step,
+                                            at.epoch + at.batches_done / len(loader))
                     result.history.append(step_metrics)
                     if on_step is not None:
                         on_step(step_metrics)
                     bar.update()
                     bar.set_postfix(loss=f"{step_metrics['loss']:.3f}", mlm=f"{step_metrics['mlm_loss']:.3f}",
                                     nsp=f"{step_metrics['nsp_loss']:.3f}", refresh=False)  # shown at the next redraw
-                    if global_step >= run.total_steps:
+                    if at.global_step >= run.total_steps:
                         break
                 bar.close()
-                end_epoch(run, output, result, epoch, global_step, started, header=epoch == start.epoch,
-                          on_epoch=on_epoch)
+                end_epoch(run, at, result, header=at.epoch == first_epoch, on_epoch=on_epoch)
         except KeyboardInterrupt:
-            # Stopped in on_epoch, the epoch's row is in: the run continues at the next epoch, not in this one.
-            ended = len(result.epochs) > epoch
-            save(run, output, result, ResumePoint(epoch + ended, 0 if ended else done, global_step,
-                                                  time.perf_counter() - started))
+            at.seconds = run.clock()  # ``at`` already says where to go on: mid-epoch, or after an epoch's row
+            save(run, at, result)
             run.say(f"\nInterrupted: a resumable checkpoint is in {output}; continue with --resume {output}.")
             run.tracker.finish()
             raise
-        result.seconds = time.perf_counter() - started - start.seconds
-        return finish(run, output, result, global_step, throughput, start.seconds + result.seconds)
+        finish(run, at, result, throughput)
+        result.seconds = at.seconds - seconds_before
+        return result
+
+
+def remaining(run: Run, loader: Iterable, at: Progress) -> Iterator[tuple[int, Any]]:
+    """(index in the epoch, batch) for the batches the epoch still has to train on; a resumed run's RNG restored.
+
+    The batches trained on before a resume are drawn all the same, so the mask generator advances as it did in the
+    first run. The global RNG goes back to where it stood at the save at the same point of the loop: before the
+    loader starts at an epoch boundary, just before the first batch trained on mid-epoch.
+    """
+    batches_done, rng, run.rng = at.batches_done, run.rng, None  # the RNG is restored once, where the run resumes
+    if rng is not None and not batches_done:
+        set_rng_state(rng)
+        rng = None
+    for index, batch in enumerate(loader):
+        if index < batches_done:
+            continue
+        if rng is not None:
+            set_rng_state(rng)
+            rng = None
+        yield index, batch
+    if rng is not None:  # the interrupt came after the epoch's last step
+        set_rng_state(rng)
 
 
 def measure(run: Run) -> tuple[dict[str, float], dict[str, float]]:
@@ -234,21 +260,22 @@ def measure(run: Run) -> tuple[dict[str, float], dict[str, float]]:
     return evaluate(model, run.val_batches, run.accelerator, run.frequent), {key: seen[key] for key in SEEN_METRICS}
 
 
-def end_epoch(run: Run, output: Path, result: TrainResult, epoch: int, global_step: int, started: float,
-              header: bool, on_epoch: Callable[[dict[str, float], BertForPreTraining], None] | None) -> None:
+def end_epoch(run: Run, at: Progress, result: TrainResult, header: bool,
+              on_epoch: Callable[[dict[str, float], BertForPreTraining], None] | None) -> None:
     """The epoch's row: measured, logged, printed and handed to ``on_epoch``; then the epoch's checkpoint."""
     held_out, seen = measure(run)
-    seconds = time.perf_counter() - started  # after the measurement, as the epoch's rows always counted
-    row = {"epoch": epoch + 1, "step": global_step, "seconds": round(seconds, 1), **held_out,
+    at.seconds = run.clock()  # after the measurement, as the epoch's rows always counted
+    row = {"epoch": at.epoch + 1, "step": at.global_step, "seconds": round(at.seconds, 1), **held_out,
            **{SEEN + key: value for key, value in seen.items()}}
     result.epochs.append(row)
+    at.end_epoch()  # the row is in: a stop from here on (in on_epoch, say) continues at the next epoch
     # The baselines go beside every epoch's metrics, so W&B draws them as flat lines in the same charts.
     run.tracker.log({f"val/{k}": v for k, v in (held_out | result.baselines).items()}
-                    | {f"seen/{k}": v for k, v in seen.items()}, step=global_step)
+                    | {f"seen/{k}": v for k, v in seen.items()}, step=at.global_step)
     run.say(format_table([row], header=header))  # the header once per call of train()
     if on_epoch is not None:
         call_on_epoch(run, on_epoch, row)
-    save(run, output, result, ResumePoint(epoch + 1, 0, global_step, seconds))
+    save(run, at, result)
 
 
 def call_on_epoch(run: Run, on_epoch: Callable[[dict[str, float], BertForPreTraining], None],
@@ -262,23 +289,23 @@ def call_on_epoch(run: Run, on_epoch: Callable[[dict[str, float], BertForPreTrai
         set_rng_state(state)
 
 
-def epoch_bar(total: int, done: int, desc: str, show: bool) -> tqdm:
+def epoch_bar(total: int, batches_done: int, desc: str, show: bool) -> tqdm:
     """The epoch's progress bar, redrawn once a second at most."""
     # In a notebook each redraw is a message to the frontend. nbval reads them only once the cell has ended, and past
     # ZMQ's high-water mark (1,000 messages) the newest are dropped, the kernel's final "idle" among them: a long
     # cell that redrew at every step then failed with "Timeout of 5 seconds exceeded waiting for output".
-    return tqdm(total=total, initial=done, desc=desc, mininterval=1.0, dynamic_ncols=True, disable=not show)
+    return tqdm(total=total, initial=batches_done, desc=desc, mininterval=1.0, dynamic_ncols=True, disable=not show)
 
 
 def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, track: bool, verbose: bool,
-              data: PreparedData | None) -> tuple[Run, TrainResult, ResumePoint]:
-    """Data, model, optimizer, schedule, validation batches and baselines; where the run starts (or resumes)."""
+              data: PreparedData | None) -> tuple[Run, TrainResult, Progress]:
+    """Data, model, optimizer, schedule, validation batches and baselines; the Progress the run starts from."""
     if resume:
-        saved_cfg, start = load_resume_point(output)
+        saved_cfg, saved = load_resume(output)  # the one read of a saved run's state
         cfg = cfg or saved_cfg
     else:
         check_output_dir(output, overwrite)
-        start = ResumePoint()  # epoch 0, nothing trained yet
+        saved = Resume(Progress())  # epoch 0, nothing trained yet
     # With no GPU, say so: only then does Accelerate turn torchrun's ranks into a gloo process group.
     on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
     accelerator = Accelerator(mixed_precision=mixed_precision(cfg), cpu=on_cpu)
@@ -292,15 +319,11 @@ def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, t
     stock = BertForPreTraining.from_pretrained(output, use_safetensors=True) if resume else load_model(cfg, data.tokenizer)
     check_max_length(cfg.max_length, data.tokenizer, stock.config.max_position_embeddings)
     say(data.summary())
-    val_batches = validation_batches(data, cfg)
-    first_pairs = data.train_pairs(cfg, 0)  # epoch 1's; every epoch draws as many
-    # The masks come from the collator's own seeded generator: building these draws nothing from the global RNG.
-    seen_batches = validation_batches(data, cfg, first_pairs[:len(data.val_pairs)])
-    text = TrainingText(data.tokenizer, [" ".join(s) for s in data.train_sentences.values()], first_pairs)
+    val_batches, seen_batches, text = measuring(data, cfg)
     base = count_baselines(text, val_batches, data.val_pairs)
     say("Baselines on the same validation masks and pairs:\n" + format_baselines(base))
 
-    steps_per_epoch = math.ceil(len(first_pairs) / (cfg.batch_size * accelerator.num_processes))
+    steps_per_epoch = math.ceil(len(text.pairs) / (cfg.batch_size * accelerator.num_processes))
     total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
     model = PretrainingModel(stock, cfg.nsp_dropout)
     optimizer = make_optimizer(model, cfg, accelerator.device)
@@ -308,15 +331,26 @@ def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, t
                               num_training_steps=total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     if resume:
-        optimizer.load_state_dict(start.optimizer)
-        scheduler.load_state_dict(start.scheduler)
-        say(f"Resuming {output} at epoch {start.epoch + 1}, step {start.global_step}.")
+        optimizer.load_state_dict(saved.optimizer)
+        scheduler.load_state_dict(saved.scheduler)
+        say(f"Resuming {output} at epoch {saved.progress.epoch + 1}, step {saved.progress.global_step}.")
     tracker = Tracker(cfg, enabled=track and accelerator.is_main_process)
-    result = TrainResult(checkpoint=output, history=start.history, epochs=start.epochs, baselines=base,
+    result = TrainResult(checkpoint=output, history=saved.history, epochs=saved.epochs, baselines=base,
                          wandb_run=tracker.run_path)
-    run = Run(cfg, accelerator, data, model, optimizer, scheduler, val_batches, seen_batches,
-              text.frequent.to(accelerator.device), total_steps, round(cfg.mlm_only_ratio * total_steps), tracker, say)
-    return run, result, start
+    run = Run(cfg, output, accelerator, data, model, optimizer, scheduler, val_batches, seen_batches,
+              text.frequent.to(accelerator.device), total_steps, round(cfg.mlm_only_ratio * total_steps), tracker, say,
+              started=time.perf_counter() - saved.progress.seconds, rng=saved.rng)
+    return run, result, saved.progress
+
+
+def measuring(data: PreparedData, cfg: Config) -> tuple[list[dict], list[dict], TrainingText]:
+    """The fixed-mask batches of the validation pairs and of as many training pairs, and the baselines' training text."""
+    val_batches = validation_batches(data, cfg)
+    first_pairs = data.train_pairs(cfg, 0)  # epoch 1's; every epoch draws as many
+    # The masks come from the collator's own seeded generator: building these draws nothing from the global RNG.
+    seen_batches = validation_batches(data, cfg, first_pairs[:len(data.val_pairs)])
+    texts = [" ".join(sentences) for sentences in data.train_sentences.values()]
+    return val_batches, seen_batches, TrainingText(data.tokenizer, texts, first_pairs)
 
 
 def validation_batches(data: PreparedData, cfg: Config, pairs: list | None = None) -> list[dict[str, torch.Tensor]]:
@@ -358,8 +392,8 @@ def log_step(run: Run, throughput: Throughput, batch: dict[str, torch.Tensor],
     return step_metrics
 
 
-def save(run: Run, output: Path, result: TrainResult, point: ResumePoint, final: dict[str, float] | None = None) -> None:
-    """A whole checkpoint: the model, the metrics (accuracies beside their baselines), and ``point`` to resume from."""
+def save(run: Run, at: Progress, result: TrainResult, final: dict[str, float] | None = None) -> None:
+    """A whole checkpoint: the model, the metrics (accuracies beside their baselines), and where to resume from."""
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
@@ -367,34 +401,35 @@ def save(run: Run, output: Path, result: TrainResult, point: ResumePoint, final:
     final = final or (result.epochs[-1] if result.epochs else {})
     metrics = {"epochs": result.epochs, "final": final, "beside_baselines": as_json(final),
                "baselines": result.baselines, "history": result.history}
-    state = dataclasses.replace(point, rng=rng_state(), optimizer=run.optimizer.state_dict(),
-                                scheduler=run.scheduler.state_dict(), history=result.history, epochs=result.epochs)
-    save_checkpoint(output, accelerator.unwrap_model(run.model).stock, run.data.tokenizer, run.cfg, metrics,
-                    state.training_state())
+    state = Resume(at, rng_state(), run.optimizer.state_dict(), run.scheduler.state_dict(), result.history,
+                   result.epochs)
+    save_checkpoint(run.output, accelerator.unwrap_model(run.model).stock, run.data.tokenizer, run.cfg, metrics,
+                    state.state())
 
 
-def finish(run: Run, output: Path, result: TrainResult, global_step: int, throughput: Throughput,
-           seconds: float) -> TrainResult:
+def finish(run: Run, at: Progress, result: TrainResult, throughput: Throughput) -> TrainResult:
     """The final metrics beside their baselines, the last checkpoint, and validation pairs read out."""
-    accelerator, cfg = run.accelerator, run.cfg
+    accelerator = run.accelerator
     model = accelerator.unwrap_model(run.model)
+    at.seconds = run.clock()
+    at.epoch, at.batches_done = run.cfg.epochs, 0  # finished (max_steps may end it early): nothing left to resume
     # The last epoch's row holds the held-out figures and the same on training pairs (the gap is what was memorised).
     final = dict(result.epochs[-1])
     final.pop("epoch")
     final.update(result.baselines)
-    final["train_seconds"] = round(seconds, 1)  # a resumed run's seconds before the interrupt too
+    final["train_seconds"] = round(at.seconds, 1)  # a resumed run's seconds before the interrupt too
     final["padding_efficiency"] = throughput.padding_efficiency()
     # Evidence that every process trained: its optimizer steps, gathered from all ranks.
-    steps = accelerator.gather(torch.tensor([global_step], device=accelerator.device)).tolist()
+    steps = accelerator.gather(torch.tensor([at.global_step], device=accelerator.device)).tolist()
     final["num_processes"] = accelerator.num_processes
     final["steps_per_process"] = steps
     result.final = final
-    save(run, output, result, ResumePoint(cfg.epochs, 0, global_step, seconds), final=final)
+    save(run, at, result, final=final)
     if accelerator.is_main_process:
-        read_out(run, model.stock.eval(), global_step)
+        read_out(run, model.stock.eval(), at.global_step)
         run.tracker.summary({f"final/{k}": v for k, v in final.items()})
     run.tracker.finish()
-    run.say(f"\n{headline(final)} ({seconds:.0f} s).\n{seen_headline(final)}\nCheckpoint: {output}")
+    run.say(f"\n{headline(final)} ({at.seconds:.0f} s).\n{seen_headline(final)}\nCheckpoint: {run.output}")
     return result
 
 

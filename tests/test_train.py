@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertForNextSentencePrediction, BertForPreTraining, pipeline
 
-from helpers.checkpoint import CheckpointError, is_checkpoint, load_training_state, run_lock
+from helpers.checkpoint import CheckpointError, Progress, is_checkpoint, load_resume, run_lock
 from helpers.config import ROOT, get_profile
 from helpers.dataset import MeditationsDataset, make_loader, prepare_data
 from helpers.inference import fill_mask_top_k
@@ -199,8 +199,8 @@ def test_ctrl_c_in_on_epoch_resumes_at_the_next_epoch(trained, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train(tiny(epochs=3), out, on_epoch=stop, **QUIET)
-    _, state = load_training_state(out)
-    assert (state["next_epoch"], state["next_step"], len(state["epochs"])) == (1, 0, 1)
+    _, saved = load_resume(out)
+    assert (saved.progress.epoch, saved.progress.batches_done, len(saved.epochs)) == (1, 0, 1)
     resumed = train(tiny(epochs=3), out, resume=True, **QUIET)
     assert [row["epoch"] for row in resumed.epochs] == [1, 2, 3]  # epoch 1 neither trained nor counted twice
     assert _same_weights(trained.checkpoint, out)
@@ -277,8 +277,10 @@ def test_resume_after_interrupt_equals_uninterrupted(trained, tmp_path, stop_at)
     with pytest.raises(KeyboardInterrupt):
         train(tiny(epochs=3), out, on_step=interrupt, **QUIET)
     assert is_checkpoint(out)
-    _, state = load_training_state(out)
-    assert state["global_step"] == stop_at
+    _, saved = load_resume(out)
+    assert saved.progress.global_step == stop_at
+    # Stopped in the step's epoch, with its batches up to this one done (4 batches an epoch): step 4 ends epoch 1.
+    assert (saved.progress.epoch, saved.progress.batches_done) == ((stop_at - 1) // 4, (stop_at - 1) % 4 + 1)
     resumed = train(tiny(epochs=3), out, resume=True, **QUIET)
     # Tolerance: float sums may differ in the last bits; we see exact equality on one machine.
     for a, b in zip(trained.epochs[-1:], resumed.epochs[-1:]):
@@ -287,6 +289,23 @@ def test_resume_after_interrupt_equals_uninterrupted(trained, tmp_path, stop_at)
     ref = load_file(trained.checkpoint / "model.safetensors")
     got = load_file(out / "model.safetensors")
     assert max((ref[k] - got[k]).abs().max().item() for k in ref) < 1e-5
+
+
+def test_the_progress_is_written_in_one_layout_and_another_is_refused_in_one_sentence(trained, tmp_path):
+    state = torch.load(trained.checkpoint / "training_state.pt", weights_only=True)
+    assert state["progress"] == {"epoch": 3, "batches_done": 0, "global_step": len(trained.history),
+                                 "seconds": state["progress"]["seconds"]}
+    assert set(state) == {"progress", "rng", "optimizer", "scheduler", "history", "epochs", "corpus_path"}
+    assert load_resume(trained.checkpoint)[1].progress == Progress(**state["progress"])
+    older = tmp_path / "older"
+    shutil.copytree(trained.checkpoint, older)
+    from helpers.checkpoint import save_checkpoint
+    model = BertForPreTraining.from_pretrained(older)
+    from transformers import AutoTokenizer
+    save_checkpoint(older, model, AutoTokenizer.from_pretrained(older), tiny(epochs=3), {},
+                    {"next_epoch": 1, "next_step": 0, "global_step": 4})  # the layout before Progress
+    with pytest.raises(CheckpointError, match="another version of the training loop; start a new run"):
+        load_resume(older)
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -305,8 +324,8 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
     monkeypatch.setattr(PretrainingModel, "forward", poisoned)
     with pytest.raises(TrainingError, match="NaN|nan"):
         train(tiny(epochs=2), out, **QUIET)
-    _, state = load_training_state(out)
-    assert state["next_epoch"] == 1 and state["global_step"] == 4  # the checkpoint of epoch 1 survived
+    progress = load_resume(out)[1].progress
+    assert (progress.epoch, progress.batches_done, progress.global_step) == (1, 0, 4)  # epoch 1's checkpoint survived
 
 
 def test_output_folder_with_other_files_is_refused(tmp_path):
@@ -505,7 +524,7 @@ def test_train_seconds_after_a_resume_count_the_time_trained_before_the_kill(tmp
 
     with pytest.raises(KeyboardInterrupt):
         train(tiny(epochs=3), out, on_step=interrupt, **QUIET)
-    before = load_training_state(out)[1]["seconds"]  # trained before the kill, as the checkpoint recorded it
+    before = load_resume(out)[1].progress.seconds  # trained before the kill, as the checkpoint recorded it
     began = time.perf_counter()
     resumed = train(tiny(epochs=3), out, resume=True, **QUIET)
     outside = time.perf_counter() - began  # the resumed call as the caller's clock saw it: at least its training
