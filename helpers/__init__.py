@@ -5,7 +5,7 @@ The teaching core, one module per stage, in the order the notebooks read them:
     corpus      the text: download once, check, read as paragraphs
     pairs       sentences and 50/50 Next Sentence Prediction pairs
     tokens      WordPiece tokenizers and pair tokenization
-    masking     MLM masking by hand, and the collator that trains
+    masking     MLM masking: the config's one rule (training, validation, the lesson), and the same by hand
     dataset     the Dataset, bucketing and the DataLoader
     model       stock BertForPreTraining and its two losses
     baselines   what counting alone scores: the bar every metric is shown against

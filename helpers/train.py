@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
@@ -24,7 +23,8 @@ from helpers.checkpoint import (CheckpointError, Progress, Resume, check_output_
                                 rng_state, run_lock, save_checkpoint, set_rng_state)
 from helpers.config import LR_SCHEDULES, Config, ConfigError, parse_args
 from helpers.corpus import CorpusError
-from helpers.dataset import MeditationsDataset, PreparedData, make_loader, padding_counts, prepare_data
+from helpers.dataset import (MeditationsDataset, PreparedData, make_loader, padding_counts, prepare_data,
+                             validation_batches)
 from helpers.inference import nsp_probabilities, nsp_readout
 from helpers.model import PretrainingModel, load_model
 from helpers.pairs import LABEL_NAMES, PairError
@@ -32,7 +32,6 @@ from helpers.report import SEEN, as_json, format_baselines, format_table, headli
 from helpers.tokens import ModelSourceError, check_max_length
 from helpers.tracking import Tracker
 
-VAL_BATCH_SIZE = 64
 # Measured every epoch on as many training pairs as there are validation pairs, with the same fixed masks, and kept
 # in each epoch's row as seen_<name> ("seen": measured on text the model trained on); the gap to the held-out figure
 # is what was memorised.
@@ -351,15 +350,6 @@ def measuring(data: PreparedData, cfg: Config) -> tuple[list[dict], list[dict], 
     seen_batches = validation_batches(data, cfg, first_pairs[:len(data.val_pairs)])
     texts = [" ".join(sentences) for sentences in data.train_sentences.values()]
     return val_batches, seen_batches, TrainingText(data.tokenizer, texts, first_pairs)
-
-
-def validation_batches(data: PreparedData, cfg: Config, pairs: list | None = None) -> list[dict[str, torch.Tensor]]:
-    """The validation pairs (or ``pairs``) in batches with fixed masks, every selected token a [MASK] (what fill-mask sees)."""
-    val_set = MeditationsDataset.from_pairs(data.tokenizer, data.val_pairs if pairs is None else pairs, cfg.max_length)
-    # A fixed batch size too: the masks then depend on the seed alone, so runs of any batch size compare.
-    val_cfg = dataclasses.replace(cfg, mlm_probability=cfg.val_mlm_probability, mask_replace_prob=1.0,
-                                  random_replace_prob=0.0, batch_size=VAL_BATCH_SIZE)
-    return list(make_loader(val_set, data.tokenizer, val_cfg, shuffle=False, seed=cfg.seed))
 
 
 def epoch_loader(run: Run, epoch: int):

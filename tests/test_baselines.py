@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
 from helpers.baselines import (FREQUENT_TOKENS, NeighbourGuess, OverlapBaseline, TrainingText, UnigramGuess,
                                 count_baselines)
 from helpers.config import get_profile
-from helpers.dataset import MeditationsDataset, make_loader, prepare_data
+from helpers.dataset import prepare_data, validation_batches
 from helpers.masking import IGNORE_INDEX
 from helpers.pairs import IS_NEXT, IS_RANDOM, Pair
 
@@ -91,9 +89,7 @@ def test_overlap_rule_picks_the_best_threshold_on_training_pairs():
 def test_run_baselines_are_fitted_on_training_paragraphs_and_beat_chance(tmp_path):
     cfg = get_profile("tiny", wandb="disabled")
     data = prepare_data(cfg)
-    val_set = MeditationsDataset.from_pairs(data.tokenizer, data.val_pairs, cfg.max_length)
-    val_cfg = dataclasses.replace(cfg, mask_replace_prob=1.0, random_replace_prob=0.0)
-    batches = list(make_loader(val_set, data.tokenizer, val_cfg, shuffle=False, seed=cfg.seed))
+    batches = validation_batches(data, cfg)
     # Every labelled validation position holds [MASK]: the baselines face exactly what the model faces.
     for batch in batches:
         assert (batch["input_ids"][batch["labels"] != IGNORE_INDEX] == data.tokenizer.mask_token_id).all()

@@ -6,17 +6,20 @@ Each test makes the change the way docs/engineering.md says to make it, and foll
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 
 import matplotlib
 
 matplotlib.use("Agg")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
 import helpers.baselines  # noqa: E402
 from helpers.baselines import BASELINES, Baseline, MaskGuess, NeighbourGuess  # noqa: E402
 from helpers.config import get_profile  # noqa: E402
+from helpers.masking import IGNORE_INDEX, MaskingRule  # noqa: E402
 from helpers.tracking import Tracker  # noqa: E402
 from helpers.train import train  # noqa: E402
 
@@ -70,3 +73,56 @@ def test_a_new_baseline_reaches_printout_metrics_card_wandb_plot_panel_and_curve
     plot({"runs": [run]}, tmp_path / "curves.png")
     assert "left neighbour (42)" in [text.get_text() for text in plt.gcf().axes[0].texts]
     plt.close("all")
+
+
+@dataclass(frozen=True)
+class SkipPunctuation(MaskingRule):
+    """A toy masking rule: BERT's, but a punctuation token is never selected."""
+
+    def collator(self, tokenizer, seed=None, pad_to_multiple_of=None):
+        inner = super().collator(tokenizer, seed, pad_to_multiple_of)
+        punctuation = _punctuation(tokenizer)
+
+        def collate(features):
+            batch = inner(features)
+            dropped = (batch["labels"] != IGNORE_INDEX) & torch.isin(batch["labels"], punctuation)  # (batch, seq_len)
+            batch["input_ids"][dropped] = batch["labels"][dropped]  # shown as itself, and not scored
+            batch["labels"][dropped] = IGNORE_INDEX
+            return batch
+        return collate
+
+
+def _punctuation(tokenizer) -> torch.Tensor:
+    return torch.tensor([i for token, i in tokenizer.get_vocab().items() if len(token) == 1 and not token.isalnum()])
+
+
+def _labelled_punctuation(batches, tokenizer) -> int:
+    return sum(int(torch.isin(b["labels"][b["labels"] != IGNORE_INDEX], _punctuation(tokenizer)).sum()) for b in batches)
+
+
+def test_a_new_masking_rule_reaches_training_batches_validation_masks_and_the_loop(monkeypatch, tmp_path):
+    from helpers import dataset, masking
+    from helpers.model import PretrainingModel
+    cfg = get_profile("tiny", epochs=1, wandb="disabled")
+    data = dataset.prepare_data(cfg)
+    train_set = dataset.MeditationsDataset.from_pairs(data.tokenizer, data.train_pairs(cfg, 0), cfg.max_length)
+    before = [list(dataset.make_loader(train_set, data.tokenizer, cfg, shuffle=True)),
+              dataset.validation_batches(data, cfg)]
+    assert all(_labelled_punctuation(batches, data.tokenizer) > 10 for batches in before)  # so the check can fail
+    # The change: a rule in masking.py, chosen by the config (here the test stands in for the config's new field).
+    monkeypatch.setattr(dataset, "masking_rule",
+                        lambda cfg, validation=False: SkipPunctuation(**asdict(masking.masking_rule(cfg, validation))))
+    after = [list(dataset.make_loader(train_set, data.tokenizer, cfg, shuffle=True)),
+             dataset.validation_batches(data, cfg)]
+    assert [_labelled_punctuation(batches, data.tokenizer) for batches in after] == [0, 0]
+    seen = {"training": 0, "evaluation": 0}
+    forward = PretrainingModel.forward
+
+    def watched(self, *args, **kwargs):  # every batch the loop feeds the model, training and measuring alike
+        assert _labelled_punctuation([kwargs], data.tokenizer) == 0
+        seen["training" if self.training else "evaluation"] += 1
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(PretrainingModel, "forward", watched)
+    train(cfg, tmp_path / "run", progress=False, verbose=False, track=False)
+    assert seen["training"] > 0 and seen["evaluation"] > 0

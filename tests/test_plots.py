@@ -15,7 +15,7 @@ from transformers import BertForPreTraining, set_seed  # noqa: E402
 from helpers import plots  # noqa: E402
 from helpers.dataset import MeditationsDataset, make_loader, padding_efficiency  # noqa: E402
 from helpers.inference import pair_attentions  # noqa: E402
-from helpers.masking import IGNORE_INDEX, make_collator  # noqa: E402
+from helpers.masking import IGNORE_INDEX, MaskingRule  # noqa: E402
 from helpers.model import scratch_config  # noqa: E402
 from helpers.pairs import LABEL_NAMES, make_pairs  # noqa: E402
 
@@ -100,7 +100,7 @@ def test_padding_image_shows_the_pad_share_of_the_loader(scratch_tokenizer, data
 
 
 def test_masked_batch_image_marks_exactly_the_masked_positions(scratch_tokenizer, dataset):
-    batch = make_collator(scratch_tokenizer, seed=0)([dataset[i] for i in range(6)])
+    batch = MaskingRule().collator(scratch_tokenizer, seed=0)([dataset[i] for i in range(6)])
     ids, labels = batch["input_ids"], batch["labels"]
     categories = plots.mask_categories(ids, labels, scratch_tokenizer)
     selected = labels != IGNORE_INDEX

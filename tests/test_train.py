@@ -84,7 +84,8 @@ def test_lr_warms_up_then_follows_the_chosen_schedule(tmp_path, schedule):
 
 def test_training_pair_accuracies_are_measured_on_training_pairs_with_the_validation_masks(trained):
     from accelerate import Accelerator
-    from helpers.train import evaluate, validation_batches
+    from helpers.dataset import validation_batches
+    from helpers.train import evaluate
     cfg, final = tiny(epochs=3), trained.final
     data = prepare_data(cfg)
     model = PretrainingModel(BertForPreTraining.from_pretrained(trained.checkpoint))
@@ -110,7 +111,7 @@ def test_every_epoch_measures_the_training_pairs_beside_the_held_out_ones(traine
 
 
 def test_mlm_accuracy_splits_into_the_frequent_tokens_and_the_rest_and_so_do_its_baselines(trained):
-    from helpers.train import validation_batches
+    from helpers.dataset import validation_batches
     cfg = tiny(epochs=3)
     data = prepare_data(cfg)
     hidden = torch.cat([b["labels"][b["labels"] != -100] for b in validation_batches(data, cfg)])  # (n_masked,)
@@ -136,7 +137,8 @@ def test_building_and_measuring_the_seen_batches_draws_nothing_from_the_global_r
     import numpy as np
     from accelerate import Accelerator
     from helpers.model import load_model
-    from helpers.train import evaluate, validation_batches
+    from helpers.dataset import validation_batches
+    from helpers.train import evaluate
     cfg = tiny()
     data = prepare_data(cfg)
     model = PretrainingModel(load_model(cfg, data.tokenizer))
