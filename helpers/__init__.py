@@ -9,8 +9,8 @@ The teaching core, one module per stage, in the order the notebooks read them:
     dataset     the Dataset, bucketing and the DataLoader
     model       stock BertForPreTraining and its two losses
     baselines   what counting alone scores: the bar every metric is shown against
-    report      every metric beside its baselines: the printout, metrics.json, the model card, the demo's figures;
-                a run's scale beside BERT-base's
+    report      every metric beside its baselines: the printout, metrics.json, the model card, the demo's panel
+    scale       a run's size beside the bert-base profile's and BERT-base's (notebook 04)
     checkpoint  what the loop saves and resumes from: whole-or-absent folders, checksums, the resume point, the lock
     tracking    the loop's Weights & Biases log, never fatal
     train       the training loop and validation
