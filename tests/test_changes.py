@@ -6,7 +6,7 @@ Each test makes the change the way docs/engineering.md says to make it, and foll
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import matplotlib
 
@@ -126,3 +126,24 @@ def test_a_new_masking_rule_reaches_training_batches_validation_masks_and_the_lo
     monkeypatch.setattr(PretrainingModel, "forward", watched)
     train(cfg, tmp_path / "run", progress=False, verbose=False, track=False)
     assert seen["training"] > 0 and seen["evaluation"] > 0
+
+
+def test_a_new_profile_reaches_the_command_line_the_notebooks_and_a_run(monkeypatch, tmp_path, capsys):
+    from helpers import config
+    from helpers.config import notebook_config, parse_args
+    # The change: one entry in PROFILES and one sentence in EXPECT, both in helpers/config.py.
+    monkeypatch.setitem(config.PROFILES, "small", dict(config.PROFILES["tiny"], hidden_size=48, epochs=1))
+    monkeypatch.setitem(config.EXPECT, "small", "a test's profile: seconds, and nothing learned.")
+    assert config.get_profile("small").hidden_size == 48
+    cfg, _ = parse_args(["--profile", "small", "--lr", "0.002"])  # the command line, its defaults the profile's
+    assert (cfg.profile, cfg.hidden_size, cfg.lr) == ("small", 48, 0.002)
+    with pytest.raises(SystemExit):
+        parse_args(["--profile", "small", "--help"])
+    assert "--profile {tiny,default,bert-base,small}" in capsys.readouterr().out
+    monkeypatch.setenv("BERT_MEDITATIONS_PROFILE", "small")  # the notebooks' choice
+    monkeypatch.delenv("BERT_MEDITATIONS_ARGS", raising=False)
+    cfg, about = notebook_config()
+    assert cfg.profile == "small" and "a test's profile" in about
+    result = train(replace(cfg, wandb="disabled"), tmp_path / "run", progress=False, verbose=False, track=False)
+    assert json.loads((result.checkpoint / "profile.json").read_text())["profile"] == "small"
+    assert "(profile `small`)" in (result.checkpoint / "README.md").read_text()
