@@ -1,4 +1,4 @@
-"""Pictures (and two tables) of the course: each function draws real data from the helpers, never typed-in numbers.
+"""Pictures of the course: each function draws real data from the helpers, never typed-in numbers.
 
 Every ``plot_*`` function returns the matplotlib ``Figure`` it drew, so a test can read back what is on it.
 """
@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from matplotlib import pyplot as plt
 from matplotlib.colors import ListedColormap
@@ -266,27 +265,6 @@ def _attention_panel(ax: plt.Axes, weights: torch.Tensor, tokens: Sequence[str],
         ax.set_xlabel(f"{what} attended to", fontsize=8)
     if left:
         ax.set_ylabel(f"{what} attending", fontsize=8)
-
-
-def fill_mask_table(items: Sequence[Mapping[str, Any]], top: int = 3) -> pd.DataFrame:
-    """The recorded fill-mask prompts: the answer and the top guesses before and after training."""
-    def guesses(rows: Sequence[Sequence]) -> str:
-        return ", ".join(f"{token} ({probability:.3f})" for token, probability in rows[:top])
-
-    return pd.DataFrame({"prompt": [item["text"] for item in items], "answer": [item["answer"] for item in items],
-                         "before training": [guesses(item["before"]) for item in items],
-                         "after training": [guesses(item["after"]) for item in items]})
-
-
-def nsp_table(items: Sequence[Mapping[str, Any]], label_names: Mapping[int, str]) -> pd.DataFrame:
-    """The recorded NSP prompts: the true label and the verdict, with P(B follows A), before and after training."""
-    def verdict(answer: Mapping[str, Any]) -> str:
-        return f"{answer['verdict']} ({answer['p_follows']:.3f})"
-
-    return pd.DataFrame({"A": [item["sentence_a"] for item in items], "B": [item["sentence_b"] for item in items],
-                         "true": [label_names[item["label"]] for item in items],
-                         "before training (P follows)": [verdict(item["before"]) for item in items],
-                         "after training (P follows)": [verdict(item["after"]) for item in items]})
 
 
 def _figure(ax: plt.Axes | None, size: tuple[float, float]) -> tuple[Figure, plt.Axes]:

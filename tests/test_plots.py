@@ -17,7 +17,7 @@ from helpers.dataset import MeditationsDataset, make_loader, padding_efficiency 
 from helpers.inference import pair_attentions  # noqa: E402
 from helpers.masking import IGNORE_INDEX, MaskingRule  # noqa: E402
 from helpers.model import scratch_config  # noqa: E402
-from helpers.pairs import LABEL_NAMES, make_pairs  # noqa: E402
+from helpers.pairs import make_pairs  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -214,21 +214,10 @@ def test_generalisation_plot_of_an_older_run_says_what_is_missing():
         plots.plot_generalisation(EPOCHS, HISTORY)
 
 
-def test_record_tables_and_labels():
-    record = {"profile": {"profile": "default"}, "machine": {"cpu": "Xeon", "cores": 2, "date": "2026-11-28"},
-              "prompts": {"fill_mask": [{"text": "the soul is dyed by the [MASK].", "answer": "thoughts",
-                                         "before": [["a", 0.01], ["b", 0.009]],
-                                         "after": [["thoughts", 0.4], ["mind", 0.1]]}],
-                          "nsp": [{"sentence_a": "A.", "sentence_b": "B.", "label": 1,
-                                   "before": {"verdict": "B follows A", "p_follows": 0.51},
-                                   "after": {"verdict": "B is random", "p_follows": 0.2}}]}}
+def test_record_and_live_labels():
+    record = {"profile": {"profile": "default"}, "machine": {"cpu": "Xeon", "cores": 2, "date": "2026-11-28"}}
     assert plots.record_label(record) == "recorded run: profile default, Xeon (2 cores), 2026-11-28"
     assert plots.live_label("tiny") == "live run in this notebook: profile tiny"
-    fill = plots.fill_mask_table(record["prompts"]["fill_mask"], top=1)
-    assert fill.loc[0, "before training"] == "a (0.010)" and fill.loc[0, "after training"] == "thoughts (0.400)"
-    nsp = plots.nsp_table(record["prompts"]["nsp"], LABEL_NAMES)
-    assert nsp.loc[0, "true"] == "B is random"
-    assert nsp.loc[0, "after training (P follows)"] == "B is random (0.200)"
 
 
 def test_lengths_histogram_counts_every_pair():
