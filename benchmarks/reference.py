@@ -32,11 +32,12 @@ BATCH_SIZE = 16
 MAX_LENGTH = 256
 REFERENCE_LR = 5e-5  # the tutorial's AdamW learning rate
 
-# Model shapes; "tiny" is only for the quick setting the test runs.
+# Model shapes: the tiny and default profiles' own, read from them (tiny only for the quick setting the test runs),
+# and BERT-base's, which BertConfig's defaults are.
+SHAPE = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
 SIZES: dict[str, dict[str, int]] = {
-    "tiny": dict(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64),
-    "small": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
-    "bert-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+    **{name: {key: getattr(get_profile(name), key) for key in SHAPE} for name in ("tiny", "default")},
+    "bert-base": {key: getattr(BertConfig(), key) for key in SHAPE},
 }
 
 
@@ -82,7 +83,7 @@ def benchmark_data(max_length: int = MAX_LENGTH) -> tuple[PreTrainedTokenizerBas
     The scratch tokenizer learns only ~3,800 tokens from so small a corpus, but pairs come out at ~78
     tokens on average, close to bert-base-uncased's ~75; the model's vocabulary is 30,522 either way.
     """
-    cfg = benchmark_config("small", max_length)
+    cfg = benchmark_config("default", max_length)
     data = prepare_data(cfg)
     return data.tokenizer, data.train_pairs(cfg, 0)
 
@@ -115,7 +116,7 @@ def reference_dataset(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair],
 def batches(variant: Variant, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], max_length: int,
             seed: int) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches, epoch after epoch (epoch ``e`` shuffles with ``seed + e``)."""
-    cfg = benchmark_config("small", max_length)
+    cfg = benchmark_config("default", max_length)
     cfg.bucket_by_length = variant.bucket_by_length
     if variant.pad_to_max_length:
         dataset = reference_dataset(tokenizer, pairs, max_length, seed)  # masks once, reused every epoch
@@ -148,7 +149,7 @@ def make_step(variant: Variant, model: BertForPreTraining, total_steps: int) -> 
         return reference_step
 
     # The project's step (helpers.train): AdamW with decay groups, warm-up schedule, clipping.
-    cfg = benchmark_config("small")
+    cfg = benchmark_config("default")
     trained = PretrainingModel(model).train()
     optimizer = make_optimizer(trained, cfg)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
