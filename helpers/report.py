@@ -122,9 +122,9 @@ def _is(baselines: list[tuple[Baseline, float]]) -> str:
 
 # ----- the model card -----
 
-def _card_explanations(cfg: Config) -> dict[str, str]:
+def _card_explanations(val_mlm_probability: float) -> dict[str, str]:
     """What each accuracy counts, for the model card; the baselines' own sentences follow it."""
-    share = f"{cfg.val_mlm_probability:.0%}"
+    share = f"{val_mlm_probability:.0%}"
     split = (f"the same positions split by the token hidden there: one of the {FREQUENT_TOKENS} most frequent tokens "
              f"of the training text, or another")
     return {
@@ -140,9 +140,9 @@ def _card_explanations(cfg: Config) -> dict[str, str]:
     }
 
 
-def _explained(cfg: Config, compared: list[Compared]) -> str:
+def _explained(val_mlm_probability: float, compared: list[Compared]) -> str:
     """Each accuracy's sentence, then, once per task, what its baselines do on the same data."""
-    explanations, paragraphs, told = _card_explanations(cfg), [], set()
+    explanations, paragraphs, told = _card_explanations(val_mlm_probability), [], set()
     for row in compared:
         entry = accuracy(row.key)
         text = explanations[row.key]
@@ -187,7 +187,7 @@ nsp = BertForNextSentencePrediction.from_pretrained("PATH")  # logit 0 = "B foll
 |---|---|---|
 {chr(10).join(rows)}
 
-{_explained(cfg, compared)}
+{_explained(cfg.val_mlm_probability, compared)}
 
 The model has learned something only where it beats the baselines beside it. The full profile is in
 `profile.json`, the metrics per epoch in `metrics.json`.
