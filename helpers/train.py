@@ -123,7 +123,7 @@ def evaluate(model: PretrainingModel, batches: list[dict[str, torch.Tensor]], ac
     model.eval()  # dropout off
     mlm = [a for a in ACCURACIES if a.task == "mlm"]
     correct, counted = dict.fromkeys([a.key for a in mlm], 0), dict.fromkeys([a.key for a in mlm], 0)
-    nsp_correct = nsp_count = 0
+    mlm_count = nsp_correct = nsp_count = 0
     mlm_loss_sum = nsp_loss_sum = 0.0
     for batch in batches:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
@@ -138,9 +138,10 @@ def evaluate(model: PretrainingModel, batches: list[dict[str, torch.Tensor]], ac
         nsp_correct += (out["nsp_logits"].argmax(-1) == batch["next_sentence_label"].view(-1)).sum().item()
         mlm_loss_sum += out["mlm_loss"].item() * out["mlm_labels"].numel()  # token-weighted, as if one big batch
         nsp_loss_sum += out["nsp_loss"].item() * n_pairs
+        mlm_count += out["mlm_labels"].numel()
         nsp_count += n_pairs
     model.train(was_training)
-    mlm_loss = mlm_loss_sum / max(counted["mlm_accuracy_at_mask"], 1)
+    mlm_loss = mlm_loss_sum / max(mlm_count, 1)
     return {"nsp_accuracy": nsp_correct / max(nsp_count, 1),
             **{key: correct[key] / max(counted[key], 1) for key in correct},
             "mlm_loss": mlm_loss, "mlm_perplexity": math.exp(min(mlm_loss, 50.0)),
