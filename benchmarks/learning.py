@@ -26,9 +26,10 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
+from helpers.baselines import accuracy  # noqa: E402
 from helpers.config import PROFILES, ROOT, get_profile  # noqa: E402
 from helpers.record import code_version, machine  # noqa: E402
-from helpers.report import first_above  # noqa: E402
+from helpers.report import baselines_beside, first_above  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "learning.json"
 FIGURE = ROOT / "docs" / "learning_curves.png"
@@ -180,14 +181,15 @@ def plot(report: dict, figure: Path) -> None:
         base = next((r["baselines"] for r in runs if r["seed"] == seed), None)
         if base is None:
             continue
-        for axis, lines in ((mlm, [("unigram", base["baseline_unigram"]), ("neighbour counting", base["baseline_neighbours"])]),
-                            (nsp, [("chance", 0.5), ("word overlap", base["baseline_word_overlap"])])):
-            for text, value in lines:
-                if text == "chance" and seed != 42:
+        for axis, key in ((mlm, "mlm_accuracy_at_mask"), (nsp, "nsp_accuracy")):
+            for baseline, value in baselines_beside(accuracy(key), base):
+                fixed = baseline.chance is not None
+                if fixed and seed != 42:
                     continue  # one line serves every seed
                 axis.axhline(value, color="grey", linestyle=style, linewidth=1)
-                axis.annotate(f"{text} ({seed})" if text != "chance" else text, (0, value), textcoords="offset points",
-                              xytext=(2, {42: 3, 43: -9, 44: 9}[seed]), fontsize=7, color="grey")
+                axis.annotate(baseline.words if fixed else f"{baseline.words} ({seed})", (0, value),
+                              textcoords="offset points", xytext=(2, {42: 3, 43: -9, 44: 9}[seed]), fontsize=7,
+                              color="grey")
     mlm.set(title="Held-out MLM at [MASK] (15% masked); dot: passes neighbour counting", xlabel="wall-clock seconds",
             ylabel="accuracy")
     nsp.set(title="Held-out NSP accuracy (balanced pairs)", xlabel="wall-clock seconds", ylabel="accuracy")
@@ -203,7 +205,7 @@ def plot(report: dict, figure: Path) -> None:
 
 
 def plot_nsp(report: dict, figure: Path) -> None:
-    """Held-out NSP accuracy per epoch of every NSP lever beside today's default, against the shared-words rule."""
+    """Held-out NSP accuracy per epoch of every NSP lever beside today's default, against the NSP baselines."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -218,9 +220,9 @@ def plot_nsp(report: dict, figure: Path) -> None:
                 curve = runs[name]["curve"]
                 ax.plot([row["epoch"] for row in curve], [row["nsp_accuracy"] for row in curve], color=colour,
                         linewidth=2.5 if name == "new_default" else 1.2, label=name)
-        overlap = runs["new_default"]["baselines"]["baseline_word_overlap"]
-        ax.axhline(overlap, color="grey", linestyle="--", linewidth=1, label=f"shared-words rule ({overlap:.3f})")
-        ax.axhline(0.5, color="black", linestyle=":", linewidth=1, label="chance (0.500)")
+        for baseline, value in baselines_beside(accuracy("nsp_accuracy"), runs["new_default"]["baselines"]):
+            ax.axhline(value, color=baseline.colour, linestyle=baseline.linestyle, linewidth=1,
+                       label=f"{baseline.words} ({value:.3f})")
         ax.set(title=f"seed {seed}: held-out NSP accuracy per epoch", xlabel="epoch", ylim=(0.4, 0.75))
     axes[0][0].set_ylabel("accuracy on balanced held-out pairs")
     for ax in axes[0]:

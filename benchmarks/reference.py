@@ -21,7 +21,7 @@ from helpers.config import Config, get_profile
 from helpers.dataset import MeditationsDataset, make_loader, prepare_data
 from helpers.serving import Predictor
 from helpers.masking import IGNORE_INDEX, mask_tokens
-from helpers.model import PretrainingLosses, scratch_config
+from helpers.model import PretrainingModel, scratch_config
 from helpers.pairs import Pair
 from helpers.tokens import tokenize_pairs
 from helpers.train import make_optimizer
@@ -32,11 +32,12 @@ BATCH_SIZE = 16
 MAX_LENGTH = 256
 REFERENCE_LR = 5e-5  # the tutorial's AdamW learning rate
 
-# Model shapes; "tiny" is only for the quick setting the test runs.
+# Model shapes: the tiny and default profiles' own, read from them (tiny only for the quick setting the test runs),
+# and BERT-base's, which BertConfig's defaults are.
+SHAPE = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
 SIZES: dict[str, dict[str, int]] = {
-    "tiny": dict(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64),
-    "small": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
-    "bert-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+    **{name: {key: getattr(get_profile(name), key) for key in SHAPE} for name in ("tiny", "default")},
+    "bert-base": {key: getattr(BertConfig(), key) for key in SHAPE},
 }
 
 
@@ -48,7 +49,7 @@ class Variant:
     description: str
     pad_to_max_length: bool  # every pair padded to max_length (the reference) vs per-batch padding
     bucket_by_length: bool = False  # batches of similar length (helpers.dataset.BucketSampler)
-    masked_head_only: bool = False  # helpers.model.PretrainingLosses instead of the stock forward
+    masked_head_only: bool = False  # helpers.model.PretrainingModel instead of the stock forward
     compile: bool = False  # torch.compile of the training module
     attn_implementation: str = "sdpa"
 
@@ -60,7 +61,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             "masks), stock forward", pad_to_max_length=False),
     Variant("dynamic_padding_bucketing", "make_loader with bucket_by_length, stock forward",
             pad_to_max_length=False, bucket_by_length=True),
-    Variant("fast", "the project's path: make_loader with bucket_by_length + PretrainingLosses (MLM head on "
+    Variant("fast", "the project's path: make_loader with bucket_by_length + PretrainingModel (MLM head on "
             "masked positions only), SDPA attention", pad_to_max_length=False, bucket_by_length=True,
             masked_head_only=True),
     Variant("fast_compiled", "the fast path under torch.compile (inductor, default mode)", pad_to_max_length=False,
@@ -82,7 +83,7 @@ def benchmark_data(max_length: int = MAX_LENGTH) -> tuple[PreTrainedTokenizerBas
     The scratch tokenizer learns only ~3,800 tokens from so small a corpus, but pairs come out at ~78
     tokens on average, close to bert-base-uncased's ~75; the model's vocabulary is 30,522 either way.
     """
-    cfg = benchmark_config("small", max_length)
+    cfg = benchmark_config("default", max_length)
     data = prepare_data(cfg)
     return data.tokenizer, data.train_pairs(cfg, 0)
 
@@ -115,7 +116,7 @@ def reference_dataset(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair],
 def batches(variant: Variant, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], max_length: int,
             seed: int) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches, epoch after epoch (epoch ``e`` shuffles with ``seed + e``)."""
-    cfg = benchmark_config("small", max_length)
+    cfg = benchmark_config("default", max_length)
     cfg.bucket_by_length = variant.bucket_by_length
     if variant.pad_to_max_length:
         dataset = reference_dataset(tokenizer, pairs, max_length, seed)  # masks once, reused every epoch
@@ -148,12 +149,12 @@ def make_step(variant: Variant, model: BertForPreTraining, total_steps: int) -> 
         return reference_step
 
     # The project's step (helpers.train): AdamW with decay groups, warm-up schedule, clipping.
-    cfg = benchmark_config("small")
-    losses = PretrainingLosses(model).train()
-    optimizer = make_optimizer(losses, cfg)
+    cfg = benchmark_config("default")
+    trained = PretrainingModel(model).train()
+    optimizer = make_optimizer(trained, cfg)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     if variant.masked_head_only:
-        forward = torch.compile(losses) if variant.compile else losses
+        forward = torch.compile(trained) if variant.compile else trained
         compute = lambda batch: forward(**batch)["loss"]  # noqa: E731 - MLM head on labelled positions only
     else:
         compute = lambda batch: model(**{k: batch[k] for k in MODEL_KEYS}).loss  # noqa: E731 - head everywhere
@@ -161,7 +162,7 @@ def make_step(variant: Variant, model: BertForPreTraining, total_steps: int) -> 
     def project_step(batch: dict) -> float:
         loss = compute(batch)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(losses.parameters(), cfg.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

@@ -42,7 +42,7 @@ from helpers.record import cpu_model  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results.json"
 # Speed-up targets of the fast path over the reference (pairs/s), and of its padding efficiency.
-TARGETS = {"small": 10.0, "bert-base": 3.0}
+TARGETS = {"default": 10.0, "bert-base": 3.0}
 TARGET_PADDING_EFFICIENCY = 0.9
 # The optimisations, one added at a time, measured on the ablation size.
 STAGES = [("reference", "reference recipe"),
@@ -60,9 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON results go")
     parser.add_argument("--sizes", default=None, help=f"comma-separated model sizes from {', '.join(SIZES)} "
-                        "(default: small,bert-base; tiny with --quick)")
+                        "(default: default,bert-base; tiny with --quick)")
     parser.add_argument("--steps", type=int, default=None, help="timed optimizer steps per run, for every size "
-                        "(default: one epoch of pairs for small, 3 for bert-base)")
+                        "(default: one epoch of pairs for default, 3 for bert-base)")
     parser.add_argument("--repeats", type=int, default=None, help="runs of each path per size (default 3)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps before timing (default 2; 1 for bert-base)")
     parser.add_argument("--calls", type=int, default=None, help="timed inference calls per method (default 50)")
@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also measure the fast path under torch.compile (default: on, off with --quick)")
     parser.add_argument("--quick", action="store_true", help="tiny model, 2 steps, 1 repeat: checks the machinery")
     args = parser.parse_args(argv)
-    sizes = (args.sizes or ("tiny" if args.quick else "small,bert-base")).split(",")
+    sizes = (args.sizes or ("tiny" if args.quick else "default,bert-base")).split(",")
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
         parser.error(f"unknown size {unknown[0]!r}: choose from {', '.join(SIZES)}.")
@@ -91,7 +91,7 @@ def plan(args: argparse.Namespace, n_pairs: int) -> dict[str, dict[str, int]]:
     """Steps, warm-up steps and repeats per size."""
     epoch_steps = math.ceil(n_pairs / BATCH_SIZE)
     defaults = {"tiny": dict(steps=2, warmup=1, repeats=1),
-                "small": dict(steps=epoch_steps, warmup=2, repeats=3),
+                "default": dict(steps=epoch_steps, warmup=2, repeats=3),
                 "bert-base": dict(steps=3, warmup=1, repeats=3)}
     if args.quick:
         defaults = {size: dict(steps=2, warmup=1, repeats=1) for size in SIZES}
@@ -225,19 +225,9 @@ def compile_verdict(paths: dict[str, dict], enabled: bool) -> dict[str, Any]:
                        "compiled steps are not reliably 10% faster than eager ones, and compiling costs minutes")}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    load_before = os.getloadavg()
-    started = time.perf_counter()
-    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    tokenizer, pairs = benchmark_data(args.max_length)
-    settings = plan(args, len(pairs))
-    ablation_size = "small" if "small" in args.sizes else args.sizes[0]
-    lengths = [len(ids) for ids in tokenizer([p.sentence_a for p in pairs], [p.sentence_b for p in pairs],
-                                             truncation="longest_first", max_length=args.max_length)["input_ids"]]
-    print(f"{len(pairs)} pairs, {statistics.fmean(lengths):.1f} tokens on average (max_length {args.max_length}); "
-          f"batch size {BATCH_SIZE}; load average {load_before[0]:.2f}", flush=True)
-
+def measure_sizes(args: argparse.Namespace, settings: dict[str, dict[str, int]], tokenizer, pairs,
+                  ablation_size: str) -> dict[str, dict[str, Any]]:
+    """Every path on every size, each run in a fresh process, interleaved repeat by repeat; the ablation size has all."""
     results: dict[str, dict[str, Any]] = {}
     for size in args.sizes:
         plan_ = settings[size]
@@ -252,46 +242,51 @@ def main(argv: list[str] | None = None) -> int:
                 run = in_child(train_run, VARIANTS[name], size, tokenizer, pairs, plan_["steps"], warmup, repeat,
                                args.max_length)
                 runs[name].append(run)
-                if "error" in run:
-                    print(f"  {size:<9} {name:<26} repeat {repeat + 1}: FAILED {run['error']}", flush=True)
-                else:
-                    print(f"  {size:<9} {name:<26} repeat {repeat + 1}: {run['pairs_per_s']:8.1f} pairs/s "
-                          f"{run['tokens_per_s']:9.0f} tokens/s  padding eff {run['padding_efficiency']:.3f}  "
-                          f"peak {run['peak_rss_mb']:6.0f} MiB  (cpu {run['cpu_utilisation']:.2f} cores)", flush=True)
+                print(f"  {size:<9} {name:<26} repeat {repeat + 1}: " + (f"FAILED {run['error']}" if "error" in run else (
+                      f"{run['pairs_per_s']:8.1f} pairs/s {run['tokens_per_s']:9.0f} tokens/s  padding eff "
+                      f"{run['padding_efficiency']:.3f}  peak {run['peak_rss_mb']:6.0f} MiB  (cpu "
+                      f"{run['cpu_utilisation']:.2f} cores)")), flush=True)
         paths = {name: summarise_path(r) for name, r in runs.items()}
         first = next((p for p in paths.values() if p.get("status") == "measured"), {})
         results[size] = {"model": {**SIZES[size], "vocab_size": VOCAB_SIZE, "n_parameters": first.get("n_parameters")},
                          **plan_, "paths": paths, "speedup_fast_vs_reference": speedup(paths, "fast", "reference")}
+    return results
 
+
+def measure_inference(args: argparse.Namespace, tokenizer, pairs) -> dict[str, Any]:
+    """p50/p95 latency of the demo's two calls, per size, each in a fresh process."""
     inference: dict[str, Any] = {}
     calls = args.calls or (5 if args.quick else 50)
     for size in args.sizes:
         inference[size] = in_child(inference_latency, size, tokenizer, pairs, calls, 2 if args.quick else 5,
                                    args.max_length)
         if "error" not in inference[size]:
-            print(f"  {size:<9} inference: predict_nsp p50 {inference[size]['predict_nsp']['p50_ms']:.1f} ms "
-                  f"p95 {inference[size]['predict_nsp']['p95_ms']:.1f} ms; fill_mask p50 "
-                  f"{inference[size]['fill_mask']['p50_ms']:.1f} ms p95 {inference[size]['fill_mask']['p95_ms']:.1f} ms",
-                  flush=True)
+            nsp, fill = inference[size]["predict_nsp"], inference[size]["fill_mask"]
+            print(f"  {size:<9} inference: predict_nsp p50 {nsp['p50_ms']:.1f} ms p95 {nsp['p95_ms']:.1f} ms; "
+                  f"fill_mask p50 {fill['p50_ms']:.1f} ms p95 {fill['p95_ms']:.1f} ms", flush=True)
+    return inference
 
-    ablation_paths = results[ablation_size]["paths"]
+
+def ablation_of(paths: dict[str, dict], size: str, compile_: bool) -> dict[str, Any]:
+    """What each optimisation bought, stage by stage, and the attention, compile and padding notes."""
     stages, previous = [], None
     for name, label in STAGES:
-        path = ablation_paths[name]
+        path = paths[name]
         measured = path.get("status") == "measured"
         stages.append({"stage": label, "variant": name,
                        "pairs_per_s": path["pairs_per_s"]["median"] if measured else None,
                        "padding_efficiency": path.get("padding_efficiency"),
-                       "speedup_vs_reference": (speedup(ablation_paths, name, "reference") or {}).get("pairs_per_s"),
-                       "speedup_vs_previous": (speedup(ablation_paths, name, previous) or {}).get("pairs_per_s")
+                       "speedup_vs_reference": (speedup(paths, name, "reference") or {}).get("pairs_per_s"),
+                       "speedup_vs_previous": (speedup(paths, name, previous) or {}).get("pairs_per_s")
                        if previous else None})
         previous = name
-    attention = speedup(ablation_paths, "fast", "fast_eager_attention")
-    ablation = {"size": ablation_size, "stages": stages,
-                "sdpa_vs_eager_attention": attention,
-                "torch_compile": compile_verdict(ablation_paths, args.compile),
-                "pad_to_multiple_of_8": {"measured": False, "note": PAD_MULTIPLE_NOTE}}
+    return {"size": size, "stages": stages, "sdpa_vs_eager_attention": speedup(paths, "fast", "fast_eager_attention"),
+            "torch_compile": compile_verdict(paths, compile_),
+            "pad_to_multiple_of_8": {"measured": False, "note": PAD_MULTIPLE_NOTE}}
 
+
+def targets_of(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each speed-up target met or not, and the fast path's padding efficiency per size."""
     targets: dict[str, Any] = {}
     for size, target in TARGETS.items():
         ratio = (results.get(size) or {}).get("speedup_fast_vs_reference")
@@ -301,7 +296,37 @@ def main(argv: list[str] | None = None) -> int:
     efficiency = {size: r["paths"]["fast"].get("padding_efficiency") for size, r in results.items()}
     targets["padding_efficiency"] = {"target": TARGET_PADDING_EFFICIENCY, "fast": efficiency,
                                      "met": all(e is not None and e >= TARGET_PADDING_EFFICIENCY for e in efficiency.values())}
+    return targets
 
+
+def settings_of(args: argparse.Namespace, settings: dict, tokenizer, pairs, lengths: list[int]) -> dict[str, Any]:
+    """What the run measured and how, for the report."""
+    return {"quick": args.quick, "batch_size": BATCH_SIZE, "max_length": args.max_length,
+            "vocab_size": VOCAB_SIZE, "n_pairs": len(pairs), "mean_pair_tokens": statistics.fmean(lengths),
+            "sizes": args.sizes, "per_size": settings, "compile": args.compile,
+            "data": "first-epoch training pairs of the bert-base profile ('.' splitter, one pair per "
+                    "paragraph) from data/meditations.txt",
+            "tokenizer": f"scratch WordPiece trained on the corpus ({len(tokenizer)} tokens; the hub is "
+                         f"unreachable); the model's vocabulary is {VOCAB_SIZE} regardless",
+            "timing": "each timed step = next batch from the loader (collation and masking included) + "
+                      "forward + backward + optimizer step; warm-up steps untimed; one forked process "
+                      "per run, paths interleaved per repeat"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    tokenizer, pairs = benchmark_data(args.max_length)
+    settings = plan(args, len(pairs))
+    ablation_size = "default" if "default" in args.sizes else args.sizes[0]
+    lengths = [len(ids) for ids in tokenizer([p.sentence_a for p in pairs], [p.sentence_b for p in pairs],
+                                             truncation="longest_first", max_length=args.max_length)["input_ids"]]
+    print(f"{len(pairs)} pairs, {statistics.fmean(lengths):.1f} tokens on average (max_length {args.max_length}); "
+          f"batch size {BATCH_SIZE}; load average {load_before[0]:.2f}", flush=True)
+    results = measure_sizes(args, settings, tokenizer, pairs, ablation_size)
+    inference = measure_inference(args, tokenizer, pairs)
     threads = next((p["torch_threads"] for r in results.values() for p in r["paths"].values() if "torch_threads" in p), None)
     report = {
         "schema": 1,
@@ -309,17 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": date, **git_state(), "machine": machine(threads),
         "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()),
         "wall_seconds": time.perf_counter() - started,
-        "settings": {"quick": args.quick, "batch_size": BATCH_SIZE, "max_length": args.max_length,
-                     "vocab_size": VOCAB_SIZE, "n_pairs": len(pairs), "mean_pair_tokens": statistics.fmean(lengths),
-                     "sizes": args.sizes, "per_size": settings, "compile": args.compile,
-                     "data": "first-epoch training pairs of the bert-base profile ('.' splitter, one pair per "
-                             "paragraph) from data/meditations.txt",
-                     "tokenizer": f"scratch WordPiece trained on the corpus ({len(tokenizer)} tokens; the hub is "
-                                  f"unreachable); the model's vocabulary is {VOCAB_SIZE} regardless",
-                     "timing": "each timed step = next batch from the loader (collation and masking included) + "
-                               "forward + backward + optimizer step; warm-up steps untimed; one forked process "
-                               "per run, paths interleaved per repeat"},
-        "sizes": results, "ablation": ablation, "inference": inference, "targets": targets,
+        "settings": settings_of(args, settings, tokenizer, pairs, lengths),
+        "sizes": results, "ablation": ablation_of(results[ablation_size]["paths"], ablation_size, args.compile),
+        "inference": inference, "targets": targets_of(results),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -5,13 +5,13 @@ The teaching core, one module per stage, in the order the notebooks read them:
     corpus      the text: download once, check, read as paragraphs
     pairs       sentences and 50/50 Next Sentence Prediction pairs
     tokens      WordPiece tokenizers and pair tokenization
-    masking     MLM masking by hand, and the collator that trains
+    masking     MLM masking: the config's one rule (training, validation, the lesson), and the same by hand
     dataset     the Dataset, bucketing and the DataLoader
-    model       stock BertForPreTraining and its two losses
-    baselines   what counting alone scores: the bar every metric is shown against
-    report      every metric beside its baselines: the printout, metrics.json, the model card, the demo's figures;
-                a run's scale beside BERT-base's
-    checkpoint  what the loop saves and resumes from: whole-or-absent folders, checksums, the resume point, the lock
+    model       stock BertForPreTraining, and PretrainingModel: what the loop trains, both losses at once
+    baselines   the one table of accuracies and the baselines beside them: what counting alone scores
+    report      every metric beside its baselines: the printout, metrics.json, the model card, the demo's panel
+    scale       a run's size beside the bert-base profile's and BERT-base's (notebook 04)
+    checkpoint  what the loop saves and resumes from: whole-or-absent folders, checksums, the loop's Progress, the lock
     tracking    the loop's Weights & Biases log, never fatal
     train       the training loop and validation
     inference   reading the two heads of a trained model, its attention and its word embeddings

@@ -150,7 +150,7 @@ def saved_final(folder: Path) -> dict:
 
 def validation_markdown(final: dict) -> str:
     """The held-out metrics, each accuracy beside the counting baselines it has to beat."""
-    parts = [accuracy_beside(row) for row in compared_accuracies(final)]
+    parts = [accuracy_beside(row) for row in compared_accuracies(final, parts=False)]  # the split is in metrics.json
     extra = [("MLM perplexity", "mlm_perplexity", "{:,.1f}"), ("NSP loss", "nsp_loss", "{:.3f}")]
     parts += [f"{name} {fmt.format(final[key])}" for name, key, fmt in extra
               if isinstance(final.get(key), (int, float))]
@@ -195,15 +195,15 @@ def _notes(notes: list[str]) -> str:
     return "".join(f"\n\n*Note: {note}*" for note in notes)  # our own sentences: nothing to escape
 
 
-def verdict_markdown(result: NSPResult, record: str) -> str:
-    """The verdict in words, with both probabilities, the checkpoint's ``record`` (report.nsp_in_words), the notes."""
+def verdict_markdown(result: NSPResult, accuracy_note: str) -> str:
+    """The verdict in words, both probabilities, how often the checkpoint is right (nsp_in_words), the notes."""
     p_next, p_random = result.probabilities[LABEL_NAMES[IS_NEXT]], result.probabilities[LABEL_NAMES[IS_RANDOM]]
     if result.label == IS_NEXT:
         words = f"The model thinks sentence B is the one that came right after A ({p_next:.1%})."
     else:
         words = f"The model thinks sentence B was drawn from elsewhere, not the one after A ({p_random:.1%})."
     # Beside every answer: a verdict from a model barely better than a coin must not read as a finding.
-    return f"### {result.verdict}\n{words}\n\n*{record}*{_notes(result.notes)}"
+    return f"### {result.verdict}\n{words}\n\n*{accuracy_note}*{_notes(result.notes)}"
 
 
 def fill_markdown(text: str, result: FillMaskResult, mask_token: str) -> str:
@@ -225,7 +225,7 @@ def _failure(err: BaseException) -> str:
             f"try shorter or different text.")
 
 
-def nsp_handler(predictor: Predictor, record: str):
+def nsp_handler(predictor: Predictor, accuracy_note: str):
     """The NSP tab's batched function: several pairs from several users go through the model in one pass."""
     def next_sentence(firsts: list[str], seconds: list[str]) -> tuple[list, list]:
         try:
@@ -239,7 +239,7 @@ def nsp_handler(predictor: Predictor, record: str):
                 verdicts.append(f"**{result}**")
             else:
                 labels.append(result.probabilities)
-                verdicts.append(verdict_markdown(result, record))
+                verdicts.append(verdict_markdown(result, accuracy_note))
         return labels, verdicts
     return next_sentence
 
@@ -428,12 +428,6 @@ def main(argv: list[str] | None = None) -> int:
     return run_server(demo, args.host, args.port, args.share)
 
 
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
-
 
 # Pictures of the running demo, taken by a real headless Chromium through Playwright (notebook 06, the browser test).
 
@@ -548,3 +542,9 @@ def screenshot_demo(url: str, sentence_a: str = BUILTIN_PAIRS[0][0], sentence_b:
             else:
                 advice = f"{first_line(err)[:200]}; check that the demo is still served at {url}"
             raise ScreenshotError(f"No picture of the demo was taken because {advice}.") from None
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)

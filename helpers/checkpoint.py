@@ -7,9 +7,9 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -186,54 +186,50 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 @dataclass
-class ResumePoint:
-    """Where a run starts: epoch 0 with nothing behind it, or where an interrupted run saved its state."""
+class Progress:
+    """How far the loop has come: the one object it advances, every save writes and a resume starts from."""
 
-    epoch: int = 0  # the epoch to start in
-    skip: int = 0  # that epoch's batches already trained on
-    global_step: int = 0  # optimizer steps taken so far
-    seconds: float = 0.0  # seconds trained so far
+    epoch: int = 0  # the epoch under way, from 0 (the run's epochs once it has finished)
+    batches_done: int = 0  # that epoch's batches trained on
+    global_step: int = 0  # optimizer steps taken, over every epoch
+    seconds: float = 0.0  # seconds trained, over every call of train() (a resumed run counts what it trained before)
+
+    def step(self, batches_done: int) -> None:
+        """One optimizer step taken; it trained on the epoch's batches up to ``batches_done``."""
+        self.global_step += 1
+        self.batches_done = batches_done
+
+    def end_epoch(self) -> None:
+        """The epoch's row is in: what comes next is the next epoch, from its first batch."""
+        self.epoch, self.batches_done = self.epoch + 1, 0
+
+
+@dataclass
+class Resume:
+    """What a save writes besides the weights, so that a resumed run continues exactly where this one stopped."""
+
+    progress: Progress
     rng: dict[str, Any] | None = None  # Python, NumPy and torch RNG states (dropout) at the save
-    optimizer: dict[str, Any] | None = None  # AdamW's moments and the schedule's position, for load_state_dict
-    scheduler: dict[str, Any] | None = None
-    history: list[dict[str, float]] = field(default_factory=list)  # per-step records so far
-    epochs: list[dict[str, float]] = field(default_factory=list)  # per-epoch validation rows so far
+    optimizer: dict[str, Any] | None = None  # AdamW's moments, for load_state_dict
+    scheduler: dict[str, Any] | None = None  # the learning-rate schedule's position
+    history: list[dict[str, float]] = field(default_factory=list)  # per-step metrics so far
+    epochs: list[dict[str, float]] = field(default_factory=list)  # per-epoch rows so far
 
-    def batches(self, loader: Iterable, epoch: int) -> Iterator[tuple[int, Any]]:
-        """(index in the epoch, batch) for the batches ``epoch`` still has to train on, RNG restored in between.
-
-        The skipped batches are drawn all the same, so the mask generator advances as it did in the first run.
-        The global RNG goes back to where it stood at the save at the same point of the loop: before the loader
-        starts at an epoch boundary, just before the first step trained on mid-epoch.
-        """
-        skip, rng = (self.skip, self.rng) if epoch == self.epoch else (0, None)
-        if rng is not None and not skip:
-            set_rng_state(rng)
-            rng = None
-        for index, batch in enumerate(loader):
-            if index < skip:
-                continue
-            if rng is not None:
-                set_rng_state(rng)
-                rng = None
-            yield index, batch
-        if rng is not None:  # the interrupt came after the epoch's last step
-            set_rng_state(rng)
-
-    def training_state(self) -> dict[str, Any]:
-        """The dict saved as training_state.pt."""
-        return {"next_epoch": self.epoch, "next_step": self.skip, "global_step": self.global_step,
-                "epoch": self.epoch, "optimizer": self.optimizer, "scheduler": self.scheduler, "rng": self.rng,
-                "history": self.history, "epochs": self.epochs, "seconds": self.seconds}
+    def state(self) -> dict[str, Any]:
+        """training_state.pt's dict: the one place the resume state is written."""
+        return {"progress": asdict(self.progress), "rng": self.rng, "optimizer": self.optimizer,
+                "scheduler": self.scheduler, "history": self.history, "epochs": self.epochs}
 
 
-def load_resume_point(folder: str | os.PathLike) -> tuple[Config, ResumePoint]:
-    """The saved profile of a resumable checkpoint, and where its run continues."""
+def load_resume(folder: str | os.PathLike) -> tuple[Config, Resume]:
+    """The saved profile of a resumable checkpoint and its resume state: the one place that state is read."""
     cfg, state = load_training_state(folder)
-    return cfg, ResumePoint(epoch=state["next_epoch"], skip=state.get("next_step", 0), global_step=state["global_step"],
-                            seconds=state.get("seconds", 0.0), rng=state["rng"], optimizer=state["optimizer"],
-                            scheduler=state["scheduler"], history=state.get("history", []),
-                            epochs=state.get("epochs", []))
+    try:
+        return cfg, Resume(Progress(**state["progress"]), state["rng"], state["optimizer"], state["scheduler"],
+                           state["history"], state["epochs"])
+    except (KeyError, TypeError):
+        raise CheckpointError(f"{Path(folder) / STATE} was written by another version of the training loop; "
+                              f"start a new run with --output.") from None
 
 
 def save_checkpoint(folder: str | os.PathLike, model, tokenizer, cfg: Config, metrics: dict[str, Any],
@@ -266,10 +262,9 @@ def save_checkpoint(folder: str | os.PathLike, model, tokenizer, cfg: Config, me
                 torch.save({**training_state, "corpus_path": cfg.corpus}, handle)
         # Checksums of every file: safetensors and torch.save carry none, so bit rot would otherwise load silently.
         checksums = {path.name: sha256_of(path) for path in sorted(tmp.iterdir()) if path.is_file()}
-        _write_json(tmp / MARKER, {"complete": True, "profile": cfg.profile,
-                                   "resumable": training_state is not None,
-                                   "epoch": (training_state or {}).get("epoch"),
-                                   "global_step": (training_state or {}).get("global_step"),
+        progress = (training_state or {}).get("progress") or {}
+        _write_json(tmp / MARKER, {"complete": True, "profile": cfg.profile, "resumable": training_state is not None,
+                                   "epoch": progress.get("epoch"), "global_step": progress.get("global_step"),
                                    "sha256": checksums})
         _fsync_tree(tmp)
         old = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shlex
 from dataclasses import dataclass, field, fields
@@ -177,9 +176,6 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
     def describe(self) -> str:
         """The profile as an aligned two-column table, printed at the start of a run."""
         width = max(len(f.name) for f in fields(self))
@@ -284,7 +280,10 @@ def notebook_config() -> tuple[Config, str]:
                           f"`python -m helpers.train --help`, e.g. \"--epochs 4 --model runs/default\".") from None
     start = "a fresh model" if cfg.model == "scratch" else f"the pretrained {cfg.model}"
     options = f"; options from $BERT_MEDITATIONS_ARGS: {extra}" if extra.strip() else ""
-    expect = EXPECT[name] if cfg.model == "scratch" else EXPECT["pretrained"]
+    expect = EXPECT.get(name if cfg.model == "scratch" else "pretrained")
+    if expect is None:
+        raise ConfigError(f"Profile {name!r} has no entry in helpers.config.EXPECT; add one sentence there saying "
+                          f"what a learner should expect from it.")
     return cfg, f"profile {name!r} ({reason}{options}), starting from {start}.\nWhat to expect: {expect}"
 
 

@@ -11,9 +11,12 @@ from transformers import PreTrainedTokenizerBase
 
 from helpers.config import Config
 from helpers.corpus import load_paragraphs
-from helpers.masking import make_collator
+from helpers.masking import masking_rule
 from helpers.pairs import Pair, make_pairs, split_corpus, train_val_split
 from helpers.tokens import load_tokenizer, tokenize_pairs
+
+# Validation batches are of a fixed size: their masks then depend on the seed alone, so runs of any batch size compare.
+VAL_BATCH_SIZE = 64
 
 
 class MeditationsDataset(Dataset):
@@ -107,21 +110,30 @@ class BucketSampler(Sampler[int]):
 
 
 def make_loader(dataset: MeditationsDataset, tokenizer: PreTrainedTokenizerBase, cfg: Config, shuffle: bool,
-                seed: int = 0, pad_to_multiple_of: int | None = None, mask_seed: int | None = None) -> DataLoader:
-    """Dynamic padding and fresh masks per batch; batches of similar length when ``cfg.bucket_by_length``.
+                seed: int = 0, pad_to_multiple_of: int | None = None, mask_seed: int | None = None,
+                validation: bool = False) -> DataLoader:
+    """Dynamic padding and masks by the config's rule, drawn per batch; similar lengths when ``cfg.bucket_by_length``.
 
-    ``seed`` fixes the order of the pairs and, unless ``mask_seed`` is given, the masks drawn for them.
+    ``seed`` fixes the order of the pairs and, unless ``mask_seed`` is given, the masks drawn for them;
+    ``validation`` masks by the validation rule in batches of VAL_BATCH_SIZE.
     """
-    collator = make_collator(tokenizer, cfg.mlm_probability, cfg.mask_replace_prob, cfg.random_replace_prob,
-                             pad_to_multiple_of, seed=seed if mask_seed is None else mask_seed)
+    collator = masking_rule(cfg, validation).collator(tokenizer, seed if mask_seed is None else mask_seed,
+                                                      pad_to_multiple_of)
+    batch_size = VAL_BATCH_SIZE if validation else cfg.batch_size
     generator = torch.Generator().manual_seed(seed)
     if shuffle and cfg.bucket_by_length:
         # Shuffles, sorts by length inside windows of 50 batches, then shuffles the batches.
-        sampler = BucketSampler(dataset.lengths, cfg.batch_size, generator)
+        sampler = BucketSampler(dataset.lengths, batch_size, generator)
         # The loader gets the generator too: creating an iterator then draws its base seed from it, not from
         # the global RNG (which drives dropout), so a resumed run sees the very same random stream.
-        return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collator, generator=generator)
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, generator=generator, collate_fn=collator)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator, generator=generator)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collator)
+
+
+def validation_batches(data: PreparedData, cfg: Config, pairs: Sequence[Pair] | None = None) -> list[dict]:
+    """The validation pairs (or ``pairs``) in batches with fixed masks, by the config's validation rule."""
+    val_set = MeditationsDataset.from_pairs(data.tokenizer, data.val_pairs if pairs is None else pairs, cfg.max_length)
+    return list(make_loader(val_set, data.tokenizer, cfg, shuffle=False, seed=cfg.seed, validation=True))
 
 
 def padding_counts(batch: dict[str, torch.Tensor]) -> tuple[int, int]:

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from transformers import BertForPreTraining, PreTrainedTokenizerBase
 
 from helpers.inference import fill_mask_top_k, pair_attentions
-from helpers.masking import IGNORE_INDEX, mask_tokens
+from helpers.masking import IGNORE_INDEX, MaskingRule, mask_tokens
 from helpers.pairs import IS_NEXT, Pair
 from helpers.plots import plot_attention
 from helpers.tokens import model_max_length, tokenize_pairs
@@ -30,14 +30,14 @@ SENTENCE_A = "Begin the morning by saying to thyself, I shall meet with the busy
 SENTENCE_B = "All these things happen to them by reason of their ignorance of what is good and evil."
 PAIR_COLUMNS = ["token", "input_ids", "token_type_ids", "attention_mask", "special_tokens_mask"]
 
-# The replacement rules of notebook 03, as mask_tokens' arguments: name -> (label shown, arguments).
+# The replacement rules of notebook 03: name -> (label shown, mask_tokens' mode, what a selected token becomes).
 MASKING_RULES = {
     "reference": ("the tutorial's reference: every selected token a [MASK], every position scored",
-                  dict(mode="reference")),
-    "80/10/10": ("BERT's 80/10/10: [MASK], a random token, or unchanged",
-                 dict(mode="bert", mask_replace_prob=0.8, random_replace_prob=0.1)),
-    "all [MASK]": ("every selected token a [MASK], only the selected scored",
-                   dict(mode="bert", mask_replace_prob=1.0, random_replace_prob=0.0)),
+                  "reference", dict(mask_replace_prob=1.0, random_replace_prob=0.0)),
+    "80/10/10": ("BERT's 80/10/10: [MASK], a random token, or unchanged", "bert",
+                 dict(mask_replace_prob=0.8, random_replace_prob=0.1)),
+    "all [MASK]": ("every selected token a [MASK], only the selected scored", "bert",
+                   dict(mask_replace_prob=1.0, random_replace_prob=0.0)),
 }
 # What masking did to a position, as the "what happened" column says it.
 KEPT, SPECIAL, MASKED, RANDOM, UNCHANGED = ("kept", "special: never selected", "[MASK]", "random token",
@@ -73,9 +73,9 @@ def pair_tokens(tokenizer: PreTrainedTokenizerBase, sentence_a: str = SENTENCE_A
 def _mask_once(input_ids: torch.Tensor, tokenizer: PreTrainedTokenizerBase, rule: str, mlm_probability: float,
                seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The one call of helpers.masking in this module: (masked input_ids, labels), each (1, seq_len)."""
+    _, mode, becomes = MASKING_RULES[rule]
     generator = torch.Generator().manual_seed(seed)
-    return mask_tokens(input_ids, tokenizer, mlm_probability=mlm_probability, generator=generator,
-                       **MASKING_RULES[rule][1])
+    return mask_tokens(input_ids, tokenizer, MaskingRule(mlm_probability, **becomes), mode=mode, generator=generator)
 
 
 def _outcomes(original: list[int], masked: list[int], labels: list[int], tokenizer: PreTrainedTokenizerBase,
@@ -111,7 +111,7 @@ def mask_sentence(tokenizer: PreTrainedTokenizerBase, sentence: str = SENTENCE_A
     table = pd.DataFrame({"token": tokenizer.convert_ids_to_tokens(ids), "input_ids": masked_ids,
                           "model reads": tokenizer.convert_ids_to_tokens(masked_ids),
                           "what happened": _outcomes(ids, masked_ids, label_ids, tokenizer,
-                                                     MASKING_RULES[rule][1]["mode"] == "reference"),
+                                                     MASKING_RULES[rule][1] == "reference"),
                           "labels": label_ids})
     table.index.name = "position"
     return table
@@ -209,7 +209,7 @@ def masking_explorer(tokenizer: PreTrainedTokenizerBase, sentence: str = SENTENC
     _require_rule(rule)  # before the dropdown, which would refuse it less clearly
 
     return _explorer(lambda **values: mask_sentence(tokenizer, **values), sentence=_text(sentence, "Sentence"),
-                     rule=widgets.Dropdown(options=[(label, name) for name, (label, _) in MASKING_RULES.items()],
+                     rule=widgets.Dropdown(options=[(label, name) for name, (label, *_) in MASKING_RULES.items()],
                                            value=rule, description="rule", layout=widgets.Layout(width="95%")),
                      mlm_probability=widgets.FloatSlider(value=mlm_probability, min=0.0, max=1.0, step=0.05,
                                                          description="masking rate", continuous_update=False),

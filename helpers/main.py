@@ -17,9 +17,8 @@ from helpers.pairs import PairError
 from helpers.report import aligned_lines
 from helpers.tokens import ModelSourceError
 
-# Shown after the accuracies (which stand beside their baselines); mlm_accuracy exists only in older runs.
-SHOWN = ("train_mlm_accuracy_at_mask", "train_nsp_accuracy", "mlm_perplexity", "mlm_loss", "nsp_loss", "mlm_accuracy",
-         "train_seconds")
+# Shown after the accuracies (which stand beside their baselines).
+SHOWN = ("seen_mlm_accuracy_at_mask", "seen_nsp_accuracy", "mlm_perplexity", "mlm_loss", "nsp_loss", "train_seconds")
 
 
 def _extra_options(parser) -> None:

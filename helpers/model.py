@@ -122,28 +122,27 @@ def neighbour_heads_(model: BertForPreTraining, layer: int, offsets: list[int], 
         attention.key.weight[block] = scale * torch.eye(2 * n_freq)
 
 
-class PretrainingLosses(nn.Module):
-    """Wraps a stock ``BertForPreTraining`` and computes its two losses, MLM head only where labels are set.
+class PretrainingModel(nn.Module):
+    """What the loop trains: a stock ``BertForPreTraining`` whose forward gives both losses, MLM head at labels only."""
 
-    The stock forward runs the 30,522-way MLM decoder on every position; only ~15% of real tokens carry a
-    label, so this evaluates the same head (same modules, same weights) on the labelled positions alone.
-    The result equals the stock loss; the checkpoint stays a stock one.
-    """
+    # The stock forward runs the 30,522-way MLM decoder on every position; only ~15% of real tokens carry a label,
+    # so this runs the same head (same modules, same weights) on the labelled positions alone. The losses equal the
+    # stock ones; ``stock`` is the plain BertForPreTraining, the one a checkpoint saves.
 
-    def __init__(self, model: BertForPreTraining, nsp_dropout: float = 0.0):
+    def __init__(self, stock: BertForPreTraining, nsp_dropout: float = 0.0):
         super().__init__()
-        self.model = model
+        self.stock = stock
         self.nsp_dropout = nsp_dropout  # on the pooled [CLS] vector, in training only: no module added to the model
 
     def forward(self, input_ids, attention_mask, token_type_ids, labels, next_sentence_label, nsp_weight: float = 1.0, **_):
-        sequence, pooled = self.model.bert(input_ids=input_ids, attention_mask=attention_mask,
+        sequence, pooled = self.stock.bert(input_ids=input_ids, attention_mask=attention_mask,
                                            token_type_ids=token_type_ids, return_dict=False)[:2]
         # sequence: (batch, seq_len, hidden); pooled: (batch, hidden), the [CLS] summary
         selected = labels != IGNORE_INDEX  # (batch, seq_len)
-        mlm_logits = self.model.cls.predictions(sequence[selected])  # (n_selected, vocab)
+        mlm_logits = self.stock.cls.predictions(sequence[selected])  # (n_selected, vocab)
         mlm_labels = labels[selected]  # (n_selected,)
         pooled = F.dropout(pooled, self.nsp_dropout, training=self.training)  # (batch, hidden)
-        nsp_logits = self.model.cls.seq_relationship(pooled)  # (batch, 2)
+        nsp_logits = self.stock.cls.seq_relationship(pooled)  # (batch, 2)
         nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1))
         if mlm_labels.numel():
             mlm_loss = F.cross_entropy(mlm_logits.float(), mlm_labels)
@@ -152,14 +151,3 @@ class PretrainingLosses(nn.Module):
         # nsp_weight 0 trains MLM alone (the NSP head gets no gradient); 1 is BertForPreTraining's plain sum.
         return {"loss": mlm_loss + nsp_weight * nsp_loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss,
                 "mlm_logits": mlm_logits, "mlm_labels": mlm_labels, "nsp_logits": nsp_logits}
-
-
-def stock_losses(model: BertForPreTraining, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The same two losses from the stock forward (every position through the MLM head), for comparison."""
-    out = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels",
-                                         "next_sentence_label")})
-    vocab = out.prediction_logits.shape[-1]
-    mlm_loss = F.cross_entropy(out.prediction_logits.reshape(-1, vocab).float(), batch["labels"].reshape(-1),
-                               ignore_index=IGNORE_INDEX)
-    nsp_loss = F.cross_entropy(out.seq_relationship_logits.float(), batch["next_sentence_label"].view(-1))
-    return {"loss": out.loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss}

@@ -1,4 +1,4 @@
-"""Pictures (and two tables) of the course: each function draws real data from the helpers, never typed-in numbers.
+"""Pictures of the course: each function draws real data from the helpers, never typed-in numbers.
 
 Every ``plot_*`` function returns the matplotlib ``Figure`` it drew, so a test can read back what is on it.
 """
@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from matplotlib import pyplot as plt
 from matplotlib.colors import ListedColormap
@@ -18,15 +17,12 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from transformers import PreTrainedTokenizerBase
 
+from helpers.baselines import ACCURACIES, named
 from helpers.masking import IGNORE_INDEX
-from helpers.report import first_above
+from helpers.report import baselines_beside, first_above
 
-# The validation curves and the baselines each has to beat (same colour, baselines dashed).
-VALIDATION_LINES = {"mlm_accuracy_at_mask": ("MLM accuracy at [MASK]", "tab:blue"),
-                    "nsp_accuracy": ("NSP accuracy", "tab:orange")}
-BASELINE_LINES = {"baseline_unigram": ("MLM baseline: most frequent token", "tab:blue"),
-                  "baseline_neighbours": ("MLM baseline: same neighbours", "tab:cyan"),
-                  "baseline_word_overlap": ("NSP baseline: word overlap", "tab:orange")}
+# The colour of each task's accuracy curve; its baselines are drawn in the style helpers.baselines gives them.
+TASK_COLOURS = {"mlm": "tab:blue", "nsp": "tab:orange"}
 LOSS_LINES = {"loss": "tab:gray", "mlm_loss": "tab:blue", "nsp_loss": "tab:orange"}
 # The fate of each position of a masked batch, in the order of the colour map below.
 MASK_CATEGORIES = ("[PAD]", "other special token", "not selected", "selected → [MASK]", "selected → random token",
@@ -51,16 +47,18 @@ def plot_validation(epochs: Sequence[Mapping[str, float]], baselines: Mapping[st
     """Held-out accuracies per epoch against ``x`` ('seconds' or 'epoch'), the baselines as dashed lines."""
     fig, ax = _figure(ax, (7, 3.5))
     xs = [row[x] for row in epochs]
-    for key, (name, colour) in VALIDATION_LINES.items():
-        ax.plot(xs, [row[key] for row in epochs], marker="o", markersize=3, color=colour, label=name)
-    for key, (name, colour) in BASELINE_LINES.items():
-        ax.axhline(baselines[key], color=colour, linestyle="--", linewidth=1, label=f"{name} ({baselines[key]:.3f})")
-    ax.axhline(0.5, color="black", linestyle=":", linewidth=1, label="NSP chance (0.500)")
-    # Time to quality: the first epoch whose held-out MLM accuracy beats counting neighbours.
+    for accuracy in (a for a in ACCURACIES if a.part is None):  # the whole accuracies; their split is in the tables
+        ax.plot(xs, [row[accuracy.key] for row in epochs], marker="o", markersize=3, color=TASK_COLOURS[accuracy.task],
+                label=accuracy.words)
+        for baseline, value in baselines_beside(accuracy, baselines):
+            ax.axhline(value, color=baseline.colour, linestyle=baseline.linestyle, linewidth=1,
+                       label=f"{accuracy.task.upper()} baseline: {baseline.words} ({value:.3f})")
+    # Time to quality: the first epoch whose held-out MLM accuracy beats neighbour counting.
     passed = first_above(epochs, baselines)
     if passed is not None:
         unit = " s" if x == "seconds" else ""
-        ax.axvline(passed[x], color="grey", linewidth=0.8, label=f"MLM passes neighbour counting ({passed[x]:.0f}{unit})")
+        ax.axvline(passed[x], color="grey", linewidth=0.8,
+                   label=f"MLM passes {named('neighbours').words} ({passed[x]:.0f}{unit})")
     ax.set_xlabel({"seconds": "training time (s)", "epoch": "epoch"}.get(x, x))
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0, 1)
@@ -95,15 +93,15 @@ def plot_run(epochs: Sequence[Mapping[str, float]], baselines: Mapping[str, floa
 def plot_generalisation(epochs: Sequence[Mapping[str, float]], history: Sequence[Mapping[str, float]],
                         title: str = "") -> Figure:
     """MLM loss per step (faint), and per epoch on training and held-out pairs under the same fixed masks."""
-    if not epochs or any("train_mlm_loss" not in row for row in epochs):
-        raise ValueError("The epoch rows have no 'train_mlm_loss' (a run recorded before training measured its "
-                         "training pairs every epoch); train again with this version to draw this figure.")
+    if not epochs or any("seen_mlm_loss" not in row for row in epochs):
+        raise ValueError("The epoch rows have no 'seen_mlm_loss' (the MLM loss on training pairs that every epoch "
+                         "of helpers.train.train measures); pass the rows of such a run.")
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
     # Each step's loss is on that step's own masks (the training masking rate), so it sits apart from the two curves.
     ax.plot([row["epoch"] for row in history], [row["mlm_loss"] for row in history], color="tab:gray", alpha=0.5,
             linewidth=0.6, label="each training step, on that step's own training masks")
     xs = [row["epoch"] for row in epochs]
-    seen, held_out = [row["train_mlm_loss"] for row in epochs], [row["mlm_loss"] for row in epochs]
+    seen, held_out = [row["seen_mlm_loss"] for row in epochs], [row["mlm_loss"] for row in epochs]
     ax.plot(xs, seen, color="tab:blue", marker="o", markersize=4,
             label="training pairs, fixed validation masks (per epoch)")
     ax.plot(xs, held_out, color="tab:red", marker="s", markersize=4,
@@ -267,27 +265,6 @@ def _attention_panel(ax: plt.Axes, weights: torch.Tensor, tokens: Sequence[str],
         ax.set_xlabel(f"{what} attended to", fontsize=8)
     if left:
         ax.set_ylabel(f"{what} attending", fontsize=8)
-
-
-def fill_mask_table(items: Sequence[Mapping[str, Any]], top: int = 3) -> pd.DataFrame:
-    """The recorded fill-mask prompts: the answer and the top guesses before and after training."""
-    def guesses(rows: Sequence[Sequence]) -> str:
-        return ", ".join(f"{token} ({probability:.3f})" for token, probability in rows[:top])
-
-    return pd.DataFrame({"prompt": [item["text"] for item in items], "answer": [item["answer"] for item in items],
-                         "before training": [guesses(item["before"]) for item in items],
-                         "after training": [guesses(item["after"]) for item in items]})
-
-
-def nsp_table(items: Sequence[Mapping[str, Any]], label_names: Mapping[int, str]) -> pd.DataFrame:
-    """The recorded NSP prompts: the true label and the verdict, with P(B follows A), before and after training."""
-    def verdict(answer: Mapping[str, Any]) -> str:
-        return f"{answer['verdict']} ({answer['p_follows']:.3f})"
-
-    return pd.DataFrame({"A": [item["sentence_a"] for item in items], "B": [item["sentence_b"] for item in items],
-                         "true": [label_names[item["label"]] for item in items],
-                         "before training (P follows)": [verdict(item["before"]) for item in items],
-                         "after training (P follows)": [verdict(item["after"]) for item in items]})
 
 
 def _figure(ax: plt.Axes | None, size: tuple[float, float]) -> tuple[Figure, plt.Axes]:

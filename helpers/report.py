@@ -2,36 +2,21 @@
 
 A held-out accuracy means little alone: 0.19 at [MASK] is a finding only beside the 0.05 of always guessing the
 most frequent token. The training printout, metrics.json, the model card, `make demo`'s printout and the demo's
-panel all take their pairs and their wording from here, so a figure never appears without the bar it must clear.
-The scale table sets a run beside the bert-base profile and BERT-base as published, for the same reason.
+panel all take their pairs and their wording from here, and here from the tables of helpers.baselines, so a figure
+never appears without the bar it must clear.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
-import pandas as pd
-import torch
-from transformers import BertConfig, BertForPreTraining
+from helpers.baselines import ACCURACIES, FREQUENT_TOKENS, Accuracy, Baseline, accuracy, baseline_key, beside
+from helpers.config import Config
 
-from helpers.config import Config, get_profile
-from helpers.dataset import PreparedData, prepare_data
-from helpers.model import scratch_config
-from helpers.tokens import tokenize_pairs
-
-# The validation metrics of every epoch. mlm_accuracy_at_mask: share of the validation [MASK] positions (15%,
-# every selected token a [MASK]) whose top guess is the hidden token, which is what fill-mask does.
+# The validation metrics of every epoch's printed table. mlm_accuracy_at_mask: share of the validation [MASK]
+# positions (15%, every selected token a [MASK]) whose top guess is the hidden token, which is what fill-mask does.
 METRICS = ("nsp_accuracy", "mlm_accuracy_at_mask", "mlm_loss", "mlm_perplexity", "nsp_loss")
-CHANCE = 0.5  # NSP pairs are half true next sentences, half random ones
-# Each held-out accuracy in metrics.json's "final", and what it is shown beside: the counting baselines of
-# helpers.baselines (a key of "final", guessed on the same masks and pairs) or a fixed figure (chance).
-ACCURACIES = (
-    ("mlm_accuracy_at_mask", "MLM accuracy at [MASK]", (("unigram", "baseline_unigram"),
-                                                         ("neighbours", "baseline_neighbours"))),
-    ("nsp_accuracy", "NSP accuracy", (("word overlap", "baseline_word_overlap"), ("chance", CHANCE))),
-)
-BASELINES = tuple(ref for *_, beside in ACCURACIES for _, ref in beside if isinstance(ref, str))
+SEEN = "seen_"  # the prefix of a metric measured on training pairs (text the model has seen), as in seen_mlm_loss
 _NUMBER = (int, float)
 
 
@@ -42,7 +27,7 @@ def first_above(epochs: list[dict[str, Any]], baselines: dict[str, float], basel
 
 
 class Compared(NamedTuple):
-    """One held-out accuracy and the baselines beside it, as (label, value) pairs."""
+    """One held-out accuracy and the baselines beside it, as (words, value) pairs."""
 
     key: str
     name: str
@@ -50,49 +35,54 @@ class Compared(NamedTuple):
     baselines: list[tuple[str, float]]
 
 
-def compared_accuracies(final: dict[str, Any]) -> list[Compared]:
-    """Each held-out accuracy in ``final`` with its baselines; baselines a run did not record are left out."""
-    rows = []
-    for key, name, beside in ACCURACIES:
-        if isinstance(final.get(key), _NUMBER):
-            baselines = [(label, ref if isinstance(ref, float) else final[ref]) for label, ref in beside
-                         if isinstance(ref, float) or isinstance(final.get(ref), _NUMBER)]
-            rows.append(Compared(key, name, final[key], baselines))
-    return rows
+def baselines_beside(accuracy: Accuracy, values: dict[str, Any]) -> list[tuple[Baseline, float]]:
+    """Each baseline beside ``accuracy`` with its value: chance as it is, a counted one from ``values`` if there."""
+    found = [(b, b.chance if b.chance is not None else values.get(baseline_key(b, accuracy))) for b in beside(accuracy)]
+    return [(baseline, value) for baseline, value in found if isinstance(value, _NUMBER)]
 
 
-def beside(baselines: list[tuple[str, float]], digits: int = 3, sep: str = ", ") -> str:
-    """'unigram 0.059, neighbours 0.216': the baselines, each with its label."""
-    return sep.join(f"{label} {value:.{digits}f}" for label, value in baselines)
+def _in_words(accuracy: Accuracy, values: dict[str, Any]) -> list[tuple[str, float]]:
+    return [(baseline.words, value) for baseline, value in baselines_beside(accuracy, values)]
+
+
+def compared_accuracies(final: dict[str, Any], parts: bool = True) -> list[Compared]:
+    """Each held-out accuracy in ``final`` with its baselines (``parts=False``: not the split of MLM's positions)."""
+    return [Compared(a.key, a.words, final[a.key], _in_words(a, final)) for a in ACCURACIES
+            if isinstance(final.get(a.key), _NUMBER) and (parts or a.part is None)]
+
+
+def numbers_beside(baselines: list[tuple[str, float]], digits: int = 3, sep: str = ", ") -> str:
+    """'unigram 0.059, neighbour counting 0.216': the baselines, each with its words."""
+    return sep.join(f"{words} {value:.{digits}f}" for words, value in baselines)
 
 
 def accuracy_beside(row: Compared, digits: int = 3) -> str:
-    """'MLM accuracy at [MASK] 0.232 (unigram 0.059, neighbours 0.216)'."""
-    return f"{row.name} {row.value:.{digits}f}" + (f" ({beside(row.baselines, digits)})" if row.baselines else "")
+    """'MLM accuracy at [MASK] 0.232 (unigram 0.059, neighbour counting 0.216)'."""
+    bars = f" ({numbers_beside(row.baselines, digits)})" if row.baselines else ""
+    return f"{row.name} {row.value:.{digits}f}{bars}"
 
 
 def as_json(final: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """metrics.json's pairing: {accuracy: {"value": ..., "baselines": {label: value}}}."""
+    """metrics.json's pairing: {accuracy: {"value": ..., "baselines": {words: value}}}."""
     return {row.key: {"value": row.value, "baselines": dict(row.baselines)} for row in compared_accuracies(final)}
 
 
 # ----- the training printout -----
 
 def format_baselines(values: dict[str, float]) -> str:
-    """The baselines alone, before training starts: what each accuracy will have to beat."""
-    return (f"MLM at [MASK]: unigram {values['baseline_unigram']:.3f}, neighbours {values['baseline_neighbours']:.3f}; "
-            f"NSP: word overlap {values['baseline_word_overlap']:.3f} (chance {CHANCE:.3f})")
+    """The baselines alone, before training starts: what each accuracy will have to beat, one line per accuracy."""
+    return "\n".join(f"  {a.words}: {numbers_beside(_in_words(a, values))}" for a in ACCURACIES)
 
 
 def headline(final: dict[str, float]) -> str:
-    """The two held-out accuracies, each beside the baselines it has to beat."""
+    """The held-out accuracies, each beside the baselines it has to beat."""
     return "Held-out " + "; ".join(accuracy_beside(row) for row in compared_accuracies(final))
 
 
-def memorised(final: dict[str, float]) -> str:
+def seen_headline(final: dict[str, float]) -> str:
     """The same accuracies on training pairs (same masking), for the gap between seen and unseen text."""
-    return (f"The same on training pairs (seen text; the gap above held-out is memorised): MLM accuracy at [MASK] "
-            f"{final['train_mlm_accuracy_at_mask']:.3f}, NSP accuracy {final['train_nsp_accuracy']:.3f}")
+    return ("The same on training pairs (seen text; the gap above held-out is memorised): "
+            + ", ".join(f"{a.words} {final[SEEN + a.key]:.3f}" for a in ACCURACIES if SEEN + a.key in final))
 
 
 def format_table(rows: list[dict[str, float]], header: bool = True) -> str:
@@ -111,47 +101,67 @@ def aligned_lines(final: dict[str, Any], others: tuple[str, ...]) -> list[str]:
     compared = compared_accuracies(final)
     shown = [key for key in others if isinstance(final.get(key), _NUMBER)]
     width = max(map(len, [row.key for row in compared] + shown), default=0)
-    lines = [f"  {row.key:<{width}} {row.value:.4f}" + (f"  (baselines: {beside(row.baselines, 4)})"
+    lines = [f"  {row.key:<{width}} {row.value:.4f}" + (f"  (baselines: {numbers_beside(row.baselines, 4)})"
                                                          if row.baselines else "") for row in compared]
     return lines + [f"  {key:<{width}} {final[key]:.4f}" for key in shown]
 
 
 def nsp_in_words(final: dict[str, Any]) -> str:
-    """One sentence for beside every NSP answer: how often this checkpoint is right, against a rule and chance."""
-    accuracy, overlap = final.get("nsp_accuracy"), final.get("baseline_word_overlap")
-    if not isinstance(accuracy, _NUMBER):
-        return (f"This checkpoint has no held-out NSP accuracy on record; chance is {CHANCE:.2f}, so read the "
-                f"verdict as a guess.")
-    rule = f"; a shared-words rule gets {overlap:.2f}" if isinstance(overlap, _NUMBER) else ""
-    return f"This checkpoint is right on {accuracy:.2f} of held-out pairs{rule}; chance is {CHANCE:.2f}."
+    """One sentence for beside every NSP answer: how often this checkpoint is right, against its baselines."""
+    nsp = accuracy("nsp_accuracy")
+    if not isinstance(final.get(nsp.key), _NUMBER):
+        return (f"This checkpoint has no held-out NSP accuracy on record; {_is(baselines_beside(nsp, {}))}, so read "
+                f"the verdict as a guess.")
+    return f"This checkpoint is right on {final[nsp.key]:.2f} of held-out pairs; {_is(baselines_beside(nsp, final))}."
+
+
+def _is(baselines: list[tuple[Baseline, float]]) -> str:
+    """'word overlap gets 0.67; chance is 0.50': a counted baseline gets a score, a fixed one is it."""
+    return "; ".join(f"{b.words} {'gets' if b.chance is None else 'is'} {value:.2f}" for b, value in baselines)
 
 
 # ----- the model card -----
 
-def _card_explanations(cfg: Config) -> dict[str, str]:
-    share = f"{cfg.val_mlm_probability:.0%}"
+def _card_explanations(val_mlm_probability: float) -> dict[str, str]:
+    """What each accuracy counts, for the model card; the baselines' own sentences follow it."""
+    share = f"{val_mlm_probability:.0%}"
+    split = (f"the same positions split by the token hidden there: one of the {FREQUENT_TOKENS} most frequent tokens "
+             f"of the training text, or another")
     return {
         "mlm_accuracy_at_mask": f"**MLM accuracy at [MASK]** counts, over the held-out paragraphs with {share} of "
                                 f"their tokens selected and every selected token replaced by [MASK], how often the "
-                                f"model's top guess is the original token. Beside it, on the same masks: *unigram* "
-                                f"always guesses the most frequent training token; *neighbours* guesses the token "
-                                f"seen most often between the same left and right neighbours in the training text.",
+                                f"model's top guess is the original token.",
+        "mlm_accuracy_frequent": f"**MLM accuracy at [MASK], the {FREQUENT_TOKENS} most frequent tokens** and "
+                                 f"**the other tokens** count {split}.",
+        "mlm_accuracy_rest": "",  # explained with its other half
         "nsp_accuracy": "**NSP accuracy** counts how often the verdict (\"B follows A\" or \"B is random\") is "
                         "right on held-out sentence pairs, half of them true next sentences and half with B drawn "
-                        "from another paragraph. Beside it, on the same pairs: *word overlap* says \"B follows A\" "
-                        "when A and B share enough content words; *chance* is a coin flip.",
+                        "from another paragraph.",
     }
+
+
+def _explained(val_mlm_probability: float, compared: list[Compared]) -> str:
+    """Each accuracy's sentence, then, once per task, what its baselines do on the same data."""
+    explanations, paragraphs, told = _card_explanations(val_mlm_probability), [], set()
+    for row in compared:
+        entry = accuracy(row.key)
+        text = explanations[row.key]
+        if entry.task not in told:
+            data = "masks" if entry.task == "mlm" else "pairs"
+            text += f" Beside it, on the same {data}: " + "; ".join(f"*{b.words}* {b.about}" for b in beside(entry)) + "."
+            told.add(entry.task)
+        if text:
+            paragraphs.append(text)
+    return "\n\n".join(paragraphs)
 
 
 def model_card(cfg: Config, metrics: dict[str, Any]) -> str:
     """The checkpoint's README.md: how to load it, and each held-out accuracy beside its baselines."""
     compared = compared_accuracies(metrics)
-    shown = {row.key for row in compared} | set(BASELINES)
-    rows = [f"| {row.name} | {row.value:.4f} | {beside(row.baselines, 4, ' · ')} |" for row in compared]
+    shown = {row.key for row in compared} | {baseline_key(b, a) for a in ACCURACIES for b in beside(a)}
+    rows = [f"| {row.name} | {row.value:.4f} | {numbers_beside(row.baselines, 4, ' · ')} |" for row in compared]
     rows += [f"| {k} | {v:.4f} | |" if isinstance(v, float) else f"| {k} | {v} | |" for k, v in metrics.items()
              if k not in shown and not isinstance(v, (list, dict))]
-    explanations = _card_explanations(cfg)
-    explained = "\n\n".join(explanations[row.key] for row in compared)
     return f"""---
 library_name: transformers
 pipeline_tag: fill-mask
@@ -177,88 +187,8 @@ nsp = BertForNextSentencePrediction.from_pretrained("PATH")  # logit 0 = "B foll
 |---|---|---|
 {chr(10).join(rows)}
 
-{explained}
+{_explained(cfg.val_mlm_probability, compared)}
 
 The model has learned something only where it beats the baselines beside it. The full profile is in
 `profile.json`, the metrics per epoch in `metrics.json`.
 """
-
-
-# ----- scale: this run beside the bert-base profile and BERT-base as published -----
-
-# BERT-base as published (Devlin et al., 2019, "BERT: Pre-training of Deep Bidirectional Transformers for Language
-# Understanding", section 3.1 and appendix A.2): BooksCorpus (800M words) and English Wikipedia (2,500M words);
-# 1,000,000 steps of 256 sequences of up to 512 tokens, "256 sequences * 512 tokens = 128,000 tokens/batch".
-BERT_BASE_WORDS = 800_000_000 + 2_500_000_000
-BERT_BASE_STEPS = 1_000_000
-BERT_BASE_BATCH = 256
-BERT_BASE_TOKENS_PER_BATCH = 128_000
-SCALE_ROWS = ("parameters", "words of training text", "optimizer steps × batch",
-              "tokens seen (real, not padding, all epochs)", "training compute in FLOPs (≈ 6 · N · D)")
-
-
-def parameter_count(config: BertConfig) -> int:
-    """Parameters of a BertForPreTraining of ``config``, built on the meta device: no memory, no download."""
-    with torch.device("meta"):
-        model = BertForPreTraining(config)
-    return sum(p.numel() for p in model.parameters())  # the decoder shares the word-embedding matrix: counted once
-
-
-def run_scale(cfg: Config, data: PreparedData, steps: int, max_length: int) -> dict[str, int]:
-    """Words of the training paragraphs, and the real tokens of the pairs that ``steps`` optimizer steps trained on."""
-    pairs = data.train_pairs(cfg, 0)
-    per_epoch = math.ceil(len(pairs) / cfg.batch_size)  # optimizer steps per epoch, one process
-    # Unpadded, so every token counted is real. Epoch 1's count stands for every epoch: resampled pairs come in the
-    # same number each epoch, and their lengths differ little (default profile: 3.00 M tokens this way, 3.02 M
-    # tokenizing all 24 epochs, which took 13 s on 2 cores). A last epoch cut short (max_steps) counts in part.
-    epoch_tokens = sum(map(len, tokenize_pairs(data.tokenizer, pairs, max_length)["input_ids"]))
-    words = sum(len(data.paragraphs[i].split()) for i in data.train_sentences)
-    return {"words": words, "steps": steps, "batch": cfg.batch_size, "tokens": round(epoch_tokens * steps / per_epoch)}
-
-
-def readable(number: float, scientific: bool = False) -> str:
-    """'950', '27.4 k', '4.1 M', '3.3 B'; '1.2 × 10^15' past a trillion, or always when ``scientific``."""
-    if scientific or abs(number) >= 1e12:
-        exponent = math.floor(math.log10(abs(number))) if number else 0
-        return f"{number / 10 ** exponent:.1f} × 10^{exponent}"
-    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(number) >= size:
-            return f"{number / size:.1f} {unit}"
-    return f"{number:,.0f}"
-
-
-def scale_table(cfg: Config, data: PreparedData, steps: int) -> pd.DataFrame:
-    """This run (``steps`` optimizer steps), the bert-base profile and BERT-base, side by side; see ``.attrs``.
-
-    ``.attrs["numbers"]`` holds the unformatted figures per column, ``.attrs["notes"]`` the footnotes.
-    """
-    this = run_scale(cfg, data, steps, cfg.max_length)
-    this["parameters"] = parameter_count(scratch_config(cfg, data.tokenizer) if cfg.model == "scratch"
-                                         else BertConfig.from_pretrained(cfg.model))
-    # bert-base-uncased's tokenizer is on the hub, out of reach offline: its pairs come from the same corpus and
-    # pair functions (they need no tokenizer), their tokens from this run's tokenizer at the profile's max_length.
-    base_cfg = get_profile("bert-base", corpus=cfg.corpus)
-    base_data = prepare_data(base_cfg, tokenizer=data.tokenizer)
-    base_steps = math.ceil(len(base_data.train_pairs(base_cfg, 0)) / base_cfg.batch_size) * base_cfg.epochs
-    profile = run_scale(base_cfg, base_data, base_steps, base_cfg.max_length)
-    profile["parameters"] = parameter_count(BertConfig())  # BertConfig's defaults are bert-base-uncased's shape
-    published = {"parameters": profile["parameters"], "words": BERT_BASE_WORDS, "steps": BERT_BASE_STEPS,
-                 "batch": BERT_BASE_BATCH, "tokens": BERT_BASE_STEPS * BERT_BASE_TOKENS_PER_BATCH}
-    columns = {f"this run (profile {cfg.profile})": this, "bert-base profile (Colab GPU)": profile,
-               "BERT-base (Devlin et al., 2019)": published}
-    for figures in columns.values():
-        figures["flops"] = 6 * figures["parameters"] * figures["tokens"]  # ≈ 2 forward + 4 backward per weight, token
-    table = pd.DataFrame({name: [readable(f["parameters"]), readable(f["words"]), f"{f['steps']:,} × {f['batch']}",
-                                 readable(f["tokens"]), readable(f["flops"], scientific=True)]
-                          for name, f in columns.items()}, index=list(SCALE_ROWS))
-    table.attrs["numbers"] = {name: dict(figures) for name, figures in columns.items()}
-    table.attrs["notes"] = [
-        f"bert-base profile: its pairs are the profile's own; its tokens are estimated with this run's tokenizer "
-        f"({len(data.tokenizer):,} tokens) capped at {base_cfg.max_length}, as bert-base-uncased's tokenizer "
-        f"cannot load offline.",
-        "BERT-base: parameters counted on BertConfig()'s shape; tokens are the paper's 128,000 per batch, which "
-        "counts every position of a 512-token sequence (90% of the steps used 128), so it is an upper bound.",
-        "N counts each parameter once; D is the real tokens seen; 6 · N · D is the usual estimate of training "
-        "FLOPs (2 per parameter and token forward, 4 backward).",
-    ]
-    return table

@@ -10,9 +10,6 @@ from transformers import BertTokenizerFast, PreTrainedTokenizerBase
 
 from helpers.pairs import Pair
 
-# bert-base-uncased's ids for its special tokens; the scratch tokenizer reproduces them so the
-# notebooks read the same offline and online. Code uses tokenizer.*_token_id, never these numbers.
-BERT_SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
 HUB_HINT = ("Use --model scratch (a small BERT and a tokenizer trained on the corpus, no network needed) "
             "or --model PATH to a local checkpoint directory.")
 

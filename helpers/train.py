@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -18,23 +18,24 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, BertForPreTraining, get_scheduler, set_seed
 
-from helpers.baselines import MaskBaselines, OverlapBaseline
-from helpers.checkpoint import (CheckpointError, ResumePoint, check_output_dir, is_checkpoint, load_resume_point,
-                                recover, rng_state, run_lock, save_checkpoint, set_rng_state)
+from helpers.baselines import ACCURACIES, TrainingText, count_baselines, positions_of
+from helpers.checkpoint import (CheckpointError, Progress, Resume, check_output_dir, is_checkpoint, load_resume, recover,
+                                rng_state, run_lock, save_checkpoint, set_rng_state)
 from helpers.config import LR_SCHEDULES, Config, ConfigError, parse_args
 from helpers.corpus import CorpusError
-from helpers.dataset import MeditationsDataset, PreparedData, make_loader, padding_counts, prepare_data
+from helpers.dataset import (MeditationsDataset, PreparedData, make_loader, padding_counts, prepare_data,
+                             validation_batches)
 from helpers.inference import nsp_probabilities, nsp_readout
-from helpers.model import PretrainingLosses, load_model
+from helpers.model import PretrainingModel, load_model
 from helpers.pairs import LABEL_NAMES, PairError
-from helpers.report import as_json, format_baselines, format_table, headline, memorised
+from helpers.report import SEEN, as_json, format_baselines, format_table, headline, seen_headline
 from helpers.tokens import ModelSourceError, check_max_length
 from helpers.tracking import Tracker
 
-VAL_BATCH_SIZE = 64
 # Measured every epoch on as many training pairs as there are validation pairs, with the same fixed masks, and kept
-# in each epoch's row as train_<name>: the gap to the held-out figure is what was memorised.
-SEEN_METRICS = ("mlm_loss", "mlm_accuracy_at_mask", "nsp_accuracy")
+# in each epoch's row as seen_<name> ("seen": measured on text the model trained on); the gap to the held-out figure
+# is what was memorised.
+SEEN_METRICS = ("mlm_loss", *(accuracy.key for accuracy in ACCURACIES))
 
 
 class TrainingError(RuntimeError):
@@ -115,38 +116,36 @@ def make_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device | N
 
 
 @torch.no_grad()
-def evaluate(losses: PretrainingLosses, batches: list[dict[str, torch.Tensor]], accelerator: Accelerator) -> dict[str, float]:
-    """Validation metrics, computed from the logits: accuracy at [MASK] and on NSP, both losses."""
-    was_training = losses.training
-    losses.eval()  # dropout off
-    mlm_correct = mlm_count = nsp_correct = nsp_count = 0
+def evaluate(model: PretrainingModel, batches: list[dict[str, torch.Tensor]], accelerator: Accelerator,
+             frequent: torch.Tensor) -> dict[str, float]:
+    """Validation metrics from the logits: each accuracy of ACCURACIES, both losses; ``frequent``: the split's tokens."""
+    was_training = model.training
+    model.eval()  # dropout off
+    mlm = [a for a in ACCURACIES if a.task == "mlm"]
+    correct, counted = dict.fromkeys([a.key for a in mlm], 0), dict.fromkeys([a.key for a in mlm], 0)
+    mlm_count = nsp_correct = nsp_count = 0
     mlm_loss_sum = nsp_loss_sum = 0.0
     for batch in batches:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
-            out = losses(**batch)
-        n_masked = out["mlm_labels"].numel()
+            out = model(**batch)
+        hits = out["mlm_logits"].argmax(-1) == out["mlm_labels"]  # (n_masked,)
+        for accuracy in mlm:  # the whole, and each part of the split by the hidden token
+            positions = positions_of(accuracy, out["mlm_labels"], frequent)  # (n_masked,) bool
+            correct[accuracy.key] += (hits & positions).sum().item()
+            counted[accuracy.key] += positions.sum().item()
         n_pairs = batch["next_sentence_label"].numel()
-        mlm_correct += (out["mlm_logits"].argmax(-1) == out["mlm_labels"]).sum().item()
         nsp_correct += (out["nsp_logits"].argmax(-1) == batch["next_sentence_label"].view(-1)).sum().item()
-        mlm_loss_sum += out["mlm_loss"].item() * n_masked  # token-weighted, as if one big batch
+        mlm_loss_sum += out["mlm_loss"].item() * out["mlm_labels"].numel()  # token-weighted, as if one big batch
         nsp_loss_sum += out["nsp_loss"].item() * n_pairs
-        mlm_count += n_masked
+        mlm_count += out["mlm_labels"].numel()
         nsp_count += n_pairs
-    losses.train(was_training)
+    model.train(was_training)
     mlm_loss = mlm_loss_sum / max(mlm_count, 1)
-    return {"nsp_accuracy": nsp_correct / max(nsp_count, 1), "mlm_accuracy_at_mask": mlm_correct / max(mlm_count, 1),
+    return {"nsp_accuracy": nsp_correct / max(nsp_count, 1),
+            **{key: correct[key] / max(counted[key], 1) for key in correct},
             "mlm_loss": mlm_loss, "mlm_perplexity": math.exp(min(mlm_loss, 50.0)),
             "nsp_loss": nsp_loss_sum / max(nsp_count, 1)}
-
-
-def baselines(data: PreparedData, cfg: Config, val_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """The counting baselines, fitted on the training paragraphs, scored on the validation masks and pairs."""
-    texts = [" ".join(sentences) for sentences in data.train_sentences.values()]
-    scores = MaskBaselines(data.tokenizer, texts).score(val_batches)
-    overlap = OverlapBaseline(texts, data.train_pairs(cfg, 0)).score(data.val_pairs)
-    return {"baseline_unigram": scores["unigram"], "baseline_neighbours": scores["neighbours"],
-            "baseline_word_overlap": overlap}
 
 
 @dataclass
@@ -154,17 +153,25 @@ class Run:
     """What the loop works on, built once by ``start_run``."""
 
     cfg: Config
+    output: Path  # the checkpoint folder every save replaces
     accelerator: Accelerator
     data: PreparedData
-    losses: PretrainingLosses
+    model: PretrainingModel
     optimizer: torch.optim.Optimizer
     scheduler: Any
     val_batches: list[dict[str, torch.Tensor]]
     seen_batches: list[dict[str, torch.Tensor]]  # epoch 1's first training pairs, masked as the validation pairs
+    frequent: torch.Tensor  # (FREQUENT_TOKENS,) ids: MLM accuracy is also measured on them and on the rest
     total_steps: int
     mlm_only_steps: int  # NSP joins the loss after these steps
     tracker: Tracker
     say: Callable[..., None]  # print on the main process, or nothing when not verbose
+    started: float  # time.perf_counter() at the start, less the seconds a resumed run trained before
+    rng: dict[str, Any] | None  # a resumed run's RNG state, until the loop restores it where the run stopped
+
+    def clock(self) -> float:
+        """Seconds trained so far, with what a resumed run trained before."""
+        return time.perf_counter() - self.started
 
 
 def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overwrite: bool = False,
@@ -173,83 +180,102 @@ def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overw
           on_epoch: Callable[[dict[str, float], BertForPreTraining], None] | None = None) -> TrainResult:
     """Train ``cfg`` and save to ``output``; ``resume=True`` continues the checkpoint in ``output``.
 
-    ``on_step`` is called with each step's record (step, epoch, losses, lr); ``on_epoch`` with each epoch's row and
+    ``on_step`` is called with each step's metrics (step, epoch, losses, lr); ``on_epoch`` with each epoch's row and
     the model in eval mode (e.g. to ask it fill-mask questions), before the epoch's checkpoint is saved. Raising
     KeyboardInterrupt in either behaves like Ctrl-C: a resumable checkpoint is saved.
     """
     output = Path(output)
     with run_lock(output):
-        run, result, start = start_run(cfg, output, resume, overwrite, track, verbose, data)
-        cfg, accelerator, losses, optimizer = run.cfg, run.accelerator, run.losses, run.optimizer
-        started = time.perf_counter() - start.seconds  # so that now - started counts the seconds before a resume
-        throughput, global_step, epoch, done = Throughput(), start.global_step, start.epoch, start.skip
+        run, result, at = start_run(cfg, output, resume, overwrite, track, verbose, data)  # at: the loop's Progress
+        cfg, accelerator, model, optimizer = run.cfg, run.accelerator, run.model, run.optimizer
+        throughput, first_epoch, seconds_before = Throughput(), at.epoch, at.seconds
         try:
-            for epoch in range(start.epoch, cfg.epochs):
-                if global_step >= run.total_steps:
-                    break
-                done = start.skip if epoch == start.epoch else 0  # this epoch's batches trained on
-                loader = epoch_loader(run, epoch)
-                bar = epoch_bar(len(loader), done, f"epoch {epoch + 1}/{cfg.epochs}", progress and accelerator.is_main_process)
-                losses.train()  # dropout on
-                for index, batch in start.batches(loader, epoch):
+            while at.epoch < cfg.epochs and at.global_step < run.total_steps:
+                loader = epoch_loader(run, at.epoch)
+                bar = epoch_bar(len(loader), at.batches_done, f"epoch {at.epoch + 1}/{cfg.epochs}",
+                                progress and accelerator.is_main_process)
+                model.train()  # dropout on
+                for index, batch in remaining(run, loader, at):
                     # MLM first: NSP rides on what MLM builds, and from step 0 it slows MLM (docs/experiments.md).
-                    nsp_weight = cfg.nsp_weight if global_step >= run.mlm_only_steps else 0.0
+                    nsp_weight = cfg.nsp_weight if at.global_step >= run.mlm_only_steps else 0.0
                     # batch: input_ids, token_type_ids, attention_mask, labels (batch, seq); next_sentence_label (batch,)
-                    out = losses(**batch, nsp_weight=nsp_weight)
+                    out = model(**batch, nsp_weight=nsp_weight)
                     loss = out["loss"]  # mlm_loss + nsp_weight * nsp_loss
-                    check_finite(loss, global_step + 1, output)
+                    check_finite(loss, at.global_step + 1, output)
                     accelerator.backward(loss)
-                    accelerator.clip_grad_norm_(losses.parameters(), cfg.max_grad_norm)
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     optimizer.step()
                     run.scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                    global_step, done = global_step + 1, index + 1
-                    record = log_step(run, throughput, batch, out, global_step, epoch + done / len(loader))
-                    result.history.append(record)
+                    at.step(index + 1)
+                    step_metrics = log_step(run, throughput, batch, out, at.global_step,
+                                            at.epoch + at.batches_done / len(loader))
+                    result.history.append(step_metrics)
                     if on_step is not None:
-                        on_step(record)
+                        on_step(step_metrics)
                     bar.update()
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", mlm=f"{record['mlm_loss']:.3f}",
-                                    nsp=f"{record['nsp_loss']:.3f}", refresh=False)  # shown at the next redraw
-                    if global_step >= run.total_steps:
+                    bar.set_postfix(loss=f"{step_metrics['loss']:.3f}", mlm=f"{step_metrics['mlm_loss']:.3f}",
+                                    nsp=f"{step_metrics['nsp_loss']:.3f}", refresh=False)  # shown at the next redraw
+                    if at.global_step >= run.total_steps:
                         break
                 bar.close()
-                end_epoch(run, output, result, epoch, global_step, started, header=epoch == start.epoch,
-                          on_epoch=on_epoch)
+                end_epoch(run, at, result, header=at.epoch == first_epoch, on_epoch=on_epoch)
         except KeyboardInterrupt:
-            # Stopped in on_epoch, the epoch's row is in: the run continues at the next epoch, not in this one.
-            ended = len(result.epochs) > epoch
-            save(run, output, result, ResumePoint(epoch + ended, 0 if ended else done, global_step,
-                                                  time.perf_counter() - started))
+            at.seconds = run.clock()  # ``at`` already says where to go on: mid-epoch, or after an epoch's row
+            save(run, at, result)
             run.say(f"\nInterrupted: a resumable checkpoint is in {output}; continue with --resume {output}.")
             run.tracker.finish()
             raise
-        result.seconds = time.perf_counter() - started - start.seconds
-        return finish(run, output, result, global_step, throughput, start.seconds + result.seconds)
+        finish(run, at, result, throughput)
+        result.seconds = at.seconds - seconds_before
+        return result
 
 
-def measure(run: Run) -> dict[str, float]:
-    """The validation metrics, and the same measurement on as many training pairs as ``train_<metric>``."""
-    model = run.accelerator.unwrap_model(run.losses)
-    seen = evaluate(model, run.seen_batches, run.accelerator)
-    return evaluate(model, run.val_batches, run.accelerator) | {f"train_{key}": seen[key] for key in SEEN_METRICS}
+def remaining(run: Run, loader: Iterable, at: Progress) -> Iterator[tuple[int, Any]]:
+    """(index in the epoch, batch) for the batches the epoch still has to train on; a resumed run's RNG restored.
+
+    The batches trained on before a resume are drawn all the same, so the mask generator advances as it did in the
+    first run. The global RNG goes back to where it stood at the save at the same point of the loop: before the
+    loader starts at an epoch boundary, just before the first batch trained on mid-epoch.
+    """
+    batches_done, rng, run.rng = at.batches_done, run.rng, None  # the RNG is restored once, where the run resumes
+    if rng is not None and not batches_done:
+        set_rng_state(rng)
+        rng = None
+    for index, batch in enumerate(loader):
+        if index < batches_done:
+            continue
+        if rng is not None:
+            set_rng_state(rng)
+            rng = None
+        yield index, batch
+    if rng is not None:  # the interrupt came after the epoch's last step
+        set_rng_state(rng)
 
 
-def end_epoch(run: Run, output: Path, result: TrainResult, epoch: int, global_step: int, started: float,
-              header: bool, on_epoch: Callable[[dict[str, float], BertForPreTraining], None] | None) -> None:
+def measure(run: Run) -> tuple[dict[str, float], dict[str, float]]:
+    """The validation metrics, and the same measurement on as many training pairs (``SEEN_METRICS`` of it)."""
+    model = run.accelerator.unwrap_model(run.model)
+    seen = evaluate(model, run.seen_batches, run.accelerator, run.frequent)
+    return evaluate(model, run.val_batches, run.accelerator, run.frequent), {key: seen[key] for key in SEEN_METRICS}
+
+
+def end_epoch(run: Run, at: Progress, result: TrainResult, header: bool,
+              on_epoch: Callable[[dict[str, float], BertForPreTraining], None] | None) -> None:
     """The epoch's row: measured, logged, printed and handed to ``on_epoch``; then the epoch's checkpoint."""
-    metrics = measure(run)
-    seconds = time.perf_counter() - started  # after the measurement, as the epoch's rows always counted
-    row = {"epoch": epoch + 1, "step": global_step, "seconds": round(seconds, 1), **metrics}
+    held_out, seen = measure(run)
+    at.seconds = run.clock()  # after the measurement, as the epoch's rows always counted
+    row = {"epoch": at.epoch + 1, "step": at.global_step, "seconds": round(at.seconds, 1), **held_out,
+           **{SEEN + key: value for key, value in seen.items()}}
     result.epochs.append(row)
+    at.end_epoch()  # the row is in: a stop from here on (in on_epoch, say) continues at the next epoch
     # The baselines go beside every epoch's metrics, so W&B draws them as flat lines in the same charts.
-    held_out = {k: v for k, v in metrics.items() if not k.startswith("train_")} | result.baselines
-    run.tracker.log({f"val/{k}": v for k, v in held_out.items()}
-                    | {f"seen/{k}": metrics[f"train_{k}"] for k in SEEN_METRICS}, step=global_step)
+    run.tracker.log({f"val/{k}": v for k, v in (held_out | result.baselines).items()}
+                    | {f"seen/{k}": v for k, v in seen.items()}, step=at.global_step)
     run.say(format_table([row], header=header))  # the header once per call of train()
     if on_epoch is not None:
         call_on_epoch(run, on_epoch, row)
-    save(run, output, result, ResumePoint(epoch + 1, 0, global_step, seconds))
+    save(run, at, result)
 
 
 def call_on_epoch(run: Run, on_epoch: Callable[[dict[str, float], BertForPreTraining], None],
@@ -257,29 +283,29 @@ def call_on_epoch(run: Run, on_epoch: Callable[[dict[str, float], BertForPreTrai
     """``on_epoch(row, model)`` with the model in eval mode; the loop switches it back to train() next epoch."""
     state = rng_state()
     try:
-        on_epoch(dict(row), run.accelerator.unwrap_model(run.losses).model.eval())
+        on_epoch(dict(row), run.accelerator.unwrap_model(run.model).stock.eval())
     finally:
         # Whatever the callback draws (sampling, dropout of its own), training's random streams go on untouched.
         set_rng_state(state)
 
 
-def epoch_bar(total: int, done: int, desc: str, show: bool) -> tqdm:
+def epoch_bar(total: int, batches_done: int, desc: str, show: bool) -> tqdm:
     """The epoch's progress bar, redrawn once a second at most."""
     # In a notebook each redraw is a message to the frontend. nbval reads them only once the cell has ended, and past
     # ZMQ's high-water mark (1,000 messages) the newest are dropped, the kernel's final "idle" among them: a long
     # cell that redrew at every step then failed with "Timeout of 5 seconds exceeded waiting for output".
-    return tqdm(total=total, initial=done, desc=desc, mininterval=1.0, dynamic_ncols=True, disable=not show)
+    return tqdm(total=total, initial=batches_done, desc=desc, mininterval=1.0, dynamic_ncols=True, disable=not show)
 
 
 def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, track: bool, verbose: bool,
-              data: PreparedData | None) -> tuple[Run, TrainResult, ResumePoint]:
-    """Data, model, optimizer, schedule, validation batches and baselines; where the run starts (or resumes)."""
+              data: PreparedData | None) -> tuple[Run, TrainResult, Progress]:
+    """Data, model, optimizer, schedule, validation batches and baselines; the Progress the run starts from."""
     if resume:
-        saved_cfg, start = load_resume_point(output)
+        saved_cfg, saved = load_resume(output)  # the one read of a saved run's state
         cfg = cfg or saved_cfg
     else:
         check_output_dir(output, overwrite)
-        start = ResumePoint()  # epoch 0, nothing trained yet
+        saved = Resume(Progress())  # epoch 0, nothing trained yet
     # With no GPU, say so: only then does Accelerate turn torchrun's ranks into a gloo process group.
     on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
     accelerator = Accelerator(mixed_precision=mixed_precision(cfg), cpu=on_cpu)
@@ -290,42 +316,41 @@ def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, t
     set_seed(cfg.seed)  # one seed: pairs, masks, initialisation and data order
     if data is None:
         data = prepare_data(cfg, tokenizer=AutoTokenizer.from_pretrained(output) if resume else None)
-    model = BertForPreTraining.from_pretrained(output, use_safetensors=True) if resume else load_model(cfg, data.tokenizer)
-    check_max_length(cfg.max_length, data.tokenizer, model.config.max_position_embeddings)
+    stock = BertForPreTraining.from_pretrained(output, use_safetensors=True) if resume else load_model(cfg, data.tokenizer)
+    check_max_length(cfg.max_length, data.tokenizer, stock.config.max_position_embeddings)
     say(data.summary())
+    val_batches, seen_batches, text = measuring(data, cfg)
+    base = count_baselines(text, val_batches, data.val_pairs)
+    say("Baselines on the same validation masks and pairs:\n" + format_baselines(base))
+
+    steps_per_epoch = math.ceil(len(text.pairs) / (cfg.batch_size * accelerator.num_processes))
+    total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+    model = PretrainingModel(stock, cfg.nsp_dropout)
+    optimizer = make_optimizer(model, cfg, accelerator.device)
+    scheduler = get_scheduler(LR_SCHEDULES[cfg.lr_schedule], optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if resume:
+        optimizer.load_state_dict(saved.optimizer)
+        scheduler.load_state_dict(saved.scheduler)
+        say(f"Resuming {output} at epoch {saved.progress.epoch + 1}, step {saved.progress.global_step}.")
+    tracker = Tracker(cfg, enabled=track and accelerator.is_main_process)
+    result = TrainResult(checkpoint=output, history=saved.history, epochs=saved.epochs, baselines=base,
+                         wandb_run=tracker.run_path)
+    run = Run(cfg, output, accelerator, data, model, optimizer, scheduler, val_batches, seen_batches,
+              text.frequent.to(accelerator.device), total_steps, round(cfg.mlm_only_ratio * total_steps), tracker, say,
+              started=time.perf_counter() - saved.progress.seconds, rng=saved.rng)
+    return run, result, saved.progress
+
+
+def measuring(data: PreparedData, cfg: Config) -> tuple[list[dict], list[dict], TrainingText]:
+    """The fixed-mask batches of the validation pairs and of as many training pairs, and the baselines' training text."""
     val_batches = validation_batches(data, cfg)
     first_pairs = data.train_pairs(cfg, 0)  # epoch 1's; every epoch draws as many
     # The masks come from the collator's own seeded generator: building these draws nothing from the global RNG.
     seen_batches = validation_batches(data, cfg, first_pairs[:len(data.val_pairs)])
-    base = baselines(data, cfg, val_batches)
-    say("Baselines on the same validation masks and pairs: " + format_baselines(base))
-
-    steps_per_epoch = math.ceil(len(first_pairs) / (cfg.batch_size * accelerator.num_processes))
-    total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
-    losses = PretrainingLosses(model, cfg.nsp_dropout)
-    optimizer = make_optimizer(losses, cfg, accelerator.device)
-    scheduler = get_scheduler(LR_SCHEDULES[cfg.lr_schedule], optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
-    losses, optimizer = accelerator.prepare(losses, optimizer)
-    if resume:
-        optimizer.load_state_dict(start.optimizer)
-        scheduler.load_state_dict(start.scheduler)
-        say(f"Resuming {output} at epoch {start.epoch + 1}, step {start.global_step}.")
-    tracker = Tracker(cfg, enabled=track and accelerator.is_main_process)
-    result = TrainResult(checkpoint=output, history=start.history, epochs=start.epochs, baselines=base,
-                         wandb_run=tracker.run_path)
-    run = Run(cfg, accelerator, data, losses, optimizer, scheduler, val_batches, seen_batches, total_steps,
-              round(cfg.mlm_only_ratio * total_steps), tracker, say)
-    return run, result, start
-
-
-def validation_batches(data: PreparedData, cfg: Config, pairs: list | None = None) -> list[dict[str, torch.Tensor]]:
-    """The validation pairs (or ``pairs``) in batches with fixed masks, every selected token a [MASK] (what fill-mask sees)."""
-    val_set = MeditationsDataset.from_pairs(data.tokenizer, data.val_pairs if pairs is None else pairs, cfg.max_length)
-    # A fixed batch size too: the masks then depend on the seed alone, so runs of any batch size compare.
-    val_cfg = dataclasses.replace(cfg, mlm_probability=cfg.val_mlm_probability, mask_replace_prob=1.0,
-                                  random_replace_prob=0.0, batch_size=VAL_BATCH_SIZE)
-    return list(make_loader(val_set, data.tokenizer, val_cfg, shuffle=False, seed=cfg.seed))
+    texts = [" ".join(sentences) for sentences in data.train_sentences.values()]
+    return val_batches, seen_batches, TrainingText(data.tokenizer, texts, first_pairs)
 
 
 def epoch_loader(run: Run, epoch: int):
@@ -349,17 +374,17 @@ def check_finite(loss: torch.Tensor, step: int, output: Path) -> None:
 
 def log_step(run: Run, throughput: Throughput, batch: dict[str, torch.Tensor],
              out: dict[str, torch.Tensor], step: int, epoch: float) -> dict[str, float]:
-    """The step's record for the history; every ``log_every`` steps also in W&B, with the throughput."""
+    """The step's row of the history; every ``log_every`` steps also in W&B, with the throughput."""
     throughput.add(batch)
-    record = {"step": step, "epoch": epoch, "loss": out["loss"].item(), "mlm_loss": out["mlm_loss"].item(),
+    step_metrics = {"step": step, "epoch": epoch, "loss": out["loss"].item(), "mlm_loss": out["mlm_loss"].item(),
               "nsp_loss": out["nsp_loss"].item(), "lr": run.scheduler.get_last_lr()[0]}
     if step % run.cfg.log_every == 0:
-        run.tracker.log({"train/" + k: v for k, v in record.items() if k != "step"} | throughput.rates(), step=step)
-    return record
+        run.tracker.log({"train/" + k: v for k, v in step_metrics.items() if k != "step"} | throughput.rates(), step=step)
+    return step_metrics
 
 
-def save(run: Run, output: Path, result: TrainResult, point: ResumePoint, final: dict[str, float] | None = None) -> None:
-    """A whole checkpoint: the model, the metrics (accuracies beside their baselines), and ``point`` to resume from."""
+def save(run: Run, at: Progress, result: TrainResult, final: dict[str, float] | None = None) -> None:
+    """A whole checkpoint: the model, the metrics (accuracies beside their baselines), and where to resume from."""
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
@@ -367,37 +392,35 @@ def save(run: Run, output: Path, result: TrainResult, point: ResumePoint, final:
     final = final or (result.epochs[-1] if result.epochs else {})
     metrics = {"epochs": result.epochs, "final": final, "beside_baselines": as_json(final),
                "baselines": result.baselines, "history": result.history}
-    state = dataclasses.replace(point, rng=rng_state(), optimizer=run.optimizer.state_dict(),
-                                scheduler=run.scheduler.state_dict(), history=result.history, epochs=result.epochs)
-    save_checkpoint(output, accelerator.unwrap_model(run.losses).model, run.data.tokenizer, run.cfg, metrics,
-                    state.training_state())
+    state = Resume(at, rng_state(), run.optimizer.state_dict(), run.scheduler.state_dict(), result.history,
+                   result.epochs)
+    save_checkpoint(run.output, accelerator.unwrap_model(run.model).stock, run.data.tokenizer, run.cfg, metrics,
+                    state.state())
 
 
-def finish(run: Run, output: Path, result: TrainResult, global_step: int, throughput: Throughput,
-           seconds: float) -> TrainResult:
+def finish(run: Run, at: Progress, result: TrainResult, throughput: Throughput) -> TrainResult:
     """The final metrics beside their baselines, the last checkpoint, and validation pairs read out."""
-    accelerator, cfg = run.accelerator, run.cfg
-    model = accelerator.unwrap_model(run.losses)
-    # The last epoch's row holds the held-out figures and the same on training pairs (the gap is what was memorised);
-    # a row saved before those were measured every epoch (an older run, resumed) is measured again.
-    final = dict(result.epochs[-1]) if result.epochs else {}
-    if not all(f"train_{key}" in final for key in SEEN_METRICS):
-        final.update(measure(run))
-    final.pop("epoch", None)
+    accelerator = run.accelerator
+    model = accelerator.unwrap_model(run.model)
+    at.seconds = run.clock()
+    at.epoch, at.batches_done = run.cfg.epochs, 0  # finished (max_steps may end it early): nothing left to resume
+    # The last epoch's row holds the held-out figures and the same on training pairs (the gap is what was memorised).
+    final = dict(result.epochs[-1])
+    final.pop("epoch")
     final.update(result.baselines)
-    final["train_seconds"] = round(seconds, 1)  # a resumed run's seconds before the interrupt too
+    final["train_seconds"] = round(at.seconds, 1)  # a resumed run's seconds before the interrupt too
     final["padding_efficiency"] = throughput.padding_efficiency()
     # Evidence that every process trained: its optimizer steps, gathered from all ranks.
-    steps = accelerator.gather(torch.tensor([global_step], device=accelerator.device)).tolist()
+    steps = accelerator.gather(torch.tensor([at.global_step], device=accelerator.device)).tolist()
     final["num_processes"] = accelerator.num_processes
     final["steps_per_process"] = steps
     result.final = final
-    save(run, output, result, ResumePoint(cfg.epochs, 0, global_step, seconds), final=final)
+    save(run, at, result, final=final)
     if accelerator.is_main_process:
-        read_out(run, model.model.eval(), global_step)
+        read_out(run, model.stock.eval(), at.global_step)
         run.tracker.summary({f"final/{k}": v for k, v in final.items()})
     run.tracker.finish()
-    run.say(f"\n{headline(final)} ({seconds:.0f} s).\n{memorised(final)}\nCheckpoint: {output}")
+    run.say(f"\n{headline(final)} ({at.seconds:.0f} s).\n{seen_headline(final)}\nCheckpoint: {run.output}")
     return result
 
 

@@ -34,7 +34,26 @@ def test_every_profile_builds(name):
         assert getattr(cfg, key) == value
     cfg.validate()
     assert Config(**cfg.to_dict()) == cfg  # round-trips through a plain dict (and so through JSON)
-    assert name in cfg.to_json() and all(field in cfg.describe() for field in FIELDS)
+    assert all(field in cfg.describe() for field in FIELDS)
+
+
+@pytest.mark.parametrize("name", list(PROFILES))
+def test_every_profile_has_what_notebook_config_needs(name, monkeypatch):
+    from helpers.config import notebook_config
+    monkeypatch.setenv("BERT_MEDITATIONS_PROFILE", name)
+    monkeypatch.delenv("BERT_MEDITATIONS_ARGS", raising=False)
+    cfg, about = notebook_config()
+    assert cfg.profile == name and f"profile {name!r}" in about and "What to expect: " in about
+
+
+def test_a_profile_without_an_expectation_is_one_sentence(monkeypatch):
+    from helpers.config import notebook_config
+    monkeypatch.setitem(PROFILES, "small", dict(PROFILES["tiny"]))
+    monkeypatch.setenv("BERT_MEDITATIONS_PROFILE", "small")
+    monkeypatch.delenv("BERT_MEDITATIONS_ARGS", raising=False)
+    with pytest.raises(ConfigError, match="Profile 'small' has no entry in helpers.config.EXPECT") as info:
+        notebook_config()
+    assert _one_sentence(str(info.value))
 
 
 def test_the_three_profiles():

@@ -11,7 +11,7 @@ from helpers.explore import (KEPT, MASKED, MASKING_RULES, RANDOM, SPECIAL, UNCHA
                              attention_figure, fill_mask_explorer, fill_mask_frame, mask_sentence, masking_explorer,
                              pair_tokens, pair_tokens_explorer)
 from helpers.inference import fill_mask_top_k, pair_attentions
-from helpers.masking import IGNORE_INDEX, mask_tokens
+from helpers.masking import IGNORE_INDEX, MaskingRule, mask_tokens
 from helpers.serving import Predictor
 from tests.app_fixtures import tiny_checkpoint  # noqa: F401 - a fixture
 
@@ -102,8 +102,8 @@ def test_masking_at_rate_one_under_all_mask_masks_every_non_special_token(scratc
 def test_masking_rows_are_mask_tokens_own_result_read_out(scratch_tokenizer):
     ids = torch.tensor([scratch_tokenizer(LONG)["input_ids"]])
     table = mask_sentence(scratch_tokenizer, LONG, "80/10/10", mlm_probability=1.0, seed=5)
-    masked, labels = mask_tokens(ids, scratch_tokenizer, mode="bert", mlm_probability=1.0, mask_replace_prob=0.8,
-                                 random_replace_prob=0.1, generator=torch.Generator().manual_seed(5))
+    masked, labels = mask_tokens(ids, scratch_tokenizer, MaskingRule(1.0, mask_replace_prob=0.8, random_replace_prob=0.1),
+                                 mode="bert", generator=torch.Generator().manual_seed(5))
     assert table["input_ids"].tolist() == masked[0].tolist() and table["labels"].tolist() == labels[0].tolist()
     assert table["model reads"].tolist() == scratch_tokenizer.convert_ids_to_tokens(masked[0])
     outcomes = table["what happened"]

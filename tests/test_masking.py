@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from helpers.masking import IGNORE_INDEX, make_collator, mask_tokens, pad_loss_share, select_positions, special_positions
+from helpers.masking import (IGNORE_INDEX, MaskingRule, mask_tokens, masking_rule, pad_loss_share, select_positions,
+                             special_positions)
 from helpers.pairs import make_pairs
 from helpers.tokens import tokenize_pairs
 
@@ -60,7 +61,7 @@ def test_no_special_token_is_ever_selected(batch, scratch_tokenizer, mode):
     generator = torch.Generator().manual_seed(0)
     for _ in range(5):
         # mlm_probability 0.9: a helper that selected specials would show it at once.
-        masked, labels = mask_tokens(input_ids, tok, mode=mode, mlm_probability=0.9, generator=generator)
+        masked, labels = mask_tokens(input_ids, tok, MaskingRule(mlm_probability=0.9), mode=mode, generator=generator)
         assert masked[special].equal(input_ids[special]), "a special token was replaced"
         if mode == "bert":
             assert (labels[special] == IGNORE_INDEX).all(), "a special token carries an MLM label"
@@ -82,7 +83,7 @@ def test_selected_share_is_mlm_probability(batch, scratch_tokenizer):
     assert n > 40_000
     assert_share(hits, n, 0.15, "selected share of ordinary tokens")
     # Another probability is honoured too.
-    _, labels = mask_tokens(input_ids, tok, mode="bert", mlm_probability=0.4, generator=generator)
+    _, labels = mask_tokens(input_ids, tok, MaskingRule(mlm_probability=0.4), generator=generator)
     assert_share(int((labels != IGNORE_INDEX)[ordinary].sum()), int(ordinary.sum()), 0.4, "selected share at 0.4")
 
 
@@ -123,8 +124,8 @@ def test_random_replacements_are_never_special(batch, scratch_tokenizer):
     tok = scratch_tokenizer
     generator = torch.Generator().manual_seed(3)
     # Every selected token gets a random replacement: tens of thousands of draws from the vocabulary.
-    masked, labels = mask_tokens(input_ids, tok, mode="bert", mlm_probability=0.99, mask_replace_prob=0.0,
-                                 random_replace_prob=1.0, generator=generator)
+    masked, labels = mask_tokens(input_ids, tok, MaskingRule(0.99, mask_replace_prob=0.0, random_replace_prob=1.0),
+                                 generator=generator)
     selected = labels != IGNORE_INDEX
     assert selected.sum() > 15_000
     assert not torch.isin(masked[selected], _special_ids(tok)).any()
@@ -195,7 +196,7 @@ def _shares(masked, labels, original, attention_mask, tokenizer):
 def test_hand_written_bert_mode_agrees_with_the_collator(features, scratch_tokenizer):
     tok = scratch_tokenizer
     items = [{key: values[i] for key, values in features.items()} for i in range(len(features["input_ids"]))]
-    collator = make_collator(tok, seed=11)
+    collator = MaskingRule().collator(tok, seed=11)  # BERT's 15% and 80/10/10
     generator = torch.Generator().manual_seed(11)
     ours = {k: 0 for k in ("ordinary", "selected", "mask", "random", "same")}
     theirs = dict(ours)
@@ -220,3 +221,29 @@ def test_hand_written_bert_mode_agrees_with_the_collator(features, scratch_token
         std = math.sqrt(p * (1 - p) * (1 / ours[n] + 1 / theirs[n]))
         gap = ours[hits] / ours[n] - theirs[hits] / theirs[n]
         assert abs(gap) <= SIGMAS * std, f"{name} share differs by {gap:.4f} (allowed {SIGMAS * std:.4f})"
+
+
+def test_the_config_chooses_the_rule_for_training_and_for_the_fixed_validation_masks():
+    from helpers.config import get_profile
+    default, paper = get_profile("default"), get_profile("bert-base")
+    assert masking_rule(paper) == MaskingRule(0.15, 0.8, 0.1)  # BERT's recipe
+    assert masking_rule(default) == MaskingRule(default.mlm_probability, 1.0, 0.0)  # 40%, every one a [MASK]
+    for cfg in (default, paper):  # validation: the profile's own share, every selected token a [MASK]
+        assert masking_rule(cfg, validation=True) == MaskingRule(cfg.val_mlm_probability, 1.0, 0.0)
+
+
+def test_training_and_validation_batches_follow_the_rule_the_config_chooses(scratch_tokenizer, smart_sentences):
+    from helpers.config import get_profile
+    from helpers.dataset import MeditationsDataset, make_loader
+    cfg = get_profile("default")
+    pairs = make_pairs({i: smart_sentences[i] for i in range(120)}, seed=0)
+    dataset = MeditationsDataset.from_pairs(scratch_tokenizer, pairs, max_length=cfg.max_length)
+    for validation, share in ((False, cfg.mlm_probability), (True, cfg.val_mlm_probability)):
+        batches = list(make_loader(dataset, scratch_tokenizer, cfg, shuffle=False, seed=1, validation=validation))
+        assert len(batches[0]["input_ids"]) == (64 if validation else cfg.batch_size)
+        labelled = torch.cat([b["labels"].flatten() != IGNORE_INDEX for b in batches])
+        shown = torch.cat([b["input_ids"].flatten() for b in batches])[labelled]
+        ordinary = sum(int((~special_positions(torch.where(b["labels"] != IGNORE_INDEX, b["labels"], b["input_ids"]),
+                                                scratch_tokenizer)).sum()) for b in batches)
+        assert_share(int(labelled.sum()), ordinary, share, f"selected share (validation={validation})")
+        assert (shown == scratch_tokenizer.mask_token_id).all()  # the default profile and validation: all [MASK]

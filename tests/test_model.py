@@ -7,7 +7,7 @@ import torch
 from transformers import BertForPreTraining
 
 from helpers.config import get_profile
-from helpers.model import PretrainingLosses, load_model, sinusoidal_positions_, sinusoids
+from helpers.model import PretrainingModel, load_model, sinusoidal_positions_, sinusoids
 
 
 def test_sinusoidal_table_has_berts_spread_and_depends_only_on_the_offset():
@@ -63,7 +63,7 @@ def test_nsp_weight_zero_trains_mlm_alone(scratch_tokenizer):
     ids = scratch_tokenizer(["the gods are just"], ["a man is good"], return_tensors="pt")
     labels = torch.full_like(ids["input_ids"], -100)
     labels[0, 2] = ids["input_ids"][0, 2]
-    out = PretrainingLosses(model)(**ids, labels=labels, next_sentence_label=torch.tensor([0]), nsp_weight=0.0)
+    out = PretrainingModel(model)(**ids, labels=labels, next_sentence_label=torch.tensor([0]), nsp_weight=0.0)
     out["loss"].backward()
     assert torch.equal(out["loss"], out["mlm_loss"])
     assert model.cls.seq_relationship.weight.grad is None or not model.cls.seq_relationship.weight.grad.any()

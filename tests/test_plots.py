@@ -15,9 +15,9 @@ from transformers import BertForPreTraining, set_seed  # noqa: E402
 from helpers import plots  # noqa: E402
 from helpers.dataset import MeditationsDataset, make_loader, padding_efficiency  # noqa: E402
 from helpers.inference import pair_attentions  # noqa: E402
-from helpers.masking import IGNORE_INDEX, make_collator  # noqa: E402
+from helpers.masking import IGNORE_INDEX, MaskingRule  # noqa: E402
 from helpers.model import scratch_config  # noqa: E402
-from helpers.pairs import LABEL_NAMES, make_pairs  # noqa: E402
+from helpers.pairs import make_pairs  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -100,7 +100,7 @@ def test_padding_image_shows_the_pad_share_of_the_loader(scratch_tokenizer, data
 
 
 def test_masked_batch_image_marks_exactly_the_masked_positions(scratch_tokenizer, dataset):
-    batch = make_collator(scratch_tokenizer, seed=0)([dataset[i] for i in range(6)])
+    batch = MaskingRule().collator(scratch_tokenizer, seed=0)([dataset[i] for i in range(6)])
     ids, labels = batch["input_ids"], batch["labels"]
     categories = plots.mask_categories(ids, labels, scratch_tokenizer)
     selected = labels != IGNORE_INDEX
@@ -189,7 +189,7 @@ def test_attention_of_a_long_pair_drops_the_token_labels_and_says_so():
 
 
 # Epoch rows of a run that measured its training pairs every epoch: the training curve falls below the held-out one.
-SEEN_EPOCHS = [dict(row, mlm_loss=loss, train_mlm_loss=seen)
+SEEN_EPOCHS = [dict(row, mlm_loss=loss, seen_mlm_loss=seen)
                for row, loss, seen in zip(EPOCHS, (6.5, 6.2), (6.45, 5.6))]
 
 
@@ -210,25 +210,14 @@ def test_generalisation_plot_sets_the_same_mask_curves_beside_the_per_step_loss(
 
 
 def test_generalisation_plot_of_an_older_run_says_what_is_missing():
-    with pytest.raises(ValueError, match="no 'train_mlm_loss'.*train again"):
+    with pytest.raises(ValueError, match="no 'seen_mlm_loss'.*pass the rows"):
         plots.plot_generalisation(EPOCHS, HISTORY)
 
 
-def test_record_tables_and_labels():
-    record = {"profile": {"profile": "default"}, "machine": {"cpu": "Xeon", "cores": 2, "date": "2026-11-28"},
-              "prompts": {"fill_mask": [{"text": "the soul is dyed by the [MASK].", "answer": "thoughts",
-                                         "before": [["a", 0.01], ["b", 0.009]],
-                                         "after": [["thoughts", 0.4], ["mind", 0.1]]}],
-                          "nsp": [{"sentence_a": "A.", "sentence_b": "B.", "label": 1,
-                                   "before": {"verdict": "B follows A", "p_follows": 0.51},
-                                   "after": {"verdict": "B is random", "p_follows": 0.2}}]}}
+def test_record_and_live_labels():
+    record = {"profile": {"profile": "default"}, "machine": {"cpu": "Xeon", "cores": 2, "date": "2026-11-28"}}
     assert plots.record_label(record) == "recorded run: profile default, Xeon (2 cores), 2026-11-28"
     assert plots.live_label("tiny") == "live run in this notebook: profile tiny"
-    fill = plots.fill_mask_table(record["prompts"]["fill_mask"], top=1)
-    assert fill.loc[0, "before training"] == "a (0.010)" and fill.loc[0, "after training"] == "thoughts (0.400)"
-    nsp = plots.nsp_table(record["prompts"]["nsp"], LABEL_NAMES)
-    assert nsp.loc[0, "true"] == "B is random"
-    assert nsp.loc[0, "after training (P follows)"] == "B is random (0.200)"
 
 
 def test_lengths_histogram_counts_every_pair():

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from helpers.corpus import CorpusError, read_paragraphs
 from helpers.dataset import MeditationsDataset
-from helpers.masking import IGNORE_INDEX, make_collator, mask_tokens
+from helpers.masking import IGNORE_INDEX, MaskingRule, mask_tokens
 from helpers.pairs import IS_NEXT, IS_RANDOM, PairError, make_pairs, split_corpus
 from helpers.tokens import tokenize_pairs
 
@@ -164,7 +164,7 @@ def run_data_path(paragraphs: list[str], tokenizer, splitter: str, per_paragraph
     encoded = tokenize_pairs(tokenizer, pairs, max_length=max_length)
     check_encoded(encoded, tokenizer, max_length, len(pairs))
     dataset = MeditationsDataset(encoded)
-    collator = make_collator(tokenizer, seed=seed)
+    collator = MaskingRule().collator(tokenizer, seed=seed)
     for start in range(0, len(dataset), batch_size):
         features = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         check_batch(collator([dict(f) for f in features]), features, tokenizer, max_length)

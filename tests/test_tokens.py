@@ -10,13 +10,16 @@ from transformers import AutoTokenizer
 
 from helpers.config import ROOT
 from helpers.pairs import IS_NEXT, IS_RANDOM, Pair, make_pairs
-from helpers.tokens import (BERT_SPECIAL_IDS, ModelSourceError, check_max_length, load_tokenizer, tokenize_pairs,
-                            train_scratch_tokenizer)
+from helpers.tokens import ModelSourceError, check_max_length, load_tokenizer, tokenize_pairs, train_scratch_tokenizer
+
+# bert-base-uncased's ids for its special tokens, which the scratch tokenizer reproduces so that the notebooks read the
+# same offline and online (code asks tokenizer.*_token_id, never these numbers).
+BERT_SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
 
 
 def test_scratch_special_ids_are_bert_base_uncased(scratch_tokenizer):
     tok = scratch_tokenizer
-    assert BERT_SPECIAL_IDS == {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
+    assert {token: tok.convert_tokens_to_ids(token) for token in BERT_SPECIAL_IDS} == BERT_SPECIAL_IDS
     assert (tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id) == (
         0, 100, 101, 102, 103)
     assert len(tok) == 1000

@@ -16,11 +16,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertForNextSentencePrediction, BertForPreTraining, pipeline
 
-from helpers.checkpoint import CheckpointError, is_checkpoint, load_training_state, run_lock
+from helpers.checkpoint import CheckpointError, Progress, is_checkpoint, load_resume, run_lock
 from helpers.config import ROOT, get_profile
 from helpers.dataset import MeditationsDataset, make_loader, prepare_data
 from helpers.inference import fill_mask_top_k
-from helpers.model import PretrainingLosses, stock_losses
+from helpers.model import PretrainingModel
 from helpers.tracking import read_run
 from helpers.train import TrainingError, train
 
@@ -38,10 +38,17 @@ def trained(tmp_path_factory):
     return train(tiny(epochs=3), out, **QUIET)
 
 
+def _frequent(data, cfg) -> torch.Tensor:
+    """The training text's most frequent tokens, as the run counts them for the split of MLM accuracy."""
+    from helpers.baselines import TrainingText
+    texts = [" ".join(sentences) for sentences in data.train_sentences.values()]
+    return TrainingText(data.tokenizer, texts, data.train_pairs(cfg, 0)).frequent
+
+
 def _mlm_loss_on(model, batches) -> float:
-    losses = PretrainingLosses(model).eval()
+    wrapped = PretrainingModel(model).eval()
     with torch.no_grad():
-        return sum(losses(**b)["mlm_loss"].item() for b in batches) / len(batches)
+        return sum(wrapped(**b)["mlm_loss"].item() for b in batches) / len(batches)
 
 
 def test_training_lowers_mlm_loss_on_training_data(trained):
@@ -61,7 +68,7 @@ def test_training_lowers_mlm_loss_on_training_data(trained):
                                       pytest.param("constant", marks=pytest.mark.slow)])
 def test_lr_warms_up_then_follows_the_chosen_schedule(tmp_path, schedule):
     cfg = tiny(epochs=3, batch_size=4, warmup_ratio=0.25, lr_schedule=schedule)  # 48 steps
-    lrs = [record["lr"] for record in train(cfg, tmp_path / "run", **QUIET).history]
+    lrs = [row["lr"] for row in train(cfg, tmp_path / "run", **QUIET).history]
     warm = int(cfg.warmup_ratio * len(lrs))
     assert len(lrs) >= 40 and warm >= 10, (len(lrs), warm)
     assert all(a < b for a, b in zip(lrs[:warm], lrs[1:warm])), lrs[:warm]  # warm-up climbs to the peak
@@ -78,29 +85,51 @@ def test_lr_warms_up_then_follows_the_chosen_schedule(tmp_path, schedule):
 
 def test_training_pair_accuracies_are_measured_on_training_pairs_with_the_validation_masks(trained):
     from accelerate import Accelerator
-    from helpers.train import evaluate, validation_batches
+    from helpers.dataset import validation_batches
+    from helpers.train import evaluate
     cfg, final = tiny(epochs=3), trained.final
     data = prepare_data(cfg)
-    model = PretrainingLosses(BertForPreTraining.from_pretrained(trained.checkpoint))
+    model = PretrainingModel(BertForPreTraining.from_pretrained(trained.checkpoint))
     seen = data.train_pairs(cfg, 0)[:len(data.val_pairs)]
-    on_train = evaluate(model, validation_batches(data, cfg, seen), Accelerator(cpu=True))
-    assert final["train_mlm_accuracy_at_mask"] == pytest.approx(on_train["mlm_accuracy_at_mask"])
-    assert final["train_nsp_accuracy"] == pytest.approx(on_train["nsp_accuracy"])
-    assert trained.epochs[-1]["train_mlm_loss"] == pytest.approx(on_train["mlm_loss"])
-    on_val = evaluate(model, validation_batches(data, cfg), Accelerator(cpu=True))
+    on_train = evaluate(model, validation_batches(data, cfg, seen), Accelerator(cpu=True), _frequent(data, cfg))
+    assert final["seen_mlm_accuracy_at_mask"] == pytest.approx(on_train["mlm_accuracy_at_mask"])
+    assert final["seen_nsp_accuracy"] == pytest.approx(on_train["nsp_accuracy"])
+    assert trained.epochs[-1]["seen_mlm_loss"] == pytest.approx(on_train["mlm_loss"])
+    on_val = evaluate(model, validation_batches(data, cfg), Accelerator(cpu=True), _frequent(data, cfg))
     assert final["mlm_accuracy_at_mask"] == pytest.approx(on_val["mlm_accuracy_at_mask"])  # the held-out figure
     assert on_train["mlm_loss"] != pytest.approx(on_val["mlm_loss"])  # two different texts, two different figures
     assert {p.sentence_a for p in seen}.isdisjoint({p.sentence_a for p in data.val_pairs})  # really another text
 
 
 def test_every_epoch_measures_the_training_pairs_beside_the_held_out_ones(trained):
-    train_keys = ("train_mlm_loss", "train_mlm_accuracy_at_mask", "train_nsp_accuracy")
+    seen_keys = ("seen_mlm_loss", "seen_mlm_accuracy_at_mask", "seen_nsp_accuracy")
     for row in trained.epochs:
-        assert all(isinstance(row[key], float) for key in train_keys), row
-    losses = [row["train_mlm_loss"] for row in trained.epochs]
+        assert all(isinstance(row[key], float) for key in seen_keys), row
+    losses = [row["seen_mlm_loss"] for row in trained.epochs]
     assert len(set(losses)) == len(losses)  # measured again every epoch, not copied
-    for key in ("train_mlm_accuracy_at_mask", "train_nsp_accuracy"):  # final takes them from the last row
+    for key in ("seen_mlm_accuracy_at_mask", "seen_nsp_accuracy"):  # final takes them from the last row
         assert trained.final[key] == trained.epochs[-1][key]
+
+
+def test_mlm_accuracy_splits_into_the_frequent_tokens_and_the_rest_and_so_do_its_baselines(trained):
+    from helpers.dataset import validation_batches
+    cfg = tiny(epochs=3)
+    data = prepare_data(cfg)
+    hidden = torch.cat([b["labels"][b["labels"] != -100] for b in validation_batches(data, cfg)])  # (n_masked,)
+    frequent = torch.isin(hidden, _frequent(data, cfg))  # the training text's 100 most frequent tokens
+    assert 0 < frequent.sum() < len(hidden)
+    for row in trained.epochs:  # every epoch: the two parts add up to the whole
+        parts = row["mlm_accuracy_frequent"] * frequent.sum().item() + row["mlm_accuracy_rest"] * (~frequent).sum().item()
+        assert parts == pytest.approx(row["mlm_accuracy_at_mask"] * len(hidden))
+        # ... and the split is measured on the training pairs too, as the other seen_ figures are
+        assert 0 <= row["seen_mlm_accuracy_rest"] <= row["seen_mlm_accuracy_frequent"] <= 1
+    for name in ("unigram", "neighbours"):  # the counting baselines, on the same masks and the same split
+        base = trained.baselines
+        parts = base[f"baseline_{name}_frequent"] * frequent.sum().item() + base[f"baseline_{name}_rest"] * (
+            ~frequent).sum().item()
+        assert parts == pytest.approx(base[f"baseline_{name}"] * len(hidden))
+    assert trained.baselines["baseline_unigram_rest"] == 0.0  # the most frequent token is never one of the rest
+    assert {key: trained.final[key] for key in trained.baselines} == trained.baselines
 
 
 def test_building_and_measuring_the_seen_batches_draws_nothing_from_the_global_rng():
@@ -109,13 +138,14 @@ def test_building_and_measuring_the_seen_batches_draws_nothing_from_the_global_r
     import numpy as np
     from accelerate import Accelerator
     from helpers.model import load_model
-    from helpers.train import evaluate, validation_batches
+    from helpers.dataset import validation_batches
+    from helpers.train import evaluate
     cfg = tiny()
     data = prepare_data(cfg)
-    model = PretrainingLosses(load_model(cfg, data.tokenizer))
+    model = PretrainingModel(load_model(cfg, data.tokenizer))
     before = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
     batches = validation_batches(data, cfg, data.train_pairs(cfg, 0)[:len(data.val_pairs)])
-    evaluate(model, batches, Accelerator(cpu=True))
+    evaluate(model, batches, Accelerator(cpu=True), _frequent(data, cfg))
     after = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
     assert torch.equal(before[0], after[0]) and before[1] == after[1] and (before[2] == after[2]).all()
     torch.rand(1)  # the comparison above can fail: one draw moves the state
@@ -135,7 +165,7 @@ class EpochProbe:
         self.answers.append(fill_mask_top_k(model, self.tokenizer, [f"the universe is {self.tokenizer.mask_token}."]))
         torch.rand(100)  # a callback that draws from the global RNG must not move training's dropout either
 
-    def on_step(self, record):
+    def on_step(self, step_metrics):
         if self.model is not None:  # from epoch 2 on: the loop switched the model back to training mode
             self.modes.append(("step", self.model.training))
 
@@ -172,8 +202,8 @@ def test_ctrl_c_in_on_epoch_resumes_at_the_next_epoch(trained, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train(tiny(epochs=3), out, on_epoch=stop, **QUIET)
-    _, state = load_training_state(out)
-    assert (state["next_epoch"], state["next_step"], len(state["epochs"])) == (1, 0, 1)
+    _, saved = load_resume(out)
+    assert (saved.progress.epoch, saved.progress.batches_done, len(saved.epochs)) == (1, 0, 1)
     resumed = train(tiny(epochs=3), out, resume=True, **QUIET)
     assert [row["epoch"] for row in resumed.epochs] == [1, 2, 3]  # epoch 1 neither trained nor counted twice
     assert _same_weights(trained.checkpoint, out)
@@ -218,8 +248,14 @@ def test_fast_losses_equal_the_stock_forward():
     dataset = MeditationsDataset.from_pairs(data.tokenizer, data.val_pairs, cfg.max_length)
     batch = next(iter(make_loader(dataset, data.tokenizer, cfg, shuffle=False, seed=1)))
     with torch.no_grad():
-        fast = PretrainingLosses(model)(**batch)
-        stock = stock_losses(model, batch)
+        fast = PretrainingModel(model)(**batch)
+        out = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels",
+                                             "next_sentence_label")})  # the stock forward: MLM head everywhere
+    vocab = out.prediction_logits.shape[-1]
+    stock = {"loss": out.loss, "nsp_loss": torch.nn.functional.cross_entropy(out.seq_relationship_logits,
+                                                                            batch["next_sentence_label"].view(-1)),
+             "mlm_loss": torch.nn.functional.cross_entropy(out.prediction_logits.reshape(-1, vocab),
+                                                           batch["labels"].reshape(-1), ignore_index=-100)}
     assert (batch["labels"] == -100).float().mean() > 0.5  # the stock path really pays for unlabelled positions
     for key in ("loss", "mlm_loss", "nsp_loss"):
         assert abs(fast[key].item() - stock[key].item()) < 1e-5, key
@@ -237,15 +273,17 @@ def test_two_runs_with_one_seed_give_the_same_metrics(trained, tmp_path):
 def test_resume_after_interrupt_equals_uninterrupted(trained, tmp_path, stop_at):
     out = tmp_path / "interrupted"
 
-    def interrupt(record):
-        if record["step"] == stop_at:
+    def interrupt(step_metrics):
+        if step_metrics["step"] == stop_at:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         train(tiny(epochs=3), out, on_step=interrupt, **QUIET)
     assert is_checkpoint(out)
-    _, state = load_training_state(out)
-    assert state["global_step"] == stop_at
+    _, saved = load_resume(out)
+    assert saved.progress.global_step == stop_at
+    # Stopped in the step's epoch, with its batches up to this one done (4 batches an epoch): step 4 ends epoch 1.
+    assert (saved.progress.epoch, saved.progress.batches_done) == ((stop_at - 1) // 4, (stop_at - 1) % 4 + 1)
     resumed = train(tiny(epochs=3), out, resume=True, **QUIET)
     # Tolerance: float sums may differ in the last bits; we see exact equality on one machine.
     for a, b in zip(trained.epochs[-1:], resumed.epochs[-1:]):
@@ -256,9 +294,26 @@ def test_resume_after_interrupt_equals_uninterrupted(trained, tmp_path, stop_at)
     assert max((ref[k] - got[k]).abs().max().item() for k in ref) < 1e-5
 
 
+def test_the_progress_is_written_in_one_layout_and_another_is_refused_in_one_sentence(trained, tmp_path):
+    state = torch.load(trained.checkpoint / "training_state.pt", weights_only=True)
+    assert state["progress"] == {"epoch": 3, "batches_done": 0, "global_step": len(trained.history),
+                                 "seconds": state["progress"]["seconds"]}
+    assert set(state) == {"progress", "rng", "optimizer", "scheduler", "history", "epochs", "corpus_path"}
+    assert load_resume(trained.checkpoint)[1].progress == Progress(**state["progress"])
+    older = tmp_path / "older"
+    shutil.copytree(trained.checkpoint, older)
+    from helpers.checkpoint import save_checkpoint
+    model = BertForPreTraining.from_pretrained(older)
+    from transformers import AutoTokenizer
+    save_checkpoint(older, model, AutoTokenizer.from_pretrained(older), tiny(epochs=3), {},
+                    {"next_epoch": 1, "next_step": 0, "global_step": 4})  # the layout before Progress
+    with pytest.raises(CheckpointError, match="another version of the training loop; start a new run"):
+        load_resume(older)
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "nan"
-    original = PretrainingLosses.forward
+    original = PretrainingModel.forward
     calls = {"n": 0}
 
     def poisoned(self, *args, **kwargs):
@@ -269,11 +324,11 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
                 result["loss"] = result["loss"] * float("nan")
         return result
 
-    monkeypatch.setattr(PretrainingLosses, "forward", poisoned)
+    monkeypatch.setattr(PretrainingModel, "forward", poisoned)
     with pytest.raises(TrainingError, match="NaN|nan"):
         train(tiny(epochs=2), out, **QUIET)
-    _, state = load_training_state(out)
-    assert state["next_epoch"] == 1 and state["global_step"] == 4  # the checkpoint of epoch 1 survived
+    progress = load_resume(out)[1].progress
+    assert (progress.epoch, progress.batches_done, progress.global_step) == (1, 0, 4)  # epoch 1's checkpoint survived
 
 
 def test_output_folder_with_other_files_is_refused(tmp_path):
@@ -433,13 +488,13 @@ def test_an_unreachable_hub_model_names_the_offline_alternatives(tmp_path, monke
 def test_train_seconds_after_a_resume_count_the_time_trained_before_the_kill(tmp_path):
     out = tmp_path / "killed"
 
-    def interrupt(record):
-        if record["step"] == 7:  # mid-epoch 2 of the tiny profile
+    def interrupt(step_metrics):
+        if step_metrics["step"] == 7:  # mid-epoch 2 of the tiny profile
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         train(tiny(epochs=3), out, on_step=interrupt, **QUIET)
-    before = load_training_state(out)[1]["seconds"]  # trained before the kill, as the checkpoint recorded it
+    before = load_resume(out)[1].progress.seconds  # trained before the kill, as the checkpoint recorded it
     began = time.perf_counter()
     resumed = train(tiny(epochs=3), out, resume=True, **QUIET)
     outside = time.perf_counter() - began  # the resumed call as the caller's clock saw it: at least its training
