@@ -14,8 +14,11 @@ from typing import Any, get_type_hints
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# --lr-schedule -> the name transformers.get_scheduler knows it by (each warms up first).
-LR_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+# --lr-schedule -> the name transformers.get_scheduler knows it by (each warms up first). "wsd" (warm-up, stable,
+# decay) holds the peak and falls linearly to 0 over the last --decay-ratio of the steps.
+LR_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup",
+                "wsd": "warmup_stable_decay"}
+OUTPUT_BIAS_INITS = ("zero", "unigram")
 
 
 class ConfigError(ValueError):
@@ -55,6 +58,7 @@ class Config:
     neighbour_layer: int = field(default=0, metadata={"help": "the layer whose first heads start as neighbour heads"})
     neighbour_scale: float = field(default=2.0, metadata={"help": "scale of the neighbour heads' starting query and key matrices: higher puts more weight on the neighbour"})
     initializer_range: float = field(default=0.02, metadata={"help": "standard deviation of the scratch model's starting weights (BERT's 0.02)"})
+    output_bias_init: str = field(default="zero", metadata={"help": "the scratch model's MLM output bias at the start: 'zero' (BERT's: every token equally likely) or 'unigram' (the log-frequency of each token in the training text: its first guess is the unigram baseline's)"})
     dropout: float = field(default=0.1, metadata={"help": "scratch model dropout (hidden states and attention), BERT's 0.1"})
     # --- optimisation ---
     epochs: int = field(default=2, metadata={"help": "passes over the training pairs"})
@@ -63,7 +67,9 @@ class Config:
     lr: float = field(default=5e-5, metadata={"help": "peak learning rate of AdamW"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorm)"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps spent warming the learning rate up"})
-    lr_schedule: str = field(default="linear", metadata={"help": "after the warm-up: 'linear' (BERT's decay to 0), 'cosine' (to 0) or 'constant'"})
+    lr_schedule: str = field(default="linear", metadata={"help": "after the warm-up: 'linear' (BERT's decay to 0), 'cosine' (to 0), 'constant', or 'wsd' (held at the peak, then a linear decay to 0 over the last share of the steps that decay-ratio sets)"})
+    decay_ratio: float = field(default=0.2, metadata={"help": "share of the steps, at the end, over which the wsd schedule decays to 0"})
+    embedding_lr: float | None = field(default=None, metadata={"help": "peak learning rate of the word embeddings (tied to the MLM output layer) and the MLM output bias (none: the learning rate of the rest); a rare token's row learns only in the few steps where it occurs"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     mlm_only_ratio: float = field(default=0.0, metadata={"help": "share of the optimizer steps trained on MLM alone before the NSP loss joins"})
     nsp_weight: float = field(default=1.0, metadata={"help": "weight of the NSP loss in the sum (once it has joined)"})
@@ -95,6 +101,8 @@ class Config:
             raise bad("position_init", "use 'random' or 'sinusoidal'")
         if self.lr_schedule not in LR_SCHEDULES:
             raise bad("lr_schedule", "use " + ", ".join(f"'{name}'" for name in LR_SCHEDULES))
+        if self.output_bias_init not in OUTPUT_BIAS_INITS:
+            raise bad("output_bias_init", "use " + " or ".join(f"'{name}'" for name in OUTPUT_BIAS_INITS))
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise bad("mixed_precision", "use 'auto', 'no', 'bf16' or 'fp16'")
         if self.wandb not in ("auto", "online", "offline", "disabled"):
@@ -122,16 +130,28 @@ class Config:
                 raise bad(name, "it must lie between 0 and 1")
         if self.mask_replace_prob + self.random_replace_prob > 1:
             raise bad("random_replace_prob", "--mask-replace-prob plus --random-replace-prob must not exceed 1")
-        if self.lr <= 0:
-            raise bad("lr", "the learning rate must be positive")
         if self.initializer_range <= 0:
             raise bad("initializer_range", "it must be positive (BERT's is 0.02)")
         if not 0 <= self.dropout < 1:
             raise bad("dropout", "it must lie in [0, 1)")
         if not 0 <= self.nsp_dropout < 1:
             raise bad("nsp_dropout", "it must lie in [0, 1)")
+        self._validate_optimisation(bad)
+        self._validate_neighbours(bad)
+
+    def _validate_optimisation(self, bad) -> None:
+        """Learning rates, their schedule, weight decay and clipping."""
+        if not 0 < self.decay_ratio <= 1:
+            raise bad("decay_ratio", "it must lie above 0 and at most 1")
+        if self.lr_schedule == "wsd" and self.warmup_ratio + self.decay_ratio > 1:
+            raise bad("decay_ratio", f"with --warmup-ratio={self.warmup_ratio} the warm-up and the decay would "
+                                     f"overlap; keep the two at most 1 together")
+        if self.lr <= 0:
+            raise bad("lr", "the learning rate must be positive")
         if self.nsp_lr is not None and self.nsp_lr <= 0:
             raise bad("nsp_lr", "the learning rate must be positive, or none for the same as --lr")
+        if self.embedding_lr is not None and self.embedding_lr <= 0:
+            raise bad("embedding_lr", "the learning rate must be positive, or none for the same as --lr")
         if self.nsp_weight_decay is not None and self.nsp_weight_decay < 0:
             raise bad("nsp_weight_decay", "it must be 0 or more, or none for --weight-decay")
         if self.nsp_weight < 0:
@@ -140,7 +160,6 @@ class Config:
             raise bad("weight_decay", "it must be 0 or more")
         if self.max_grad_norm <= 0:
             raise bad("max_grad_norm", "it must be positive")
-        self._validate_neighbours(bad)
 
     def _validate_types(self, bad) -> None:
         """Each value of the type its field declares (a bool is not taken for a number)."""

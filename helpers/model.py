@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -25,10 +26,20 @@ def scratch_config(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> BertConfi
                       pad_token_id=tokenizer.pad_token_id, attn_implementation="sdpa")
 
 
-def load_model(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> BertForPreTraining:
-    """``cfg.model == "scratch"`` builds a fresh model (seed it first); else ``from_pretrained``."""
+def load_model(cfg: Config, tokenizer: PreTrainedTokenizerBase,
+               counts: Mapping[int, int] | None = None) -> BertForPreTraining:
+    """``cfg.model == "scratch"`` builds a fresh model (seed it first); else ``from_pretrained``.
+
+    ``counts`` (token id -> occurrences in the training text, ``TrainingText.unigram``) is what
+    ``--output-bias-init unigram`` starts the MLM output bias from.
+    """
     if cfg.model == "scratch":
         model = BertForPreTraining(scratch_config(cfg, tokenizer))
+        if cfg.output_bias_init == "unigram":
+            if counts is None:
+                raise ValueError("--output-bias-init unigram starts the MLM output bias from the training text's token "
+                                 "counts: pass load_model(cfg, tokenizer, counts=data.training_text(cfg).unigram).")
+            unigram_bias_(model, counts)
         if cfg.position_init == "sinusoidal":
             sinusoidal_positions_(model.bert.embeddings.position_embeddings.weight, model.config.initializer_range)
         if cfg.position_dims:
@@ -48,6 +59,20 @@ def load_model(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> BertForPreTra
         raise ModelSourceError(f"The model {cfg.model!r} knows {model.config.vocab_size} tokens but its tokenizer "
                                f"has {len(tokenizer)}; use the tokenizer that came with the model.")
     return model
+
+
+@torch.no_grad()
+def unigram_bias_(model: BertForPreTraining, counts: Mapping[int, int]) -> None:
+    """Start the MLM output bias at each token's log-frequency in the training text: the unigram baseline's guess.
+
+    With every other weight small, the first logits are about this bias, so a fresh model already ranks tokens by how
+    often they occur (its top guess is the unigram guess) instead of spreading its bets evenly over the vocabulary.
+    """
+    bias = model.cls.predictions.bias  # (vocab,); the output layer adds it to every position's logits
+    occurrences = torch.full_like(bias, 0.5)  # a token the text never has gets half an occurrence: a finite log
+    ids = torch.tensor(list(counts), dtype=torch.long)
+    occurrences[ids] = torch.tensor([float(counts[i]) for i in counts.keys()], dtype=bias.dtype)
+    bias.copy_(torch.log(occurrences / occurrences.sum()))  # log P(token), summing to 1 over the vocabulary
 
 
 @torch.no_grad()

@@ -116,7 +116,8 @@ def make_record(cfg: Config | None = None, out: Path = RECORD, progress: bool = 
     cfg = cfg or get_profile("default", wandb="disabled")
     set_seed(cfg.seed)  # the order train() follows, so "before" is exactly the model training starts from
     data = prepare_data(cfg)
-    untrained = Predictor(load_model(cfg, data.tokenizer), data.tokenizer, cfg.max_length)
+    untrained = Predictor(load_model(cfg, data.tokenizer, data.training_text(cfg).unigram), data.tokenizer,
+                          cfg.max_length)
     before = answers(untrained, data.tokenizer)
     with tempfile.TemporaryDirectory() as folder:
         result = train(cfg, Path(folder) / "record", progress=progress, track=False)

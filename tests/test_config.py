@@ -95,7 +95,17 @@ BAD_VALUES = [
     ("position_dims", 3), ("position_dims", -2), ("position_dims", 32), ("neighbour_offsets", "left,right"),
     ("neighbour_offsets", "-1,1,2,3"), ("neighbour_layer", 1), ("neighbour_layer", -1), ("neighbour_scale", 0.0),
     ("nsp_dropout", 1.0), ("nsp_lr", 0.0), ("nsp_weight_decay", -1.0),
+    ("decay_ratio", 0.0), ("decay_ratio", 1.5), ("embedding_lr", 0.0), ("embedding_lr", -1e-3),
+    ("output_bias_init", "frequency"),
 ]
+
+
+def test_a_wsd_decay_that_overlaps_the_warm_up_is_one_sentence():
+    with pytest.raises(ConfigError) as info:
+        get_profile("tiny", lr_schedule="wsd", warmup_ratio=0.3, decay_ratio=0.8)
+    assert str(info.value).startswith("--decay-ratio=0.8 is invalid: ") and "warm-up" in str(info.value)
+    assert _one_sentence(str(info.value))
+    get_profile("tiny", lr_schedule="linear", warmup_ratio=0.3, decay_ratio=0.8)  # only wsd decays by the ratio
 
 
 @pytest.mark.parametrize("name, value", BAD_VALUES)
@@ -120,7 +130,8 @@ def _alternative(cfg: Config, name: str):
                "max_steps": ("7", 7), "hidden_size": ("256", 256), "num_attention_heads": ("4", 4),
                "position_init": ("sinusoidal", "sinusoidal"), "lr_schedule": ("cosine", "cosine"),
                "position_dims": ("32", 32), "neighbour_offsets": ("-2,-1", "-2,-1"), "nsp_lr": ("1e-4", 1e-4),
-               "nsp_weight_decay": ("0.5", 0.5)}
+               "nsp_weight_decay": ("0.5", 0.5), "output_bias_init": ("unigram", "unigram"),
+               "embedding_lr": ("3e-3", 3e-3)}
     if name in special:
         return special[name]
     value = getattr(cfg, name)

@@ -107,6 +107,7 @@ TAKES_THE_CONFIG = {
     "train.ensure_trained": "trains the profile when the folder holds no checkpoint",
     "dataset.prepare_data": "the data stage's entry: eight knobs of corpus, pairs, split and tokenizer",
     "dataset.PreparedData.train_pairs": "an epoch's pairs: four pairing knobs and the seed",
+    "dataset.PreparedData.training_text": "epoch 1's pairs beside the training paragraphs, by the pairing knobs",
     "dataset.make_loader": "a profile's batches: batch size, bucketing and its masking rule",
     "dataset.validation_batches": "the fixed validation batches: length, seed and the validation rule",
     "masking.masking_rule": "the one place the config chooses the masking rule",

@@ -7,6 +7,8 @@ import torch
 from transformers import BertForPreTraining
 
 from helpers.config import get_profile
+import math
+
 from helpers.model import PretrainingModel, load_model, sinusoidal_positions_, sinusoids
 
 
@@ -80,7 +82,7 @@ def _step0_attention(model: BertForPreTraining, layer: int, seed: int = 0) -> to
 
 @pytest.mark.parametrize("offsets, heads, layer", [("-1,1", 2, 0), ("-2,-1,1,2", 4, 0), ("-1,1", 2, 1)])
 def test_neighbour_heads_attend_where_they_are_set_at_step_0(scratch_tokenizer, offsets, heads, layer):
-    cfg = get_profile("default", num_attention_heads=heads, neighbour_offsets=offsets, neighbour_layer=layer)
+    cfg = get_profile("default", output_bias_init="zero", num_attention_heads=heads, neighbour_offsets=offsets, neighbour_layer=layer)
     torch.manual_seed(0)
     attention = _step0_attention(load_model(cfg, scratch_tokenizer), layer)  # (4, heads, 96, 96)
     queries = torch.arange(2, 94)  # every query whose neighbours at -2..+2 exist
@@ -100,7 +102,7 @@ def test_neighbour_scale_sets_the_share_on_the_neighbour(scratch_tokenizer):
     shares = []
     for scale in (1.2, 2.0, 3.0):
         torch.manual_seed(0)
-        model = load_model(get_profile("default", neighbour_scale=scale), scratch_tokenizer)
+        model = load_model(get_profile("default", output_bias_init="zero", neighbour_scale=scale), scratch_tokenizer)
         attention = _step0_attention(model, 0)  # (4, 2, 96, 96)
         i = torch.arange(1, 95)
         shares.append(attention[:, 0, i, i - 1].mean().item())  # head 0 looks left
@@ -112,14 +114,14 @@ def test_neighbour_scale_sets_the_share_on_the_neighbour(scratch_tokenizer):
 def test_a_random_start_attends_nowhere_in_particular(scratch_tokenizer):
     # The control: BERT's random start puts about 1/96 on each token, nothing on the neighbour.
     torch.manual_seed(0)
-    model = load_model(get_profile("default", position_dims=0, neighbour_offsets=""), scratch_tokenizer)
+    model = load_model(get_profile("default", output_bias_init="zero", position_dims=0, neighbour_offsets=""), scratch_tokenizer)
     attention = _step0_attention(model, 0)
     i = torch.arange(1, 95)
     assert attention[:, 0, i, i - 1].mean() < 0.05
 
 
 def test_positions_own_their_dimensions_and_the_checkpoint_is_stock(scratch_tokenizer, tmp_path):
-    cfg = get_profile("default")
+    cfg = get_profile("default", output_bias_init="zero")  # the heads alone (the bias start is tested below)
     torch.manual_seed(0)
     model = load_model(cfg, scratch_tokenizer)
     embeddings, dims = model.bert.embeddings, cfg.position_dims
@@ -141,3 +143,31 @@ def test_positions_own_their_dimensions_and_the_checkpoint_is_stock(scratch_toke
     assert torch.equal(again.bert.encoder.layer[0].attention.self.query.weight,
                        model.bert.encoder.layer[0].attention.self.query.weight)
     assert torch.allclose(_step0_attention(again, 0), before, atol=1e-6)
+
+
+def test_the_unigram_start_makes_the_first_guess_the_unigram_baselines(tiny_cfg):
+    from helpers.dataset import prepare_data, validation_batches
+    cfg = get_profile("tiny", output_bias_init="unigram")
+    data = prepare_data(cfg)
+    text = data.training_text(cfg)
+    with pytest.raises(ValueError, match="counts"):  # the start needs the counts: one sentence saying how to pass them
+        load_model(cfg, data.tokenizer)
+    torch.manual_seed(0)
+    model = load_model(cfg, data.tokenizer, text.unigram).eval()
+    bias = model.cls.predictions.bias
+    total = sum(text.unigram.values()) + 0.5 * (len(bias) - len(text.unigram))
+    top, count = text.unigram.most_common(1)[0]
+    assert bias[top].item() == pytest.approx(math.log(count / total), abs=1e-5)  # log P(token) in the training text
+    assert torch.logsumexp(bias, 0).item() == pytest.approx(0.0, abs=1e-5)  # a distribution over the vocabulary
+    # Fresh, it already guesses what the unigram baseline guesses, at every [MASK] of the validation pairs.
+    batches = validation_batches(data, cfg)
+    guesses = torch.cat([PretrainingModel(model)(**batch)["mlm_logits"].argmax(-1) for batch in batches])
+    assert (guesses == top).float().mean().item() > 0.95
+    # ... and its first MLM loss is about the unigram cross-entropy of the hidden tokens, far below ln(vocabulary).
+    labels = torch.cat([batch["labels"][batch["labels"] != -100] for batch in batches])
+    cross_entropy = -bias[labels].mean().item()
+    loss = sum(PretrainingModel(model)(**b)["mlm_loss"].item() * (b["labels"] != -100).sum().item() for b in batches)
+    assert loss / len(labels) == pytest.approx(cross_entropy, abs=0.15) and cross_entropy < math.log(len(bias)) - 1
+    torch.manual_seed(0)
+    zero = load_model(get_profile("tiny"), data.tokenizer)  # BERT's start: the bias at zero
+    assert torch.count_nonzero(zero.cls.predictions.bias) == 0

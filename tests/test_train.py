@@ -22,7 +22,7 @@ from helpers.dataset import MeditationsDataset, make_loader, prepare_data
 from helpers.inference import fill_mask_top_k
 from helpers.model import PretrainingModel
 from helpers.tracking import read_run
-from helpers.train import TrainingError, train
+from helpers.train import SEEN_PAIRS, TrainingError, train
 
 QUIET = dict(progress=False, verbose=False, track=False)
 
@@ -63,8 +63,8 @@ def test_training_lowers_mlm_loss_on_training_data(trained):
     assert after < before - 0.05, (before, after)
 
 
-# linear is the profiles' schedule; the other two train the same run again (slow).
-@pytest.mark.parametrize("schedule", ["linear", pytest.param("cosine", marks=pytest.mark.slow),
+# linear and wsd are the profiles' schedules; the other two train the same run again (slow).
+@pytest.mark.parametrize("schedule", ["linear", "wsd", pytest.param("cosine", marks=pytest.mark.slow),
                                       pytest.param("constant", marks=pytest.mark.slow)])
 def test_lr_warms_up_then_follows_the_chosen_schedule(tmp_path, schedule):
     cfg = tiny(epochs=3, batch_size=4, warmup_ratio=0.25, lr_schedule=schedule)  # 48 steps
@@ -77,10 +77,39 @@ def test_lr_warms_up_then_follows_the_chosen_schedule(tmp_path, schedule):
     at_three_quarters = after[round(0.75 * (len(after) - 1))] / cfg.lr
     if schedule == "constant":
         assert after == [pytest.approx(cfg.lr)] * len(after)
+    elif schedule == "wsd":  # held at the peak, then a straight line to 0 over the last decay_ratio of the steps
+        decay = int(cfg.decay_ratio * len(lrs))
+        assert decay >= 8 and lrs[warm - 1:-decay] == [pytest.approx(cfg.lr)] * (len(lrs) - decay - warm + 1)
+        falling = lrs[-decay:]
+        assert all(a > b for a, b in zip(falling, falling[1:])) and falling[-1] < 0.15 * cfg.lr
+        steps = [a - b for a, b in zip(falling, falling[1:])]
+        assert max(steps) == pytest.approx(min(steps), rel=1e-6)  # linear: every step down is the same
     else:  # both fall to 0; at three quarters of the decay linear is at 1/4 and cosine at (1 + cos(3π/4)) / 2
         assert all(a > b for a, b in zip(after, after[1:])) and after[-1] < 0.02 * cfg.lr
         expected = 0.25 if schedule == "linear" else (1 + math.cos(0.75 * math.pi)) / 2
         assert at_three_quarters == pytest.approx(expected, abs=0.03)
+
+
+def test_the_embedding_rows_and_the_output_bias_learn_at_their_own_rate():
+    from helpers.model import load_model
+    from helpers.train import make_optimizer
+    cfg = tiny(embedding_lr=7e-3, nsp_lr=2e-4)
+    data = prepare_data(cfg)
+    model = PretrainingModel(load_model(cfg, data.tokenizer))
+    optimizer = make_optimizer(model, cfg)
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    decay_of = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    stock = model.stock
+    words, bias = stock.bert.embeddings.word_embeddings.weight, stock.cls.predictions.bias
+    assert stock.cls.predictions.decoder.weight is words  # tied: one parameter, so one learning rate for both uses
+    assert lr_of[id(words)] == lr_of[id(bias)] == 7e-3
+    assert decay_of[id(words)] == cfg.weight_decay and decay_of[id(bias)] == 0.0  # matrices decay, biases never
+    assert lr_of[id(stock.cls.seq_relationship.weight)] == 2e-4
+    assert lr_of[id(stock.bert.embeddings.position_embeddings.weight)] == cfg.lr
+    assert lr_of[id(stock.bert.encoder.layer[0].attention.self.query.weight)] == cfg.lr
+    assert sum(len(group["params"]) for group in optimizer.param_groups) == len(list(model.parameters()))
+    plain = make_optimizer(model, tiny())  # no --embedding-lr: every weight outside the NSP path at --lr
+    assert {group["lr"] for group in plain.param_groups} == {tiny().lr}
 
 
 def test_training_pair_accuracies_are_measured_on_training_pairs_with_the_validation_masks(trained):
@@ -90,7 +119,7 @@ def test_training_pair_accuracies_are_measured_on_training_pairs_with_the_valida
     cfg, final = tiny(epochs=3), trained.final
     data = prepare_data(cfg)
     model = PretrainingModel(BertForPreTraining.from_pretrained(trained.checkpoint))
-    seen = data.train_pairs(cfg, 0)[:len(data.val_pairs)]
+    seen = data.train_pairs(cfg, 0)[:SEEN_PAIRS]
     on_train = evaluate(model, validation_batches(data, cfg, seen), Accelerator(cpu=True), _frequent(data, cfg))
     assert final["seen_mlm_accuracy_at_mask"] == pytest.approx(on_train["mlm_accuracy_at_mask"])
     assert final["seen_nsp_accuracy"] == pytest.approx(on_train["nsp_accuracy"])
@@ -144,7 +173,7 @@ def test_building_and_measuring_the_seen_batches_draws_nothing_from_the_global_r
     data = prepare_data(cfg)
     model = PretrainingModel(load_model(cfg, data.tokenizer))
     before = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
-    batches = validation_batches(data, cfg, data.train_pairs(cfg, 0)[:len(data.val_pairs)])
+    batches = validation_batches(data, cfg, data.train_pairs(cfg, 0)[:SEEN_PAIRS])
     evaluate(model, batches, Accelerator(cpu=True), _frequent(data, cfg))
     after = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
     assert torch.equal(before[0], after[0]) and before[1] == after[1] and (before[2] == after[2]).all()
