@@ -1,7 +1,7 @@
 """Learning curves: held-out MLM accuracy at [MASK] and NSP accuracy against wall-clock seconds, per variant.
 
     python -m benchmarks.learning --jobs 2             # every variant, each with its seeds (about 150 minutes on 2 cores)
-    python -m benchmarks.learning --variants new_default --seeds 42
+    python -m benchmarks.learning --variants default,previous_default --seeds 42
     python -m benchmarks.learning --plot-only          # redraw the figure from the JSON
 
 Each variant is the default profile with a few values changed (VARIANTS below), trained with the project's own
@@ -17,7 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
@@ -34,11 +36,20 @@ from helpers.report import baselines_beside, first_above  # noqa: E402
 OUT = ROOT / "benchmarks" / "learning.json"
 FIGURE = ROOT / "docs" / "learning_curves.png"
 NSP_FIGURE = ROOT / "docs" / "nsp_levers.png"
+# The fifth round: time to quality. The default until then (rounds 1-4 are relative to it) trained 24 epochs with
+# BERT's linear decay, one learning rate for every weight, and the MLM output bias starting at zero.
+PREVIOUS_DEFAULT = dict(epochs=24, lr_schedule="linear", embedding_lr=None, output_bias_init="zero")
+P = PREVIOUS_DEFAULT
+SHORT = P | dict(epochs=12)  # the previous default in half the epochs: the base each lever of the round is added to
 # The fourth round: layer 0's neighbour heads. Every run before it started every attention weight at random.
-NO_NB = dict(position_dims=0, neighbour_offsets="")
+NO_NB = P | dict(position_dims=0, neighbour_offsets="")
 # The old default profile, as it was before the learning-curve experiments.
-OLD_DEFAULT = dict(mlm_probability=0.15, mask_replace_prob=0.8, random_replace_prob=0.1, mlm_only_ratio=0.0,
-                   batch_size=32, epochs=30, dropout=0.1, initializer_range=0.02, position_dims=0, neighbour_offsets="")
+OLD_DEFAULT = P | dict(mlm_probability=0.15, mask_replace_prob=0.8, random_replace_prob=0.1, mlm_only_ratio=0.0,
+                       batch_size=32, epochs=30, dropout=0.1, initializer_range=0.02, position_dims=0,
+                       neighbour_offsets="")
+# Every run is judged on these many fresh draws of masks over its held-out pairs (at the validation rule: 15%, every
+# selected token a [MASK]) as well as on the fixed validation masks: one draw moves accuracy by about 0.01.
+DRAWS = 5
 # The first two rounds kept BERT's initial spread of 0.02, and the first round BERT's dropout of 0.1, as the
 # default then did; their variants say so, so that each still names the run it was.
 I02 = dict(initializer_range=0.02) | NO_NB
@@ -46,31 +57,57 @@ D01 = dict(dropout=0.1) | I02
 # name -> (what it shows, overrides of the default profile, seeds). Variants with two or more seeds are drawn in
 # the figure; single-seed ones are exploratory and only listed in the table.
 VARIANTS: dict[str, tuple[str, dict, tuple[int, ...]]] = {
-    "new_default": ("the default profile now: 40% masked, every one a [MASK], MLM first, batch 8, no dropout, "
-                    "initial spread 0.05, layer 0's two heads start at the tokens left and right", {}, (42, 43, 44)),
+    # Round 5: each lever alone on the short run, then all together (today's default).
+    "default": ("the default profile now: 12 epochs, the learning rate held for the first half then decayed (wsd), "
+                "5e-3 for the word embeddings and the MLM output bias, that bias starting at the unigram guess", {},
+                (42, 43, 44)),
+    "previous_default": ("the default of round 4: 24 epochs, linear decay, 1e-3 everywhere, the output bias at zero "
+                         "(40% masked, every one a [MASK], MLM first, batch 8, no dropout, initial spread 0.05, "
+                         "layer 0's two heads start at the tokens left and right)", P, (42, 43, 44)),
+    "round4_default": ("the default of round 4 as round 4 measured it (its code; the settings of previous_default)", P,
+                       (42, 43, 44)),
+    "short_linear": ("the previous default in 12 epochs (its linear decay spans them)", SHORT, (42, 43, 44)),
+    "short_wsd": ("12 epochs; the learning rate held at its peak for the first half, then decayed (--lr-schedule wsd)",
+                  SHORT | dict(lr_schedule="wsd", decay_ratio=0.5), (42, 43, 44)),
+    "short_embedding_lr": ("12 epochs; 5e-3 for the word embeddings and the MLM output bias (--embedding-lr)",
+                           SHORT | dict(embedding_lr=5e-3), (42, 43, 44)),
+    "short_unigram_bias": ("12 epochs; the MLM output bias starts at the log-frequency of each training token "
+                           "(--output-bias-init unigram)", SHORT | dict(output_bias_init="unigram"), (42, 43, 44)),
+    # Round 5: the default with one thing changed (one seed each, but the decay share on all three).
+    "default_decay_0.2": ("the default decaying over the last 20% of the steps instead of the last half",
+                          dict(decay_ratio=0.2), (42, 43, 44)),
+    "default_linear": ("the default with BERT's linear decay instead of wsd", dict(lr_schedule="linear"), (42,)),
+    "default_cosine": ("the default with a cosine decay instead of wsd", dict(lr_schedule="cosine"), (42,)),
+    "default_embedding_lr_1e-2": ("the default with 1e-2 for the word embeddings and the output bias",
+                                  dict(embedding_lr=1e-2), (42,)),
+    "default_4_heads": ("the default with 4 heads of 32, layer 0's starting at offsets -2, -1, +1, +2",
+                        dict(num_attention_heads=4, neighbour_offsets="-2,-1,1,2"), (42,)),
     "random_attention": ("every attention weight starts at random (spread 0.05; the default of the third round)",
                          NO_NB, (42, 43, 44)),
     "scale_1.2": ("neighbour heads' starting scale 1.2 instead of 2 (about 0.43 of the weight on the neighbour)",
-                  dict(neighbour_scale=1.2), (42, 43)),
-    "scale_3": ("neighbour heads' starting scale 3 (about 0.75 on the neighbour)", dict(neighbour_scale=3.0), (42, 43)),
+                  P | dict(neighbour_scale=1.2), (42, 43)),
+    "scale_3": ("neighbour heads' starting scale 3 (about 0.75 on the neighbour)", P | dict(neighbour_scale=3.0),
+                (42, 43)),
     "offsets_2": ("4 heads of 32 in each layer, layer 0's start at offsets -2, -1, +1, +2",
-                  dict(num_attention_heads=4, neighbour_offsets="-2,-1,1,2"), (42, 43)),
-    "layer_1": ("the neighbour heads in layer 1 instead of layer 0", dict(neighbour_layer=1), (42, 43)),
-    "position_dims_32": ("positions own 32 dimensions instead of 64 (16 frequencies)", dict(position_dims=32),
+                  P | dict(num_attention_heads=4, neighbour_offsets="-2,-1,1,2"), (42, 43)),
+    "layer_1": ("the neighbour heads in layer 1 instead of layer 0", P | dict(neighbour_layer=1), (42, 43)),
+    "position_dims_32": ("positions own 32 dimensions instead of 64 (16 frequencies)", P | dict(position_dims=32),
                          (42, 43)),
     # NSP levers, each on top of today's default.
-    "nsp_dropout_0.5": ("dropout 0.5 on the pooled [CLS] vector before the NSP head", dict(nsp_dropout=0.5), (42, 43)),
-    "nsp_weight_decay_1": ("weight decay 1.0 on the pooler and NSP head (0.01 elsewhere)", dict(nsp_weight_decay=1.0),
+    "nsp_dropout_0.5": ("dropout 0.5 on the pooled [CLS] vector before the NSP head", P | dict(nsp_dropout=0.5),
+                        (42, 43)),
+    "nsp_weight_decay_1": ("weight decay 1.0 on the pooler and NSP head (0.01 elsewhere)",
+                           P | dict(nsp_weight_decay=1.0),
                            (42, 43)),
-    "nsp_lr_1e-4": ("a learning-rate peak of 1e-4 for the pooler and NSP head (1e-3 elsewhere)", dict(nsp_lr=1e-4),
+    "nsp_lr_1e-4": ("a learning-rate peak of 1e-4 for the pooler and NSP head (1e-3 elsewhere)", P | dict(nsp_lr=1e-4),
                     (42, 43)),
     # One seed each: the search was bounded at about ten runs, and these two were the last.
-    "nsp_at_75": ("NSP joins after 75% of the steps instead of 50% (half the NSP steps)", dict(mlm_only_ratio=0.75),
+    "nsp_at_75": ("NSP joins after 75% of the steps instead of 50% (half the NSP steps)", P | dict(mlm_only_ratio=0.75),
                   (42,)),
-    "nsp_weight_0.3": ("the NSP loss weighted 0.3 in the sum instead of 1", dict(nsp_weight=0.3), (42,)),
+    "nsp_weight_0.3": ("the NSP loss weighted 0.3 in the sum instead of 1", P | dict(nsp_weight=0.3), (42,)),
     "init_0.02": ("BERT's initial spread of 0.02 (the default before the third round)", I02, (42, 43, 44)),
-    "init_0.035": ("an initial spread of 0.035", dict(initializer_range=0.035) | NO_NB, (42, 43)),
-    "init_0.08": ("an initial spread of 0.08", dict(initializer_range=0.08) | NO_NB, (42, 43)),
+    "init_0.035": ("an initial spread of 0.035", NO_NB | dict(initializer_range=0.035), (42, 43)),
+    "init_0.08": ("an initial spread of 0.08", NO_NB | dict(initializer_range=0.08), (42, 43)),
     "dropout_0.1": ("spread 0.02, and BERT's dropout of 0.1 (the default before the second round)", D01, (42, 43)),
     "old_default": ("the default before the first round: 15% masked, 80/10/10, NSP from step 0, batch 32",
                     OLD_DEFAULT, (42, 43)),
@@ -108,29 +145,65 @@ VARIANTS: dict[str, tuple[str, dict, tuple[int, ...]]] = {
 }
 # The NSP levers, drawn in their own figure.
 NSP_LEVERS = ("nsp_dropout_0.5", "nsp_weight_decay_1", "nsp_lr_1e-4", "nsp_at_75", "nsp_weight_0.3")
+# Round 5's levers, each alone on the short run, and all together: the lever table and its figure.
+LEVERS = ("previous_default", "short_linear", "short_wsd", "short_embedding_lr", "short_unigram_bias", "default")
+ROUND5 = (*LEVERS, "default_decay_0.2", "default_linear", "default_cosine", "default_embedding_lr_1e-2",
+          "default_4_heads")
+LEVER_FIGURE = ROOT / "docs" / "time_to_quality.png"
 # The variants drawn in the figure (the rest are in the tables): today's default, the one before it (every
 # attention weight random), the first recipe, and each one-at-a-time change to the neighbour heads.
-DRAWN = ("new_default", "random_attention", "old_default", "scale_1.2", "scale_3", "offsets_2", "layer_1",
+DRAWN = ("round4_default", "random_attention", "old_default", "scale_1.2", "scale_3", "offsets_2", "layer_1",
          "position_dims_32")
 
 
 def run_variant(name: str, seed: int, threads: int | None = None) -> dict:
-    """Train one variant with one seed; its per-epoch held-out metrics with wall-clock seconds."""
+    """Train one variant with one seed: its per-epoch held-out metrics with wall-clock seconds, then DRAWS draws."""
+    from helpers.dataset import prepare_data
     from helpers.train import train
 
     if threads:
         torch.set_num_threads(threads)
-
     cfg = get_profile("default", **VARIANTS[name][1], seed=seed, wandb="disabled")
+    data = prepare_data(cfg)
     with tempfile.TemporaryDirectory() as folder:
-        result = train(cfg, Path(folder) / "run", progress=False, track=False, verbose=False)
-    keep = ("epoch", "step", "seconds", "mlm_accuracy_at_mask", "nsp_accuracy", "mlm_loss", "nsp_loss")
+        result = train(cfg, Path(folder) / "run", progress=False, track=False, verbose=False, data=data)
+        draws = held_out_draws(result.checkpoint, data, cfg)
+    keep = ("epoch", "step", "seconds", "mlm_accuracy_at_mask", "mlm_accuracy_frequent", "mlm_accuracy_rest",
+            "nsp_accuracy", "mlm_loss", "nsp_loss")
     return {"variant": name, "seed": seed, "about": VARIANTS[name][0], "overrides": VARIANTS[name][1],
             "code_version": code_version(), "baselines": result.baselines,
             "curve": [{k: row[k] for k in keep} for row in result.epochs],
             "final": {k: result.final[k] for k in ("mlm_accuracy_at_mask", "nsp_accuracy", "train_seconds")},
-            "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()[1],  # 5-minute, at the end
-            "cpu": machine()["cpu"]}
+            "draws": draws, "torch_threads": torch.get_num_threads(),
+            "load_average": os.getloadavg()[1], "cpu": machine()["cpu"]}  # the 5-minute load average, at the end
+
+
+def held_out_draws(folder: Path, data, cfg, draws: int = DRAWS) -> list[dict]:
+    """The trained model and the MLM baselines on ``draws`` fresh draws of masks over the held-out pairs, each split."""
+    from accelerate import Accelerator
+    from transformers import BertForPreTraining
+
+    from helpers.baselines import count_baselines
+    from helpers.dataset import validation_batches
+    from helpers.model import PretrainingModel
+    from helpers.train import evaluate
+
+    model = PretrainingModel(BertForPreTraining.from_pretrained(folder, use_safetensors=True))
+    text, accelerator, out = data.training_text(cfg), Accelerator(cpu=True), []
+    for draw in range(1, draws + 1):
+        # Other seeds than the validation masks' own (cfg.seed): the same pairs, other positions hidden.
+        batches = validation_batches(data, cfg, seed=cfg.seed + 7777 * draw)
+        scores = evaluate(model, batches, accelerator, text.frequent)
+        base = count_baselines(text, batches, data.val_pairs)
+        out.append({key: value for key, value in (scores | base).items() if key.startswith(("mlm_accuracy", "baseline_"))
+                    and "overlap" not in key} | {"masks": sum(int((b["labels"] != -100).sum()) for b in batches)})
+    return out
+
+
+def draws_summary(run: dict, key: str) -> tuple[float, float]:
+    """Mean and standard deviation of ``key`` over a run's draws."""
+    values = [draw[key] for draw in run["draws"]]
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _run(task: tuple[str, int, int]) -> dict:
@@ -210,7 +283,7 @@ def plot_nsp(report: dict, figure: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["new_default", *NSP_LEVERS]
+    names = ["round4_default", *NSP_LEVERS]
     seeds = sorted({r["seed"] for r in report["runs"] if r["variant"] in NSP_LEVERS})
     fig, axes = plt.subplots(1, len(seeds), figsize=(6 * len(seeds), 4.4), sharey=True, squeeze=False)
     for ax, seed in zip(axes[0], seeds):
@@ -219,8 +292,8 @@ def plot_nsp(report: dict, figure: Path) -> None:
             if name in runs:
                 curve = runs[name]["curve"]
                 ax.plot([row["epoch"] for row in curve], [row["nsp_accuracy"] for row in curve], color=colour,
-                        linewidth=2.5 if name == "new_default" else 1.2, label=name)
-        for baseline, value in baselines_beside(accuracy("nsp_accuracy"), runs["new_default"]["baselines"]):
+                        linewidth=2.5 if name == "round4_default" else 1.2, label=name)
+        for baseline, value in baselines_beside(accuracy("nsp_accuracy"), runs["round4_default"]["baselines"]):
             ax.axhline(value, color=baseline.colour, linestyle=baseline.linestyle, linewidth=1,
                        label=f"{baseline.words} ({value:.3f})")
         ax.set(title=f"seed {seed}: held-out NSP accuracy per epoch", xlabel="epoch", ylim=(0.4, 0.75))
@@ -246,7 +319,7 @@ def table(report: dict, exploratory: bool = False) -> str:
             " | × unigram | passes neighbour counting | NSP | seconds | load |", "|---|---|---|---|---|---|---|---|"]
     for name, (about, _, seeds) in VARIANTS.items():
         runs = sorted((r for r in report["runs"] if r["variant"] == name), key=lambda r: r["seed"])
-        if not runs or (len(seeds) == 1) != exploratory:
+        if not runs or (len(seeds) == 1) != exploratory or name in ROUND5:  # round 5 has its own table
             continue
         mlm = " / ".join(f"{r['final']['mlm_accuracy_at_mask']:.3f}" for r in runs)
         ratio = " / ".join(f"{r['final']['mlm_accuracy_at_mask'] / r['baselines']['baseline_unigram']:.1f}" for r in runs)
@@ -256,6 +329,59 @@ def table(report: dict, exploratory: bool = False) -> str:
         load = " / ".join(f"{r['load_average']:.1f}" if "load_average" in r else "–" for r in runs)
         rows.append(f"| `{name}` | {about} | {mlm} | {ratio} | {passed} | {nsp} | {seconds} | {load} |")
     return "\n".join(rows)
+
+
+def lever_table(report: dict) -> str:
+    """Round 5's table: each run's held-out MLM at [MASK] over DRAWS fresh draws of masks, split by the hidden token."""
+    previous = {r["seed"]: r for r in report["runs"] if r["variant"] == "previous_default"}
+    rows = [f"| variant | seed | all (mean ± sd of {DRAWS} draws) | 100 most frequent tokens | the rest | "
+            f"against previous_default: all / the rest | neighbour counting: all / the rest | passes neighbour "
+            f"counting | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+    for name in ROUND5:
+        for run in sorted((r for r in report["runs"] if r["variant"] == name and "draws" in r), key=lambda r: r["seed"]):
+            (whole, whole_sd), (rest, rest_sd) = (draws_summary(run, key) for key in ("mlm_accuracy_at_mask",
+                                                                                   "mlm_accuracy_rest"))
+            before = previous.get(run["seed"])
+            delta = "–" if before is None or name == "previous_default" else " / ".join(
+                f"{draws_summary(run, key)[0] - draws_summary(before, key)[0]:+.4f}"
+                for key in ("mlm_accuracy_at_mask", "mlm_accuracy_rest"))
+            counting = " / ".join(f"{draws_summary(run, key)[0]:.4f}"
+                                  for key in ("baseline_neighbours", "baseline_neighbours_rest"))
+            rows.append(f"| `{name}` | {run['seed']} | {whole:.4f} ± {whole_sd:.4f} | "
+                        f"{draws_summary(run, 'mlm_accuracy_frequent')[0]:.4f} | {rest:.4f} ± {rest_sd:.4f} | {delta} | "
+                        f"{counting} | {_passed(run)} | {run['final']['train_seconds']:.0f} |")
+    return "\n".join(rows)
+
+
+def plot_levers(report: dict, figure: Path) -> None:
+    """Round 5: per lever and seed, held-out MLM at [MASK] over the draws (mean ± sd), all tokens and the rest."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
+    parts = (("mlm_accuracy_at_mask", "all hidden tokens"), ("mlm_accuracy_frequent", "the 100 most frequent tokens"),
+             ("mlm_accuracy_rest", "every other token"))
+    names = [name for name in LEVERS if any(r["variant"] == name for r in report["runs"])]
+    for ax, (key, words) in zip(axes, parts):
+        for offset, (seed, marker) in zip((-0.2, 0, 0.2), ((42, "o"), (43, "s"), (44, "^"))):
+            runs = {r["variant"]: r for r in report["runs"] if r["seed"] == seed and "draws" in r}
+            xs = [i + offset for i, name in enumerate(names) if name in runs]
+            stats = [draws_summary(runs[name], key) for name in names if name in runs]
+            ax.errorbar(xs, [m for m, _ in stats], yerr=[sd for _, sd in stats], fmt=marker, capsize=2,
+                        label=f"seed {seed}")
+            if "previous_default" in runs:
+                ax.axhline(draws_summary(runs["previous_default"], key)[0], color="grey", linewidth=0.6,
+                           linestyle=":")
+        ax.set_xticks(range(len(names)), [name.replace("_", " ") for name in names], rotation=30, ha="right",
+                      fontsize=8)
+        ax.set_title(f"held-out MLM at [MASK]: {words}", fontsize=9)
+    axes[0].set_ylabel(f"accuracy, mean ± sd over {DRAWS} draws of masks")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Round 5: each lever alone on 12 epochs, then all together (default), against the previous default "
+                 "(dotted: its value on each seed)", fontsize=10)
+    fig.savefig(figure, dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,8 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     plot(report, args.figure)
     if any(r["variant"] in NSP_LEVERS for r in report["runs"]):
         plot_nsp(report, args.figure.with_name(NSP_FIGURE.name))
+    if any(r["variant"] in LEVERS and "draws" in r for r in report["runs"]):
+        plot_levers(report, args.figure.with_name(LEVER_FIGURE.name))
     print(table(report))
     print(table(report, exploratory=True))
+    print(lever_table(report))
     print(f"Wrote {args.out} and {args.figure}")
     return 0
 
