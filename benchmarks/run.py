@@ -37,6 +37,7 @@ import transformers  # noqa: E402
 
 from benchmarks.reference import (BATCH_SIZE, MAX_LENGTH, SIZES, VARIANTS, VOCAB_SIZE, benchmark_data,  # noqa: E402
                                   inference_latency, train_run)
+from benchmarks.time_to_quality import format_tables, side_by_side, step_flops  # noqa: E402
 from helpers.config import ROOT  # noqa: E402
 from helpers.record import cpu_model  # noqa: E402
 
@@ -70,12 +71,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="also measure the fast path under torch.compile (default: on, off with --quick)")
     parser.add_argument("--quick", action="store_true", help="tiny model, 2 steps, 1 repeat: checks the machinery")
+    parser.add_argument("--ttq-repeats", type=int, default=None,
+                        help="time to quality: runs of the previous and today's default, interleaved (default 2; 0 "
+                             "leaves it out; with --quick, 1 run of one epoch on 40 paragraphs)")
     args = parser.parse_args(argv)
     sizes = (args.sizes or ("tiny" if args.quick else "default,bert-base")).split(",")
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
         parser.error(f"unknown size {unknown[0]!r}: choose from {', '.join(SIZES)}.")
     args.sizes = sizes
+    if args.ttq_repeats is None:
+        args.ttq_repeats = 1 if args.quick else 2
+    elif args.ttq_repeats < 0:
+        parser.error(f"--ttq-repeats={args.ttq_repeats} is too small: use 0 (leave it out) or more.")
     for name in ("steps", "repeats", "warmup", "calls", "max_length"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "warmup" else 1):
@@ -253,6 +261,15 @@ def measure_sizes(args: argparse.Namespace, settings: dict[str, dict[str, int]],
     return results
 
 
+def measure_time_to_quality(args: argparse.Namespace) -> dict[str, Any]:
+    """The previous and today's default trained side by side, and the default step's share of the matmul peak."""
+    if not args.ttq_repeats:
+        return {}
+    quick = dict(epochs=1, max_paragraphs=40) if args.quick else None  # the machinery only
+    flops = in_child(step_flops, 3, 1, quick) if args.quick else in_child(step_flops)
+    return {"time_to_quality": side_by_side(in_child, args.ttq_repeats, overrides=quick), "flop_use": flops}
+
+
 def measure_inference(args: argparse.Namespace, tokenizer, pairs) -> dict[str, Any]:
     """p50/p95 latency of the demo's two calls, per size, each in a fresh process."""
     inference: dict[str, Any] = {}
@@ -327,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
           f"batch size {BATCH_SIZE}; load average {load_before[0]:.2f}", flush=True)
     results = measure_sizes(args, settings, tokenizer, pairs, ablation_size)
     inference = measure_inference(args, tokenizer, pairs)
+    quality = measure_time_to_quality(args)
     threads = next((p["torch_threads"] for r in results.values() for p in r["paths"].values() if "torch_threads" in p), None)
     report = {
         "schema": 1,
@@ -336,12 +354,14 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": time.perf_counter() - started,
         "settings": settings_of(args, settings, tokenizer, pairs, lengths),
         "sizes": results, "ablation": ablation_of(results[ablation_size]["paths"], ablation_size, args.compile),
-        "inference": inference, "targets": targets_of(results),
+        "inference": inference, "targets": targets_of(results), **quality,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print()
     print(format_table(report))
+    if quality:
+        print("\n" + format_tables(quality["time_to_quality"], quality["flop_use"]))
     print(f"\nWritten to {args.out} ({report['wall_seconds']:.0f} s).")
     return 0
 

@@ -115,3 +115,23 @@ def test_bad_option_is_one_clear_sentence():
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "unknown size 'huge'" in done.stderr
+
+
+def test_time_to_quality_compares_both_defaults_and_times_every_part(report):
+    ttq = report["time_to_quality"]
+    assert ttq["compared"] == {"previous": "previous_default", "today": "default"} and ttq["repeats"] == 1
+    for label in ("previous", "today"):
+        run = ttq["runs"][label][0]
+        assert "error" not in run, run.get("error")
+        assert run["variant"] == ttq["compared"][label] and run["epochs"] == 1 and positive(run["train_seconds"])
+        parts = run["parts"]
+        # The loop's parts, each timed once (a forward pass inside the measurement counts as measurement).
+        for part in ("forward", "backward", "optimizer step (fused AdamW)", "measurement (held-out and seen pairs)",
+                     "checkpoint saves", "batches padded and masked", "progress bar"):
+            assert parts.get(part, 0) > 0, (part, parts)
+        assert sum(parts.values()) == pytest.approx(run["wall_seconds"])
+        assert run["peak"] >= run["final"] > 0 and run["curve"][-1]["mlm_accuracy_at_mask"] == run["final"]
+    assert set(ttq["median"]) == {"previous", "today"} and "train_seconds" in ttq["today_over_previous"]
+    flops = report["flop_use"]
+    assert positive(flops["gflop_per_step"]) and positive(flops["matmul_peak_gflops"])
+    assert 0 < flops["share_of_peak"] < 1.5, flops  # counted matmul work over time, against this machine's own peak
