@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 # The stored outputs come from the default profile (what `make lab` runs on a CPU) with a fixed hash seed and no
 # extra options (scripts/run_notebooks.py). Each notebook's kernel starts after this file is imported and inherits
 # these variables; PYTHONHASHSEED only counts when a process starts, which is why it is set here.
@@ -20,6 +22,7 @@ _TRACKING = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 _saved: dict[str, str | None] = {}
 
 
+@pytest.hookimpl(tryfirst=True)  # before nbval's setup starts the notebook's kernel
 def pytest_runtest_setup(item):
     if item.path.suffix == ".ipynb" and not _saved:
         _saved.update({key: os.environ.get(key) for key in _TRACKING})
