@@ -53,6 +53,24 @@ def scratch_tokenizer(paragraphs):
     return train_scratch_tokenizer(paragraphs, vocab_size=1000)
 
 
+def pytest_collection_modifyitems(config, items):
+    """For `make test`'s workers (pytest-xdist, --dist loadgroup): each test file runs on one worker, so its module
+    fixtures are built once; the six notebooks run on one worker, in order (05 and 06 read the checkpoint 04 trains)."""
+    for item in items:
+        if not any(mark.name == "xdist_group" for mark in item.iter_markers()):
+            group = "notebooks" if item.path.suffix == ".ipynb" else item.path.name
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    """The default profile trained once (what `make demo` trains), for the tests that read a real run: its result."""
+    from helpers.train import train
+
+    return train(get_profile("default", wandb="disabled"), tmp_path_factory.mktemp("default") / "run", progress=False,
+                 verbose=False, track=False)
+
+
 @pytest.fixture
 def tiny_cfg() -> Config:
     """The tiny profile (fresh per test, so tests may change it)."""

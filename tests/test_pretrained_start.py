@@ -1,18 +1,16 @@
 """Notebooks 04-06 run to the end from a pretrained start, the Colab path (`bert-base`), with no hub.
 
-The hub is unreachable here, so the test pretrains a small BERT itself (the default profile's shape, 8 epochs on
-150 paragraphs: its loss ends far below a fresh model's), then runs the three notebooks under the bert-base profile pointed at that folder through
-$BERT_MEDITATIONS_ARGS, in a copy of the repository (their runs/notebook must not replace the one nbval reads).
+The hub is unreachable here, so the pretrained model is the session's run of the default profile (tests/conftest.py:
+its loss ends far below a fresh model's); the three notebooks run under the bert-base profile pointed at that folder
+through $BERT_MEDITATIONS_ARGS, in a copy of the repository (their runs/notebook must not replace the one nbval reads).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -21,7 +19,8 @@ from nbclient import NotebookClient
 
 from helpers.config import ROOT
 
-pytestmark = pytest.mark.slow
+# On the worker that holds the session's default run (test_learning.py reads it too).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("default-run")]
 
 NOTEBOOKS = ["04_training.ipynb", "05_inference.ipynb", "06_gradio_demo.ipynb"]
 # A short bert-base run: the profile's recipe (pretrained start, 256 tokens, 80/10/10) on part of the book.
@@ -42,12 +41,9 @@ def copy(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pretrained(copy) -> Path:
+def pretrained(default_run) -> Path:
     """A small BERT that has learned something: its MLM loss ends well below a uniform guess's ln(vocabulary)."""
-    folder = copy / "runs" / "pretrained"
-    subprocess.run([sys.executable, "-m", "helpers.train", "--profile", "default", "--epochs", "8", "--max-paragraphs",
-                    "150", "--wandb", "disabled", "--output", str(folder)], cwd=copy, check=True, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": str(copy), "HF_HUB_OFFLINE": "1"})
+    folder = default_run.checkpoint
     final = json.loads((folder / "metrics.json").read_text())["final"]
     vocabulary = json.loads((folder / "config.json").read_text())["vocab_size"]
     # Notebook 04's first-loss check tells a pretrained start from a fresh one; a fresh one is within 1.5 of uniform.
