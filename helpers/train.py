@@ -26,8 +26,9 @@ from helpers.corpus import CorpusError
 from helpers.dataset import (MeditationsDataset, PreparedData, make_loader, padding_counts, prepare_data,
                              validation_batches)
 from helpers.inference import nsp_probabilities, nsp_readout
+from helpers.masking import IGNORE_INDEX
 from helpers.model import PretrainingModel, load_model
-from helpers.pairs import LABEL_NAMES, PairError
+from helpers.pairs import IS_RANDOM, LABEL_NAMES, PairError
 from helpers.report import SEEN, as_json, format_baselines, format_table, headline, seen_headline
 from helpers.tokens import ModelSourceError, check_max_length
 from helpers.tracking import Tracker
@@ -129,34 +130,40 @@ def make_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device | N
 @torch.inference_mode()
 def evaluate(model: PretrainingModel, batches: list[dict[str, torch.Tensor]], accelerator: Accelerator,
              frequent: torch.Tensor) -> dict[str, float]:
-    """Validation metrics from the logits: each accuracy of ACCURACIES, both losses; ``frequent``: the split's tokens."""
+    """Validation metrics from the logits: each accuracy of ACCURACIES, both losses; ``frequent``: the split's tokens.
+
+    MLM is scored on the batches' masked pairs; NSP on the same pairs as written (every [MASK] put back), which is
+    what the demo and ``Predictor`` read: one NSP figure for one question.
+    """
     was_training = model.training
     model.eval()  # dropout off
     mlm = [a for a in ACCURACIES if a.task == "mlm"]
-    correct, counted = dict.fromkeys([a.key for a in mlm], 0), dict.fromkeys([a.key for a in mlm], 0)
-    mlm_count = nsp_correct = nsp_count = 0
-    mlm_loss_sum = nsp_loss_sum = 0.0
+    sums = dict.fromkeys([a.key for a in mlm] + [f"{a.key}_n" for a in mlm] + ["mlm_loss", "mlm_n", "nsp_accuracy",
+                                                                              "nsp_loss", "nsp_n", "random"], 0.0)
     for batch in batches:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
             out = model(**batch)
+            clean = batch["input_ids"].where(batch["labels"] == IGNORE_INDEX, batch["labels"])  # (batch, seq_len)
+            nsp = model(**batch | {"input_ids": clean, "labels": torch.full_like(clean, IGNORE_INDEX)})
         hits = out["mlm_logits"].argmax(-1) == out["mlm_labels"]  # (n_masked,)
         for accuracy in mlm:  # the whole, and each part of the split by the hidden token
             positions = positions_of(accuracy, out["mlm_labels"], frequent)  # (n_masked,) bool
-            correct[accuracy.key] += (hits & positions).sum().item()
-            counted[accuracy.key] += positions.sum().item()
-        n_pairs = batch["next_sentence_label"].numel()
-        nsp_correct += (out["nsp_logits"].argmax(-1) == batch["next_sentence_label"].view(-1)).sum().item()
-        mlm_loss_sum += out["mlm_loss"].item() * out["mlm_labels"].numel()  # token-weighted, as if one big batch
-        nsp_loss_sum += out["nsp_loss"].item() * n_pairs
-        mlm_count += out["mlm_labels"].numel()
-        nsp_count += n_pairs
+            sums[accuracy.key] += (hits & positions).sum().item()
+            sums[f"{accuracy.key}_n"] += positions.sum().item()
+        verdicts, n_pairs = nsp["nsp_logits"].argmax(-1), batch["next_sentence_label"].numel()  # (batch,)
+        sums["nsp_accuracy"] += (verdicts == batch["next_sentence_label"].view(-1)).sum().item()
+        sums["random"] += (verdicts == IS_RANDOM).sum().item()
+        sums["mlm_loss"] += out["mlm_loss"].item() * out["mlm_labels"].numel()  # token-weighted, as one big batch
+        sums["nsp_loss"] += nsp["nsp_loss"].item() * n_pairs
+        sums["mlm_n"] += out["mlm_labels"].numel()
+        sums["nsp_n"] += n_pairs
     model.train(was_training)
-    mlm_loss = mlm_loss_sum / max(mlm_count, 1)
-    return {"nsp_accuracy": nsp_correct / max(nsp_count, 1),
-            **{key: correct[key] / max(counted[key], 1) for key in correct},
-            "mlm_loss": mlm_loss, "mlm_perplexity": math.exp(min(mlm_loss, 50.0)),
-            "nsp_loss": nsp_loss_sum / max(nsp_count, 1)}
+    per = lambda key, n: sums[key] / max(sums[n], 1)  # noqa: E731
+    mlm_loss = per("mlm_loss", "mlm_n")
+    return {"nsp_accuracy": per("nsp_accuracy", "nsp_n"), **{a.key: per(a.key, f"{a.key}_n") for a in mlm},
+            "mlm_loss": mlm_loss, "mlm_perplexity": math.exp(min(mlm_loss, 50.0)), "nsp_loss": per("nsp_loss", "nsp_n"),
+            "nsp_answered_random": per("random", "nsp_n")}
 
 
 @dataclass

@@ -112,6 +112,26 @@ def test_the_embedding_rows_and_the_output_bias_learn_at_their_own_rate():
     assert {group["lr"] for group in plain.param_groups} == {tiny().lr}
 
 
+def test_nsp_is_scored_on_the_pairs_as_written_as_the_demo_reads_them(trained):
+    from accelerate import Accelerator
+    from helpers.dataset import validation_batches
+    from helpers.inference import nsp_probabilities
+    from helpers.pairs import IS_RANDOM
+    from helpers.train import evaluate
+    cfg = tiny(epochs=3)
+    data = prepare_data(cfg)
+    stock = BertForPreTraining.from_pretrained(trained.checkpoint).eval()
+    scores = evaluate(PretrainingModel(stock), validation_batches(data, cfg), Accelerator(cpu=True), _frequent(data, cfg))
+    # The demo's path: raw text, no [MASK] anywhere; the same verdicts up to a rare near-tie flipped by padding.
+    probs = nsp_probabilities(stock, data.tokenizer, [(p.sentence_a, p.sentence_b) for p in data.val_pairs], cfg.max_length)
+    verdicts = probs.argmax(-1)  # (n_pairs,)
+    truth = torch.tensor([p.next_sentence_label for p in data.val_pairs])
+    n = len(data.val_pairs)
+    assert scores["nsp_accuracy"] == pytest.approx((verdicts == truth).float().mean().item(), abs=2 / n)
+    assert scores["nsp_answered_random"] == pytest.approx((verdicts == IS_RANDOM).float().mean().item(), abs=2 / n)
+    assert trained.final["nsp_accuracy"] == pytest.approx(scores["nsp_accuracy"])  # what training reported
+
+
 def test_training_pair_accuracies_are_measured_on_training_pairs_with_the_validation_masks(trained):
     from accelerate import Accelerator
     from helpers.dataset import validation_batches
