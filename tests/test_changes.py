@@ -67,7 +67,7 @@ def test_a_new_baseline_reaches_printout_metrics_card_wandb_plot_panel_and_curve
     fig = plot_validation(result.epochs, result.baselines)
     drawn = {line.get_label(): line.get_linestyle() for line in fig.axes[0].lines}
     assert drawn[f"MLM baseline: left neighbour ({values['']:.3f})"] == "-."
-    run = {"variant": "new_default", "seed": 42, "baselines": result.baselines, "cpu": "test",
+    run = {"variant": "round4_default", "seed": 42, "baselines": result.baselines, "cpu": "test",
            "curve": result.epochs}
     monkeypatch.setattr(plt, "close", lambda *args: None)  # keep benchmarks/learning.py's figure open to read it
     plot({"runs": [run]}, tmp_path / "curves.png")

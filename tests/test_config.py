@@ -130,7 +130,8 @@ def _alternative(cfg: Config, name: str):
                "max_steps": ("7", 7), "hidden_size": ("256", 256), "num_attention_heads": ("4", 4),
                "position_init": ("sinusoidal", "sinusoidal"), "lr_schedule": ("cosine", "cosine"),
                "position_dims": ("32", 32), "neighbour_offsets": ("-2,-1", "-2,-1"), "nsp_lr": ("1e-4", 1e-4),
-               "nsp_weight_decay": ("0.5", 0.5), "output_bias_init": ("unigram", "unigram"),
+               "nsp_weight_decay": ("0.5", 0.5),
+               "output_bias_init": ("zero", "zero") if cfg.output_bias_init == "unigram" else ("unigram", "unigram"),
                "embedding_lr": ("3e-3", 3e-3)}
     if name in special:
         return special[name]
