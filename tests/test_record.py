@@ -49,12 +49,17 @@ def test_a_missing_record_says_how_to_make_one(tmp_path):
 
 
 def test_the_experiment_tables_are_the_committed_learning_json():
-    from benchmarks.learning import OUT, VARIANTS, table
+    from benchmarks.learning import DRAWS, LEVERS, OUT, VARIANTS, lever_table, table
     from helpers.config import PROFILES, ROOT
     report = json.loads(OUT.read_text())
     page = (ROOT / "docs" / "experiments.md").read_text(encoding="utf-8")
     for exploratory in (False, True):  # remade by `python -m benchmarks.learning --plot-only`
         assert table(report, exploratory) in page, "docs/experiments.md's experiment table differs from benchmarks/learning.json"
+    assert lever_table(report) in page, "docs/experiments.md's round-5 table differs from benchmarks/learning.json"
+    # Round 5's levers were each judged on every seed over DRAWS fresh draws of held-out masks.
+    for name in LEVERS:
+        runs = [run for run in report["runs"] if run["variant"] == name]
+        assert len(runs) == 3 and all(len(run["draws"]) == DRAWS for run in runs), name
     assert report["default_profile"] == PROFILES["default"], "benchmarks/learning.json was made with another default"
     for name, (_, overrides, seeds) in VARIANTS.items():  # every variant measured, with its seeds and its overrides
         runs = [run for run in report["runs"] if run["variant"] == name]
