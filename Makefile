@@ -29,10 +29,10 @@ notebooks:  ## re-execute the notebooks and store their outputs
 bench:  ## the performance benchmark (writes benchmarks/results.json)
 	@$(SETUP) && python -m benchmarks.run $(ARGS)
 
-learning:  ## the learning-curve experiments (writes benchmarks/learning.json, docs/learning_curves.png and docs/nsp_levers.png; about 150 minutes)
+learning:  ## the learning-curve experiments (writes benchmarks/learning.json, docs/learning_curves.png, docs/nsp_levers.png and docs/time_to_quality.png; about three hours)
 	@$(SETUP) && python -m benchmarks.learning --jobs 2 $(ARGS)
 
-record:  ## train the default profile once and keep its curves and answers in docs/record.json (about five minutes)
+record:  ## train the default profile once and keep its curves and answers in docs/record.json (about two minutes)
 	@$(SETUP) && python -m helpers.record $(ARGS)
 
 lock:  ## re-resolve requirements.lock from pyproject.toml in a scratch environment
