@@ -287,8 +287,8 @@ def choose_profile() -> tuple[str, str]:
 # What a learner should expect, printed at the top of notebooks 02-06: by profile, or "pretrained" for any --model.
 EXPECT = {
     "tiny": "seconds on a CPU, for quick tries: too small and too short to learn, so its answers read as noise.",
-    "default": "a 2-layer BERT trained from scratch, a few minutes on a laptop CPU: held-out accuracy at [MASK] "
-               "ends well above the unigram guess, near neighbour counting; NSP stays near chance (notebook 05).",
+    "default": "a 2-layer BERT trained from scratch, a minute or two on a laptop CPU: held-out accuracy at [MASK] "
+               "ends about 4x the unigram guess and just above neighbour counting; NSP stays near chance (notebook 05).",
     "pretrained": "a model that was pretrained already (bert-base-uncased for the bert-base profile, on a GPU): its "
                   "first loss is far below a fresh model's, and it answers sensibly before the first step.",
 }
