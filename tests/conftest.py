@@ -53,22 +53,42 @@ def scratch_tokenizer(paragraphs):
     return train_scratch_tokenizer(paragraphs, vocab_size=1000)
 
 
+# The checkpoint notebook 04 trains and notebooks 05 and 06 read: a finished run of the default profile. The tests
+# that need a real default run (marked xdist_group("notebooks")) read it too, after the notebooks, on their worker.
+NOTEBOOK_RUN = ROOT / "runs" / "notebook"
+
+
 def pytest_collection_modifyitems(config, items):
     """For `make test`'s workers (pytest-xdist, --dist loadgroup): each test file runs on one worker, so its module
-    fixtures are built once; the six notebooks run on one worker, in order (05 and 06 read the checkpoint 04 trains)."""
+    fixtures are built once; the six notebooks run on one worker, in order (05 and 06 read the checkpoint 04 trains),
+    followed by the tests that read that checkpoint too."""
     for item in items:
-        if not any(mark.name == "xdist_group" for mark in item.iter_markers()):
-            group = "notebooks" if item.path.suffix == ".ipynb" else item.path.name
-            item.add_marker(pytest.mark.xdist_group(group))
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.xdist_group("notebooks"))
+        elif not any(mark.name == "xdist_group" for mark in item.iter_markers()):
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
+    readers = [item for item in items if item.path.suffix != ".ipynb" and
+               any(mark.name == "xdist_group" and mark.args == ("notebooks",) for mark in item.iter_markers())]
+    items[:] = [item for item in items if item not in readers] + readers  # after the notebooks, which come last
 
 
 @pytest.fixture(scope="session")
-def default_run(tmp_path_factory):
-    """The default profile trained once (what `make demo` trains), for the tests that read a real run: its result."""
-    from helpers.train import train
+def default_run():
+    """A finished run of the default profile (checkpoint, final, epochs, baselines): notebook 04's, else trained here."""
+    from types import SimpleNamespace
 
-    return train(get_profile("default", wandb="disabled"), tmp_path_factory.mktemp("default") / "run", progress=False,
-                 verbose=False, track=False)
+    from helpers.checkpoint import read_json
+    from helpers.record import record_profile
+    from helpers.train import ensure_trained
+
+    cfg = get_profile("default", wandb="disabled")
+    saved = read_json(NOTEBOOK_RUN / "profile.json") or {}
+    # A learner's own run there (other options) is left alone: the tests then train the default in a folder of theirs.
+    same = {k: v for k, v in saved.items() if k not in ("corpus", "wandb")} == record_profile(cfg)
+    folder = NOTEBOOK_RUN if same or not NOTEBOOK_RUN.exists() else ROOT / "runs" / "tests-default"
+    metrics = read_json(ensure_trained(cfg, folder, progress=False, verbose=False, track=False) / "metrics.json")
+    return SimpleNamespace(checkpoint=folder, final=metrics["final"], epochs=metrics["epochs"],
+                           baselines=metrics["baselines"])
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-# The run is the session's one training of the default profile (tests/conftest.py), shared with the pretrained-start
-# test on the same worker: about a minute on 2 cores.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("default-run")]
+# The run is the default profile's one training of the session (tests/conftest.py's default_run): notebook 04's, read
+# after the notebooks on their worker, or trained here (a minute or two on 2 cores) when the notebooks did not run.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("notebooks")]
 
 
 def test_the_default_recipe_beats_neighbour_counting_at_mask(default_run):

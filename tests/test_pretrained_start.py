@@ -1,8 +1,9 @@
 """Notebooks 04-06 run to the end from a pretrained start, the Colab path (`bert-base`), with no hub.
 
-The hub is unreachable here, so the pretrained model is the session's run of the default profile (tests/conftest.py:
-its loss ends far below a fresh model's); the three notebooks run under the bert-base profile pointed at that folder
-through $BERT_MEDITATIONS_ARGS, in a copy of the repository (their runs/notebook must not replace the one nbval reads).
+The hub is unreachable here, so the pretrained model is the session's run of the default profile (tests/conftest.py's
+default_run: its loss ends far below a fresh model's); the three notebooks run under the bert-base profile pointed at
+that folder through $BERT_MEDITATIONS_ARGS, in a copy of the repository (their runs/notebook must not replace the one
+nbval reads).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from nbclient import NotebookClient
 
 from helpers.config import ROOT
 
-# On the worker that holds the session's default run (test_learning.py reads it too).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("default-run")]
+# After the notebooks, on their worker: the session's default run is the checkpoint notebook 04 trained.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("notebooks")]
 
 NOTEBOOKS = ["04_training.ipynb", "05_inference.ipynb", "06_gradio_demo.ipynb"]
 # A short bert-base run: the profile's recipe (pretrained start, 256 tokens, 80/10/10) on part of the book.
