@@ -3,7 +3,8 @@ SHELL := /bin/bash
 SETUP := source scripts/setup.sh
 CHECKPOINT ?= runs/default
 ARGS ?=
-# make test's pytest-xdist workers: each test file, and the six notebooks together, stay on one (tests/conftest.py).
+# make test's (and test-fast's) pytest-xdist workers: each test file, and the six notebooks together, stay on one
+# (tests/conftest.py).
 TEST_WORKERS ?= 2
 
 .PHONY: demo train test test-fast lab notebooks bench learning record lock test-lowest
@@ -18,7 +19,7 @@ test:  ## the whole suite: helper tests, and the six notebooks re-executed under
 	@$(SETUP) && PYTHONHASHSEED=0 python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
 
 test-fast:  ## while developing: the tests not marked slow, browser or soak, no notebooks (about 2 minutes on 2 cores)
-	@$(SETUP) && PYTHONHASHSEED=0 BERT_MEDITATIONS_PROFILE=tiny python -m pytest tests -m "not slow and not browser and not soak" $(ARGS)
+	@$(SETUP) && PYTHONHASHSEED=0 BERT_MEDITATIONS_PROFILE=tiny python -m pytest -n $(TEST_WORKERS) --dist loadgroup tests -m "not slow and not browser and not soak" $(ARGS)
 
 lab:  ## open the notebooks in JupyterLab
 	@$(SETUP) && jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
