@@ -12,6 +12,7 @@ to try other values by hand. Bad input gives one sentence in the output area, ne
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -20,8 +21,9 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from transformers import BertForPreTraining, PreTrainedTokenizerBase
 
+from helpers.config import get_profile
 from helpers.inference import fill_mask_top_k, pair_attentions
-from helpers.masking import IGNORE_INDEX, MaskingRule, mask_tokens
+from helpers.masking import IGNORE_INDEX, MaskingRule, mask_tokens, masking_rule
 from helpers.pairs import IS_NEXT, Pair
 from helpers.plots import plot_attention
 from helpers.tokens import model_max_length, tokenize_pairs
@@ -30,15 +32,34 @@ SENTENCE_A = "Begin the morning by saying to thyself, I shall meet with the busy
 SENTENCE_B = "All these things happen to them by reason of their ignorance of what is good and evil."
 PAIR_COLUMNS = ["token", "input_ids", "token_type_ids", "attention_mask", "special_tokens_mask"]
 
-# The replacement rules of notebook 03: name -> (label shown, mask_tokens' mode, what a selected token becomes).
-MASKING_RULES = {
-    "reference": ("the tutorial's reference: every selected token a [MASK], every position scored",
-                  "reference", dict(mask_replace_prob=1.0, random_replace_prob=0.0)),
-    "80/10/10": ("BERT's 80/10/10: [MASK], a random token, or unchanged", "bert",
-                 dict(mask_replace_prob=0.8, random_replace_prob=0.1)),
-    "all [MASK]": ("every selected token a [MASK], only the selected scored", "bert",
-                   dict(mask_replace_prob=1.0, random_replace_prob=0.0)),
-}
+# The reference recipe is a way of scoring (mask_tokens' mode), not a profile: 15% selected, each one a [MASK].
+REFERENCE_RULE = MaskingRule(mask_replace_prob=1.0, random_replace_prob=0.0)
+
+
+def describe_rule(rule: MaskingRule) -> str:
+    """A rule in words, from its own fields: '40% selected; each one a [MASK]'."""
+    unchanged = 1 - rule.mask_replace_prob - rule.random_replace_prob
+    if rule.mask_replace_prob == 1:
+        fate = "each one a [MASK]"
+    else:
+        fate = (f"{rule.mask_replace_prob:.0%} [MASK], {rule.random_replace_prob:.0%} a random token, "
+                f"{unchanged:.0%} unchanged")
+    return f"{rule.mlm_probability:.0%} selected; {fate}"
+
+
+def masking_rules() -> dict[str, tuple[str, str, MaskingRule]]:
+    """Notebook 03's rules: name -> (label shown, mask_tokens' mode, the rule); each profile's read from the profile."""
+    default, paper = get_profile("default"), get_profile("bert-base")
+    rules = {"default profile": ("bert", masking_rule(default)),
+             "validation": ("bert", masking_rule(default, validation=True)),
+             "bert-base profile": ("bert", masking_rule(paper)),
+             "reference": ("reference", REFERENCE_RULE)}
+    words = {"default profile": "the default profile, training", "validation": "validation's fixed masks",
+             "bert-base profile": "the bert-base profile (BERT's paper)",
+             "reference": "the tutorial's reference, every position scored"}
+    return {name: (f"{words[name]}: {describe_rule(rule)}", mode, rule) for name, (mode, rule) in rules.items()}
+
+
 # What masking did to a position, as the "what happened" column says it.
 KEPT, SPECIAL, MASKED, RANDOM, UNCHANGED = ("kept", "special: never selected", "[MASK]", "random token",
                                             "unchanged but selected")
@@ -51,8 +72,22 @@ def _require(name: str, text: str) -> None:
 
 
 def _require_rule(rule: str) -> None:
-    if rule not in MASKING_RULES:
-        raise ValueError(f"rule={rule!r} is not one of the rules: use one of {', '.join(map(repr, MASKING_RULES))}.")
+    if rule not in masking_rules():
+        raise ValueError(f"rule={rule!r} is not one of the rules: use one of {', '.join(map(repr, masking_rules()))}.")
+
+
+def _rule_and_mode(rule: str | MaskingRule, mlm_probability: float | None) -> tuple[MaskingRule, str]:
+    """The rule to apply and mask_tokens' mode: a named rule or a MaskingRule, at its own rate unless one is given."""
+    if isinstance(rule, MaskingRule):
+        chosen, mode = rule, "bert"
+    else:
+        _require_rule(rule)
+        _, mode, chosen = masking_rules()[rule]
+    if mlm_probability is None:
+        return chosen, mode
+    if not 0.0 <= mlm_probability <= 1.0:
+        raise ValueError(f"mlm_probability={mlm_probability} is not a rate: use a value from 0 to 1.")
+    return replace(chosen, mlm_probability=mlm_probability), mode
 
 
 def pair_tokens(tokenizer: PreTrainedTokenizerBase, sentence_a: str = SENTENCE_A, sentence_b: str = SENTENCE_B,
@@ -70,12 +105,11 @@ def pair_tokens(tokenizer: PreTrainedTokenizerBase, sentence_a: str = SENTENCE_A
     return table
 
 
-def _mask_once(input_ids: torch.Tensor, tokenizer: PreTrainedTokenizerBase, rule: str, mlm_probability: float,
+def _mask_once(input_ids: torch.Tensor, tokenizer: PreTrainedTokenizerBase, rule: MaskingRule, mode: str,
                seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The one call of helpers.masking in this module: (masked input_ids, labels), each (1, seq_len)."""
-    _, mode, becomes = MASKING_RULES[rule]
     generator = torch.Generator().manual_seed(seed)
-    return mask_tokens(input_ids, tokenizer, MaskingRule(mlm_probability, **becomes), mode=mode, generator=generator)
+    return mask_tokens(input_ids, tokenizer, rule, mode=mode, generator=generator)
 
 
 def _outcomes(original: list[int], masked: list[int], labels: list[int], tokenizer: PreTrainedTokenizerBase,
@@ -97,21 +131,23 @@ def _outcomes(original: list[int], masked: list[int], labels: list[int], tokeniz
     return out
 
 
-def mask_sentence(tokenizer: PreTrainedTokenizerBase, sentence: str = SENTENCE_A, rule: str = "80/10/10",
-                  mlm_probability: float = 0.15, seed: int = 0) -> pd.DataFrame:
-    """One sentence masked once: each token, the id the model reads instead, what happened, and its label."""
+def mask_sentence(tokenizer: PreTrainedTokenizerBase, sentence: str = SENTENCE_A,
+                  rule: str | MaskingRule = "default profile", mlm_probability: float | None = None,
+                  seed: int = 0) -> pd.DataFrame:
+    """One sentence masked once: each token, the id the model reads instead, what happened, and its label.
+
+    ``rule`` is a name of ``masking_rules()`` or a ``MaskingRule`` (``masking_rule(cfg)``, say); ``mlm_probability``
+    replaces the rule's own rate when given.
+    """
     _require("The sentence", sentence)
-    _require_rule(rule)
-    if not 0.0 <= mlm_probability <= 1.0:
-        raise ValueError(f"mlm_probability={mlm_probability} is not a rate: use a value from 0 to 1.")
+    chosen, mode = _rule_and_mode(rule, mlm_probability)
     # split_special_tokens: a typed "[MASK]" is text here, as in training.
     original = tokenizer(sentence, truncation=True, split_special_tokens=True, return_tensors="pt")["input_ids"]
-    masked, labels = _mask_once(original, tokenizer, rule, mlm_probability, seed)  # each (1, seq_len)
+    masked, labels = _mask_once(original, tokenizer, chosen, mode, seed)  # each (1, seq_len)
     ids, masked_ids, label_ids = original[0].tolist(), masked[0].tolist(), labels[0].tolist()
     table = pd.DataFrame({"token": tokenizer.convert_ids_to_tokens(ids), "input_ids": masked_ids,
                           "model reads": tokenizer.convert_ids_to_tokens(masked_ids),
-                          "what happened": _outcomes(ids, masked_ids, label_ids, tokenizer,
-                                                     MASKING_RULES[rule][1] == "reference"),
+                          "what happened": _outcomes(ids, masked_ids, label_ids, tokenizer, mode == "reference"),
                           "labels": label_ids})
     table.index.name = "position"
     return table
@@ -201,19 +237,23 @@ def pair_tokens_explorer(tokenizer: PreTrainedTokenizerBase, sentence_a: str = S
                      pad=widgets.Checkbox(value=pad, description="pad to max_length"))
 
 
-def masking_explorer(tokenizer: PreTrainedTokenizerBase, sentence: str = SENTENCE_A, rule: str = "80/10/10",
-                     mlm_probability: float = 0.15, seed: int = 0):
-    """A rate, a rule and a seed: see what masking does to each token of a sentence and its label (notebook 03)."""
+def masking_explorer(tokenizer: PreTrainedTokenizerBase, sentence: str = SENTENCE_A, rule: str = "default profile",
+                     mlm_probability: float | None = None, seed: int = 0):
+    """A rule, a rate and a seed: see what masking does to each token of a sentence and its label (notebook 03)."""
     import ipywidgets as widgets
 
     _require_rule(rule)  # before the dropdown, which would refuse it less clearly
-
-    return _explorer(lambda **values: mask_sentence(tokenizer, **values), sentence=_text(sentence, "Sentence"),
-                     rule=widgets.Dropdown(options=[(label, name) for name, (label, *_) in MASKING_RULES.items()],
-                                           value=rule, description="rule", layout=widgets.Layout(width="95%")),
-                     mlm_probability=widgets.FloatSlider(value=mlm_probability, min=0.0, max=1.0, step=0.05,
-                                                         description="masking rate", continuous_update=False),
-                     seed=widgets.IntSlider(value=seed, min=0, max=99, description="seed", continuous_update=False))
+    rules = masking_rules()
+    rate = widgets.FloatSlider(value=rules[rule][2].mlm_probability if mlm_probability is None else mlm_probability,
+                               min=0.0, max=1.0, step=0.05, description="masking rate", continuous_update=False)
+    choice = widgets.Dropdown(options=[(label, name) for name, (label, *_) in rules.items()], value=rule,
+                              description="rule", layout=widgets.Layout(width="95%"))
+    explorer = _explorer(lambda **values: mask_sentence(tokenizer, **values), sentence=_text(sentence, "Sentence"),
+                         rule=choice, mlm_probability=rate,
+                         seed=widgets.IntSlider(value=seed, min=0, max=99, description="seed", continuous_update=False))
+    # Choosing a rule moves the slider to that rule's own rate; the slider can then try any other.
+    choice.observe(lambda change: setattr(rate, "value", rules[change["new"]][2].mlm_probability), names="value")
+    return explorer
 
 
 def fill_mask_explorer(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, text: str | None = None,

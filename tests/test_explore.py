@@ -6,12 +6,12 @@ import pytest
 import torch
 from matplotlib import pyplot as plt
 
-from helpers.config import ROOT
-from helpers.explore import (KEPT, MASKED, MASKING_RULES, RANDOM, SPECIAL, UNCHANGED, attention_explorer,
-                             attention_figure, fill_mask_explorer, fill_mask_frame, mask_sentence, masking_explorer,
-                             pair_tokens, pair_tokens_explorer)
+from helpers.config import PROFILES, ROOT, get_profile
+from helpers.explore import (KEPT, MASKED, RANDOM, REFERENCE_RULE, SPECIAL, UNCHANGED, attention_explorer,
+                             attention_figure, describe_rule, fill_mask_explorer, fill_mask_frame, mask_sentence,
+                             masking_explorer, masking_rules, pair_tokens, pair_tokens_explorer)
 from helpers.inference import fill_mask_top_k, pair_attentions
-from helpers.masking import IGNORE_INDEX, MaskingRule, mask_tokens
+from helpers.masking import IGNORE_INDEX, MaskingRule, mask_tokens, masking_rule
 from helpers.serving import Predictor
 from tests.app_fixtures import tiny_checkpoint  # noqa: F401 - a fixture
 
@@ -78,9 +78,28 @@ def test_pair_tokens_explorer_reruns_when_a_control_moves(scratch_tokenizer, cap
 
 # Notebook 03: one sentence masked.
 
+def test_the_rules_are_read_from_the_profiles(monkeypatch):
+    rules = masking_rules()
+    assert rules["default profile"][1:] == ("bert", masking_rule(get_profile("default")))
+    assert rules["validation"][1:] == ("bert", masking_rule(get_profile("default"), validation=True))
+    assert rules["bert-base profile"][1:] == ("bert", masking_rule(get_profile("bert-base")))
+    assert rules["reference"][1:] == ("reference", REFERENCE_RULE)
+    # A changed profile reaches the explorer's rule, its label and what masks the sentence: nothing is copied.
+    monkeypatch.setitem(PROFILES, "default", {**PROFILES["default"], "mlm_probability": 0.3,
+                                              "mask_replace_prob": 0.5, "random_replace_prob": 0.25})
+    label, _, rule = masking_rules()["default profile"]
+    assert rule == MaskingRule(0.3, 0.5, 0.25)
+    assert label == "the default profile, training: 30% selected; 50% [MASK], 25% a random token, 25% unchanged"
+
+
+def test_a_rule_in_words_says_its_own_numbers():
+    assert describe_rule(MaskingRule(0.4, 1.0, 0.0)) == "40% selected; each one a [MASK]"
+    assert describe_rule(MaskingRule(0.15, 0.8, 0.1)) == "15% selected; 80% [MASK], 10% a random token, 10% unchanged"
+
+
 def test_masking_at_rate_zero_changes_nothing(scratch_tokenizer):
     ids = scratch_tokenizer(LONG)["input_ids"]
-    for rule in MASKING_RULES:
+    for rule in masking_rules():
         table = mask_sentence(scratch_tokenizer, LONG, rule, mlm_probability=0.0, seed=3)
         assert table["input_ids"].tolist() == ids, rule
         assert set(table["what happened"]) == {KEPT, SPECIAL}, rule
@@ -91,7 +110,8 @@ def test_masking_at_rate_zero_changes_nothing(scratch_tokenizer):
 def test_masking_at_rate_one_under_all_mask_masks_every_non_special_token(scratch_tokenizer):
     ids = scratch_tokenizer(LONG)["input_ids"]
     special = [i in scratch_tokenizer.all_special_ids for i in ids]
-    table = mask_sentence(scratch_tokenizer, LONG, "all [MASK]", mlm_probability=1.0, seed=3)
+    table = mask_sentence(scratch_tokenizer, LONG, MaskingRule(1.0, mask_replace_prob=1.0, random_replace_prob=0.0),
+                          seed=3)
     for row, original, is_special in zip(table.itertuples(index=False), ids, special):
         if is_special:
             assert (row.input_ids, row.labels, row[3]) == (original, IGNORE_INDEX, SPECIAL)
@@ -99,9 +119,23 @@ def test_masking_at_rate_one_under_all_mask_masks_every_non_special_token(scratc
             assert (row.input_ids, row.labels, row[3]) == (scratch_tokenizer.mask_token_id, original, MASKED)
 
 
+def test_a_named_rule_masks_at_its_own_rate_unless_a_rate_is_given(scratch_tokenizer):
+    ids = torch.tensor([scratch_tokenizer(LONG)["input_ids"]])
+    for name, (_, mode, rule) in masking_rules().items():
+        for rate, applied in ((None, rule), (0.7, MaskingRule(0.7, rule.mask_replace_prob, rule.random_replace_prob))):
+            table = mask_sentence(scratch_tokenizer, LONG, name, mlm_probability=rate, seed=11)
+            masked, labels = mask_tokens(ids, scratch_tokenizer, applied, mode=mode,
+                                         generator=torch.Generator().manual_seed(11))
+            assert table["input_ids"].tolist() == masked[0].tolist(), (name, rate)
+            assert table["labels"].tolist() == labels[0].tolist(), (name, rate)
+    # A MaskingRule itself (masking_rule(cfg) in the notebook) is applied as the training batches apply it.
+    by_rule = mask_sentence(scratch_tokenizer, LONG, masking_rule(get_profile("default")), seed=11)
+    assert by_rule.equals(mask_sentence(scratch_tokenizer, LONG, "default profile", seed=11))
+
+
 def test_masking_rows_are_mask_tokens_own_result_read_out(scratch_tokenizer):
     ids = torch.tensor([scratch_tokenizer(LONG)["input_ids"]])
-    table = mask_sentence(scratch_tokenizer, LONG, "80/10/10", mlm_probability=1.0, seed=5)
+    table = mask_sentence(scratch_tokenizer, LONG, "bert-base profile", mlm_probability=1.0, seed=5)
     masked, labels = mask_tokens(ids, scratch_tokenizer, MaskingRule(1.0, mask_replace_prob=0.8, random_replace_prob=0.1),
                                  mode="bert", generator=torch.Generator().manual_seed(5))
     assert table["input_ids"].tolist() == masked[0].tolist() and table["labels"].tolist() == labels[0].tolist()
@@ -115,7 +149,8 @@ def test_masking_rows_are_mask_tokens_own_result_read_out(scratch_tokenizer):
 
 
 def test_masking_bad_input_is_one_sentence(scratch_tokenizer):
-    with pytest.raises(ValueError, match=r"rule='bert' is not one of the rules: use one of 'reference', '80/10/10'"):
+    with pytest.raises(ValueError, match=r"rule='bert' is not one of the rules: use one of 'default profile', "
+                                         r"'validation', 'bert-base profile', 'reference'\.$"):
         mask_sentence(scratch_tokenizer, A, "bert")
     with pytest.raises(ValueError, match="mlm_probability=1.5 is not a rate"):
         mask_sentence(scratch_tokenizer, A, mlm_probability=1.5)
@@ -128,15 +163,22 @@ def test_masking_bad_input_is_one_sentence(scratch_tokenizer):
 def test_masking_explorer_reruns_when_a_control_moves(scratch_tokenizer):
     explorer = masking_explorer(scratch_tokenizer, LONG)
     found = controls(explorer)
-    assert explorer.result.equals(mask_sentence(scratch_tokenizer, LONG))  # the defaults: 80/10/10 at 0.15, seed 0
-    found["masking rate"].value = 1.0
-    found["rule"].value = "all [MASK]"
+    default_rate = masking_rules()["default profile"][2].mlm_probability
+    assert found["masking rate"].value == default_rate  # the default's own rate, read from the profile
+    assert explorer.result.equals(mask_sentence(scratch_tokenizer, LONG))  # the defaults: the default profile, seed 0
+    found["rule"].value = "bert-base profile"  # the slider follows the rule to its own rate
+    assert found["masking rate"].value == masking_rules()["bert-base profile"][2].mlm_probability
+    assert explorer.result.equals(mask_sentence(scratch_tokenizer, LONG, "bert-base profile"))
+    found["rule"].value = "validation"
+    found["masking rate"].value = 1.0  # then any rate by hand
     assert set(explorer.result["what happened"]) == {MASKED, SPECIAL}
     found["rule"].value = "reference"
     found["masking rate"].value = 0.5
     found["seed"].value = 7
     assert explorer.kwargs == {"sentence": LONG, "rule": "reference", "mlm_probability": 0.5, "seed": 7}
     assert explorer.result.equals(mask_sentence(scratch_tokenizer, LONG, "reference", 0.5, 7))
+    found["Sentence"].value = " "
+    assert explorer.result == "The sentence is empty: type some text in it."
 
 
 # Notebook 05: a trained model's fill-mask and attention.
