@@ -160,6 +160,8 @@ LEVERS = ("previous_default", "short_linear", "short_wsd", "short_embedding_lr",
 ROUND5 = (*LEVERS, "default_decay_0.2", "default_linear", "default_cosine", "default_embedding_lr_1e-2",
           "default_4_heads", "default_11_epochs", "default_7_pairs", "default_batch_16", "default_batch_16_same_lr", "default_80_10_10")
 LEVER_FIGURE = ROOT / "docs" / "time_to_quality.png"
+# What the runs themselves write: a tree changed only there is still the commit's code (code_version).
+OUTPUTS = tuple(str(path.relative_to(ROOT)) for path in (OUT, FIGURE, NSP_FIGURE, LEVER_FIGURE))
 # The variants drawn in the figure (the rest are in the tables): today's default, the one before it (every
 # attention weight random), the first recipe, and each one-at-a-time change to the neighbour heads.
 DRAWN = ("round4_default", "random_attention", "old_default", "scale_1.2", "scale_3", "offsets_2", "layer_1",
@@ -181,7 +183,7 @@ def run_variant(name: str, seed: int, threads: int | None = None) -> dict:
     keep = ("epoch", "step", "seconds", "mlm_accuracy_at_mask", "mlm_accuracy_frequent", "mlm_accuracy_rest",
             "nsp_accuracy", "mlm_loss", "nsp_loss")
     return {"variant": name, "seed": seed, "about": VARIANTS[name][0], "overrides": VARIANTS[name][1],
-            "code_version": code_version(), "baselines": result.baselines,
+            "code_version": code_version(OUTPUTS), "baselines": result.baselines,
             "curve": [{k: row[k] for k in keep} for row in result.epochs],
             "final": {k: result.final[k] for k in ("mlm_accuracy_at_mask", "nsp_accuracy", "train_seconds")},
             "draws": draws, "torch_threads": torch.get_num_threads(),

@@ -63,12 +63,14 @@ def machine() -> dict[str, Any]:
             "torch": torch.__version__, "date": datetime.date.today().isoformat()}
 
 
-def code_version() -> str:
-    """The git commit of this checkout (with '+changes' when the tree differs from it)."""
+def code_version(outputs: tuple[str, ...] = ()) -> str:
+    """The git commit of this checkout (with '+changes' when a tracked file other than ``outputs`` differs from it)."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    sha = git("rev-parse", "--short", "HEAD") or "unknown"
-    return sha + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+    sha = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    # Porcelain lines are "XY PATH": two status letters (either may be a space), a space, the path.
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line.strip()]
+    return sha + ("+changes" if set(changed) - set(outputs) else "")
 
 
 def answers(predictor, tokenizer) -> dict[str, list[dict[str, Any]]]:

@@ -84,3 +84,17 @@ def test_make_record_refuses_uncommitted_changes(monkeypatch, capsys):
     monkeypatch.setattr(rec, "make_record", lambda *a, **k: pytest.fail("trained despite uncommitted changes"))
     assert rec.main() == 2
     assert "uncommitted changes" in capsys.readouterr().err
+
+
+def test_code_version_ignores_only_the_files_a_run_writes(monkeypatch):
+    import subprocess
+    import types
+
+    import helpers.record as rec
+    answers = {"rev-parse": "abc1234", "status": " M benchmarks/learning.json\n M docs/time_to_quality.png"}
+    monkeypatch.setattr(subprocess, "run", lambda args, **_: types.SimpleNamespace(stdout=answers[args[1]]))
+    outputs = ("benchmarks/learning.json", "docs/time_to_quality.png")
+    assert rec.code_version(outputs) == "abc1234"  # the runs' own results: still the commit's code
+    assert rec.code_version() == "abc1234+changes"  # the record allows no change at all
+    answers["status"] += "\n M helpers/train.py"
+    assert rec.code_version(outputs) == "abc1234+changes"  # a change to the code itself always shows
