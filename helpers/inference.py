@@ -11,6 +11,7 @@ bad input returned as a value, one request at a time) is plumbing, kept in ``hel
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from transformers import BatchEncoding, BertForPreTraining, PreTrainedTokenizerBase
@@ -128,3 +129,46 @@ def pair_attentions(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBas
         model.set_attn_implementation(before)
     attentions = torch.stack([layer[0] for layer in out.attentions]).cpu()  # (layers, heads, seq_len, seq_len)
     return tokenizer.convert_ids_to_tokens(encoded["input_ids"][0]), attentions
+
+
+class WordRank(NamedTuple):
+    """A word at a text's [MASK]: its rank among every token (1 = the top guess), its probability, and the top guess."""
+
+    word: str
+    rank: int
+    probability: float
+    top: str
+    top_probability: float
+
+
+def _one_token_id(tokenizer: PreTrainedTokenizerBase, word: str) -> int:
+    """The id of ``word`` when the tokenizer keeps it whole; one clear sentence otherwise."""
+    pieces = tokenizer.tokenize(word)
+    if len(pieces) != 1 or pieces[0] == tokenizer.unk_token:
+        raise ValueError(f"{word!r} is not one token of this vocabulary (the tokenizer makes it {pieces}), so no single "
+                         f"guess at a [MASK] can be it: pick a word the tokenizer keeps whole, as "
+                         f"tokenizer.tokenize({word!r}) shows.")
+    return tokenizer.convert_tokens_to_ids(pieces[0])
+
+
+@torch.no_grad()
+def word_ranks(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
+               words: Sequence[str], max_length: int = 512) -> list[WordRank]:
+    """Per text with one [MASK], how the MLM head ranks the given word there among all tokens, and its top guess."""
+    texts, words = list(texts), list(words)
+    if len(texts) != len(words):
+        raise ValueError(f"word_ranks got {len(texts)} texts and {len(words)} words: pass one word per text.")
+    ids = torch.tensor([_one_token_id(tokenizer, word) for word in words])  # (n_texts,)
+    batch = encode(tokenizer, texts, max_length=max_length).to(model.device)
+    logits, selected = mask_logits(model, batch, tokenizer.mask_token_id)  # (n_masks, vocab), (n_texts, seq_len)
+    for text, masks in zip(texts, selected.sum(dim=1).tolist()):
+        if masks != 1:
+            raise ValueError(f"{text!r} holds {masks} {tokenizer.mask_token} tokens within {max_length} tokens; "
+                             f"word_ranks reads exactly one per text.")
+    probabilities = logits.softmax(dim=-1)  # (n_texts, vocab): one [MASK] per text, so one row per text
+    wanted = probabilities[torch.arange(len(texts)), ids.to(probabilities.device)]  # (n_texts,)
+    ranks = (probabilities > wanted[:, None]).sum(dim=-1) + 1  # tokens strictly likelier, plus one
+    best = probabilities.max(dim=-1)  # .values and .indices: (n_texts,)
+    tops = tokenizer.convert_ids_to_tokens(best.indices.tolist())
+    return [WordRank(tokenizer.convert_ids_to_tokens(int(i)), int(r), float(p), top, float(q))
+            for i, r, p, top, q in zip(ids, ranks, wanted, tops, best.values)]

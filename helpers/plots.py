@@ -117,6 +117,52 @@ def plot_generalisation(epochs: Sequence[Mapping[str, float]], history: Sequence
     return fig
 
 
+def plot_by_kind(epochs: Sequence[Mapping[str, float]], baselines: Mapping[str, float], title: str = "") -> Figure:
+    """Held-out MLM accuracy at [MASK] per epoch, one panel per part of the split, its baselines dashed beside it."""
+    parts = [a for a in ACCURACIES if a.task == "mlm" and a.part is not None]
+    if not epochs or any(a.key not in row for a in parts for row in epochs):
+        raise ValueError("The epoch rows have no MLM accuracy split by the hidden token ('mlm_accuracy_frequent', "
+                         "'mlm_accuracy_rest', which helpers.train.train measures); pass the rows of such a run.")
+    fig, axes = plt.subplots(1, len(parts), figsize=(6 * len(parts), 3.6), layout="constrained", sharey=True)
+    xs = [row["epoch"] for row in epochs]
+    for ax, accuracy in zip(axes, parts):
+        ax.plot(xs, [row[accuracy.key] for row in epochs], marker="o", markersize=3, color=TASK_COLOURS["mlm"],
+                label="the model, held out")
+        for baseline, value in baselines_beside(accuracy, baselines):
+            ax.axhline(value, color=baseline.colour, linestyle=baseline.linestyle, linewidth=1,
+                       label=f"{baseline.words} ({value:.3f})")
+        ax.set_title(accuracy.words, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("held-out accuracy at [MASK]")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_perplexity(epochs: Sequence[Mapping[str, float]], title: str = "") -> Figure:
+    """MLM perplexity per epoch on held-out and on training pairs (same fixed masks), the held-out low marked."""
+    if not epochs or any("seen_mlm_loss" not in row for row in epochs):
+        raise ValueError("The epoch rows have no 'seen_mlm_loss' (the MLM loss on training pairs that every epoch "
+                         "of helpers.train.train measures); pass the rows of such a run.")
+    fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
+    xs = [row["epoch"] for row in epochs]
+    held_out = [float(np.exp(row["mlm_loss"])) for row in epochs]  # perplexity = exp(cross-entropy)
+    seen = [float(np.exp(row["seen_mlm_loss"])) for row in epochs]
+    ax.plot(xs, seen, color="tab:blue", marker="o", markersize=4, label="training pairs (seen text)")
+    ax.plot(xs, held_out, color="tab:red", marker="s", markersize=4, label="held-out pairs")
+    lowest = int(np.argmin(held_out))
+    ax.axvline(xs[lowest], color="grey", linestyle=":", linewidth=1,
+               label=f"held-out lowest: epoch {xs[lowest]} ({held_out[lowest]:.0f})")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MLM perplexity, exp(loss) (log scale)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return fig
+
+
 def plot_lr(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> Figure:
     """The learning rate of every step, one panel per run, with its highest value (the end of any warm-up) marked."""
     fig, axes = plt.subplots(1, len(histories), figsize=(6 * len(histories), 3), layout="constrained", squeeze=False)
@@ -242,6 +288,24 @@ def plot_attention(tokens: Sequence[str], attentions: torch.Tensor, sep_token: s
                          left=index % columns == 0, bottom=index + columns >= len(chosen))
         ax.set_title(f"head {head} (darkest = {float(attentions[layer_number, head].max()):.2f})", fontsize=9)
     title = title or f"layer {layer_number} (layers 0 to {n_layers - 1})"
+    fig.suptitle(f"{title}: each row is a token attending, each column a token attended to", fontsize=10)
+    return fig
+
+
+def plot_attention_before_after(tokens: Sequence[str], before: torch.Tensor, after: torch.Tensor,
+                                sep_token: str = "[SEP]", title: str = "") -> Figure:
+    """One layer's heads on one pair, before training (top row) and after (bottom row); each (heads, n, n)."""
+    if before.shape != after.shape or before.ndim != 3 or before.shape[-1] != len(tokens):
+        raise ValueError(f"before {tuple(before.shape)} and after {tuple(after.shape)} must both be one layer's "
+                         f"(heads, {len(tokens)}, {len(tokens)}) weights on the same {len(tokens)} tokens.")
+    heads = before.shape[0]
+    fig, axes = plt.subplots(2, heads, figsize=(4.2 * heads, 8.9), layout="constrained", squeeze=False)
+    first_sep = list(tokens).index(sep_token)
+    for row, (when, weights) in enumerate((("before training", before), ("after training", after))):
+        for head in range(heads):
+            ax = axes[row][head]
+            _attention_panel(ax, weights[head], tokens, first_sep, sep_token, left=head == 0, bottom=row == 1)
+            ax.set_title(f"{when}, head {head} (darkest = {float(weights[head].max()):.2f})", fontsize=9)
     fig.suptitle(f"{title}: each row is a token attending, each column a token attended to", fontsize=10)
     return fig
 

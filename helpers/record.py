@@ -25,15 +25,17 @@ from helpers.report import first_above
 
 RECORD = ROOT / "docs" / "record.json"
 FIGURE = ROOT / "docs" / "record.png"  # the README's picture of the record
-# Fill-mask prompts: "{mask}" stands for the tokenizer's mask token; each is a line of the Meditations (George Long's
-# translation), quoted or shortened, and the answer is the word the book has there.
+# Fill-mask prompts: "{mask}" stands for the tokenizer's mask token; each is a sentence of a *held-out* paragraph of the
+# default profile's split (George Long's translation), so the model never trained on it, and the answer is the word the
+# book has there, one token of the default profile's vocabulary (tests/test_record.py checks both). The first three
+# are among the training text's 100 most frequent tokens (grammar words), the last three are not.
 FILL_PROMPTS = [
-    ("Live {mask} to nature.", "according"),
-    ("Such as are thy habitual thoughts, such also will be the character of thy mind; for the soul is dyed "
-     "by the {mask}.", "thoughts"),
-    ("Begin the {mask} by saying to thyself, I shall meet with the busy-body, the ungrateful, arrogant.", "morning"),
-    ("Consider the {mask} of the universe.", "nature"),
-    ("The universe is transformation: life is {mask}.", "opinion"),
+    ("Do not act as if thou wert going {mask} live ten thousand years.", "to"),
+    ("Men exist for the sake {mask} one another.", "of"),
+    ("While thou livest, while it is in {mask} power, be good.", "thy"),
+    ("It is thy {mask} then to pardon him.", "duty"),
+    ("Let this always be present to thy {mask}, and never stop doing such good.", "mind"),
+    ("Loss is nothing else than {mask}.", "change"),
 ]
 # NSP prompts: (A, B, label) with BertForPreTraining's labels, 0 = "B follows A", 1 = "B is random".
 NSP_PROMPTS = [

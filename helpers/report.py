@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from helpers.baselines import ACCURACIES, FREQUENT_TOKENS, Accuracy, Baseline, accuracy, baseline_key, beside
 from helpers.config import Config
+from helpers.pairs import IS_RANDOM, LABEL_NAMES
 
 # The validation metrics of every epoch's printed table. mlm_accuracy_at_mask: share of the validation [MASK]
 # positions (15%, every selected token a [MASK]) whose top guess is the hidden token, which is what fill-mask does.
@@ -112,7 +113,10 @@ def nsp_in_words(final: dict[str, Any]) -> str:
     if not isinstance(final.get(nsp.key), _NUMBER):
         return (f"This checkpoint has no held-out NSP accuracy on record; {_is(baselines_beside(nsp, {}))}, so read "
                 f"the verdict as a guess.")
-    return f"This checkpoint is right on {final[nsp.key]:.2f} of held-out pairs; {_is(baselines_beside(nsp, final))}."
+    said = f"This checkpoint is right on {final[nsp.key]:.2f} of held-out pairs; {_is(baselines_beside(nsp, final))}."
+    if isinstance(final.get("nsp_answered_random"), _NUMBER):  # a lopsided habit reads as a verdict unless said
+        said += f' It answers "{LABEL_NAMES[IS_RANDOM]}" to {final["nsp_answered_random"]:.2f} of them (half are).'
+    return said
 
 
 def _is(baselines: list[tuple[Baseline, float]]) -> str:

@@ -1,7 +1,8 @@
 """A run's scale beside the bert-base profile and BERT-base as published: parameters, words, steps, tokens, compute.
 
-A figure means little alone, and so does a run's size: notebook 04 sets this run beside the model the tutorial
-fine-tunes and the one the paper trained, so a learner sees how far a laptop run is from BERT-base.
+A figure means little alone, and so does a run's size: notebook 04 sets this run beside the bert-base profile (which
+continues training bert-base-uncased, already pretrained, on this book) and the pretraining the paper did, so a
+learner sees how far a laptop run is from BERT-base.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ BERT_BASE_WORDS = 800_000_000 + 2_500_000_000
 BERT_BASE_STEPS = 1_000_000
 BERT_BASE_BATCH = 256
 BERT_BASE_TOKENS_PER_BATCH = 128_000
+# The bert-base profile does not pretrain: it continues from bert-base-uncased, which BERT-base's column trained.
+PROFILE_COLUMN = "bert-base profile (continues bert-base-uncased; Colab GPU)"
 SCALE_ROWS = ("parameters", "words of training text", "optimizer steps × batch",
               "tokens seen (real, not padding, all epochs)", "training compute in FLOPs (≈ 6 · N · D)")
 
@@ -75,7 +78,7 @@ def scale_table(cfg: Config, data: PreparedData, steps: int) -> pd.DataFrame:
     profile["parameters"] = parameter_count(BertConfig())  # BertConfig's defaults are bert-base-uncased's shape
     published = {"parameters": profile["parameters"], "words": BERT_BASE_WORDS, "steps": BERT_BASE_STEPS,
                  "batch": BERT_BASE_BATCH, "tokens": BERT_BASE_STEPS * BERT_BASE_TOKENS_PER_BATCH}
-    columns = {f"this run (profile {cfg.profile})": this, "bert-base profile (Colab GPU)": profile,
+    columns = {f"this run (profile {cfg.profile})": this, PROFILE_COLUMN: profile,
                "BERT-base (Devlin et al., 2019)": published}
     for figures in columns.values():
         figures["flops"] = 6 * figures["parameters"] * figures["tokens"]  # ≈ 2 forward + 4 backward per weight, token
@@ -84,6 +87,8 @@ def scale_table(cfg: Config, data: PreparedData, steps: int) -> pd.DataFrame:
                           for name, f in columns.items()}, index=list(SCALE_ROWS))
     table.attrs["numbers"] = {name: dict(figures) for name, figures in columns.items()}
     table.attrs["notes"] = [
+        "bert-base profile: it starts from bert-base-uncased, already pretrained as in the last column, and continues "
+        "on this book; its figures count that continued training only.",
         f"bert-base profile: its pairs are the profile's own; its tokens are estimated with this run's tokenizer "
         f"({len(data.tokenizer):,} tokens) capped at {base_cfg.max_length}, as bert-base-uncased's tokenizer "
         f"cannot load offline.",

@@ -160,6 +160,8 @@ def check_accuracy_note(verdict: str, folder) -> None:
     assert f"This checkpoint is right on {final['nsp_accuracy']:.2f} of held-out pairs" in verdict
     assert f"; word overlap gets {final['baseline_word_overlap']:.2f}; chance is 0.50." in verdict
     assert "chance is 0.50." in verdict
+    # How one-sided its answers are, beside how often they are right: at chance is not the same as a coin flip.
+    assert f'It answers "B is random" to {final["nsp_answered_random"]:.2f} of them (half are).' in verdict
 
 
 @pytest.mark.parametrize("text, k", [("The [MASK] is short.", 5), ("[MASK] and [MASK] and [MASK].", 3)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import threading
 
@@ -421,3 +422,45 @@ def test_nearest_tokens_of_a_word_that_is_not_one_token_is_one_clear_sentence(ha
     message = str(info.value)
     assert message.startswith(f"{word!r} is not one token") and shown in message
     assert f"tokenizer.tokenize({word!r})" in message and message.count(". ") == 0
+
+
+def test_word_ranks_read_the_word_off_the_stock_forwards_full_ranking(predictor):
+    """Rank 1 is the top guess; a word's rank and probability are its place in the MLM head's softmax at the [MASK]."""
+    from helpers.inference import word_ranks
+    model, tokenizer = predictor.model, predictor.tokenizer
+    texts = ["The [MASK] of the universe.", "Live according to [MASK].", "Nothing is [MASK] to the soul."]
+    checked = 0
+    for text in texts:
+        enc = tokenizer(text, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**enc).prediction_logits[0]  # (seq_len, vocab)
+        probs = logits[enc["input_ids"][0] == tokenizer.mask_token_id][0].softmax(-1)  # (vocab,)
+        order = probs.argsort(descending=True).tolist()  # every token, likeliest first
+        typed = [i for i, token in enumerate(tokenizer.convert_ids_to_tokens(order))
+                 if tokenizer.tokenize(token) == [token]]  # places of the tokens a learner can type as a word
+        for index in (typed[0], typed[len(typed) // 2], typed[-1]):  # near the top, the middle and the bottom
+            word = tokenizer.convert_ids_to_tokens(order[index])
+            (found,) = word_ranks(model, tokenizer, [text], [word])
+            assert found.word == word and found.rank == index + 1
+            assert found.probability == pytest.approx(probs[order[index]].item(), abs=1e-6)
+            assert found.top == tokenizer.convert_ids_to_tokens(order[0])
+            assert found.top_probability == pytest.approx(probs[order[0]].item(), abs=1e-6)
+            checked += 1
+    assert checked == 9
+    batched = word_ranks(model, tokenizer, texts, ["nature"] * 3)  # padded together: the same answers as one by one
+    for text, together in zip(texts, batched):
+        (alone,) = word_ranks(model, tokenizer, [text], ["nature"])
+        assert (together.rank, together.top) == (alone.rank, alone.top)
+        assert together.probability == pytest.approx(alone.probability, abs=1e-5)
+
+
+@pytest.mark.parametrize("texts, words, message", [
+    (["The [MASK] of things."], ["unintelligible"], "'unintelligible' is not one token"),
+    (["No mask here."], ["soul"], "holds 0 [MASK] tokens"),
+    (["Two [MASK] and [MASK]."], ["soul"], "holds 2 [MASK] tokens"),
+    (["The [MASK].", "A [MASK]."], ["soul"], "2 texts and 1 words"),
+])
+def test_word_ranks_bad_input_is_one_clear_sentence(predictor, texts, words, message):
+    from helpers.inference import word_ranks
+    with pytest.raises(ValueError, match=re.escape(message)):
+        word_ranks(predictor.model, predictor.tokenizer, texts, words)

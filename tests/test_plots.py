@@ -225,3 +225,51 @@ def test_lengths_histogram_counts_every_pair():
     ax = fig.axes[0]
     assert sum(patch.get_height() for patch in ax.patches) == 4
     assert ax.lines[0].get_xdata()[0] == 256
+
+
+# A run's rows split by the hidden token, as helpers.train.train writes them, and the baselines on the same split.
+KIND_EPOCHS = [dict(row, mlm_accuracy_frequent=f, mlm_accuracy_rest=r)
+               for row, f, r in zip(EPOCHS, (0.20, 0.36), (0.00, 0.05))]
+KIND_BASELINES = dict(BASELINES, baseline_unigram_frequent=0.091, baseline_unigram_rest=0.0,
+                      baseline_neighbours_frequent=0.314, baseline_neighbours_rest=0.084)
+
+
+def test_by_kind_plot_sets_each_part_beside_its_own_baselines():
+    fig = plots.plot_by_kind(KIND_EPOCHS, KIND_BASELINES, title="t")
+    frequent, rest = fig.axes
+    assert "100 most frequent" in frequent.get_title() and "other tokens" in rest.get_title()
+    for ax, part in ((frequent, "frequent"), (rest, "rest")):
+        model, *dashed = ax.lines
+        assert model.get_xdata().tolist() == [1, 2]
+        assert model.get_ydata().tolist() == [row[f"mlm_accuracy_{part}"] for row in KIND_EPOCHS]
+        assert sorted(line.get_ydata()[0] for line in dashed) == sorted(
+            KIND_BASELINES[f"baseline_{name}_{part}"] for name in ("unigram", "neighbours"))
+        assert all(line.get_linestyle() == "--" for line in dashed)
+    with pytest.raises(ValueError, match="no MLM accuracy split by the hidden token"):
+        plots.plot_by_kind(EPOCHS, BASELINES)
+
+
+def test_perplexity_plot_is_exp_of_both_losses_with_the_held_out_low_marked():
+    epochs = [dict(EPOCHS[0], epoch=e, mlm_loss=loss, seen_mlm_loss=seen)
+              for e, loss, seen in ((1, 5.8, 5.4), (2, 5.0, 3.9), (3, 5.1, 2.0))]
+    ax = plots.plot_perplexity(epochs, title="t").axes[0]
+    seen, held_out, low = ax.lines
+    assert seen.get_ydata() == pytest.approx([np.exp(5.4), np.exp(3.9), np.exp(2.0)])
+    assert held_out.get_ydata() == pytest.approx([np.exp(5.8), np.exp(5.0), np.exp(5.1)])
+    assert low.get_xdata()[0] == 2 and "epoch 2 (148)" in low.get_label()  # exp(5.0) = 148.4
+    assert ax.get_yscale() == "log"
+    with pytest.raises(ValueError, match="no 'seen_mlm_loss'"):
+        plots.plot_perplexity(EPOCHS)
+
+
+def test_attention_before_and_after_puts_the_same_heads_in_two_rows():
+    tokens, attentions = _attentions(layers=2, heads=2, length=10)
+    fig = plots.plot_attention_before_after(tokens, attentions[0], attentions[1], title="layer 0")
+    assert len(fig.axes) == 4
+    for index, ax in enumerate(fig.axes):
+        when, head = divmod(index, 2)
+        assert np.allclose(ax.images[0].get_array(), attentions[when, head].numpy())
+        assert ax.get_title().startswith(f"{('before', 'after')[when]} training, head {head} ")
+    assert fig.get_suptitle().startswith("layer 0: ")
+    with pytest.raises(ValueError, match="must both be one layer's"):
+        plots.plot_attention_before_after(tokens, attentions[0], attentions[1, :1])

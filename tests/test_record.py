@@ -34,6 +34,29 @@ def test_record_is_whole(record):
         assert len(prompt["before"]) == len(prompt["after"]) == 5
 
 
+def test_the_fill_mask_prompts_are_held_out_sentences_with_one_token_answers():
+    """Each prompt is a sentence of a validation paragraph of the default profile (the model never trained on it), and
+    its answer is one token of that profile's vocabulary: three among the 100 most frequent training tokens, three not."""
+    import re
+
+    from helpers.dataset import prepare_data
+    cfg = get_profile("default", wandb="disabled")
+    data = prepare_data(cfg)
+    tokenizer, frequent = data.tokenizer, set(data.training_text(cfg).frequent.tolist())
+    spaced = lambda text: re.sub(r"\s+", " ", text)  # noqa: E731 - a paragraph's line breaks read as spaces
+    held_out = [spaced(data.paragraphs[i]) for i in data.val_sentences]
+    trained_on = [spaced(data.paragraphs[i]) for i in data.train_sentences]
+    kinds = []
+    for template, answer in FILL_PROMPTS:
+        sentence = template.format(mask=answer)
+        assert any(sentence in paragraph for paragraph in held_out), f"{sentence!r} is not in a validation paragraph"
+        assert not any(sentence in paragraph for paragraph in trained_on), f"{sentence!r} is in a training paragraph"
+        assert tokenizer.tokenize(answer) == [answer], f"{answer!r} is not one token: {tokenizer.tokenize(answer)}"
+        assert template.count("{mask}") == 1
+        kinds.append(tokenizer.convert_tokens_to_ids(answer) in frequent)
+    assert kinds == [True] * 3 + [False] * 3
+
+
 def test_a_changed_default_is_caught(record, tmp_path, monkeypatch):
     changed = {**record, "profile": {**record["profile"], "lr": record["profile"]["lr"] * 2}}
     path = tmp_path / "record.json"

@@ -20,7 +20,8 @@ def tiny_scale():
     return cfg, data, per_epoch, scale_table(cfg, data, per_epoch)
 
 
-THIS, PROFILE, PAPER = "this run (profile tiny)", "bert-base profile (Colab GPU)", "BERT-base (Devlin et al., 2019)"
+THIS, PROFILE, PAPER = ("this run (profile tiny)", "bert-base profile (continues bert-base-uncased; Colab GPU)",
+                         "BERT-base (Devlin et al., 2019)")
 
 
 def test_scale_table_counts_this_runs_model_words_and_tokens(tiny_scale):
@@ -59,6 +60,9 @@ def test_scale_table_sets_bert_base_at_its_published_scale(tiny_scale):
     assert paper["tokens"] == 128_000 * 1_000_000
     assert profile["steps"] > 0 and 0 < profile["tokens"] < 256 * profile["steps"] * profile["batch"]  # under the cap
     assert any("tokenizer" in note and "256" in note for note in table.attrs["notes"])  # the estimate is said
+    # The profile continues a pretrained model: its column and a note say so, so no one reads it as pretraining.
+    assert any(note.startswith("bert-base profile: it starts from bert-base-uncased, already pretrained")
+               for note in table.attrs["notes"])
 
 
 def test_scale_table_compute_is_six_n_d_in_every_column(tiny_scale):
