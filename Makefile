@@ -3,8 +3,8 @@ SHELL := /bin/bash
 SETUP := source scripts/setup.sh
 CHECKPOINT ?= runs/default
 ARGS ?=
-# make test's (and test-fast's) pytest-xdist workers: each test file, and the six notebooks together, stay on one
-# (tests/conftest.py).
+# make test's (and test-fast's) pytest-xdist workers: each test file, and the six notebooks with the tests that read
+# their checkpoint, stay on one worker (the scheduler in tests/conftest.py).
 TEST_WORKERS ?= 2
 
 .PHONY: demo train test test-fast lab notebooks bench learning record lock test-lowest
@@ -16,10 +16,10 @@ train:  ## train only: make train ARGS="--profile tiny --output runs/tiny"
 	@$(SETUP) && python -m helpers.train $(ARGS)
 
 test:  ## the whole suite: helper tests, and the six notebooks re-executed under nbval with the default profile
-	@$(SETUP) && PYTHONHASHSEED=0 python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
+	@$(SETUP) && PYTHONHASHSEED=0 python -m pytest -n $(TEST_WORKERS) --dist loadscope $(ARGS)
 
 test-fast:  ## while developing: the tests not marked slow, browser or soak, no notebooks (about 2 minutes on 2 cores)
-	@$(SETUP) && PYTHONHASHSEED=0 BERT_MEDITATIONS_PROFILE=tiny python -m pytest -n $(TEST_WORKERS) --dist loadgroup tests -m "not slow and not browser and not soak" $(ARGS)
+	@$(SETUP) && PYTHONHASHSEED=0 BERT_MEDITATIONS_PROFILE=tiny python -m pytest -n $(TEST_WORKERS) --dist loadscope tests -m "not slow and not browser and not soak" $(ARGS)
 
 lab:  ## open the notebooks in JupyterLab
 	@$(SETUP) && jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)

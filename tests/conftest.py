@@ -53,23 +53,36 @@ def scratch_tokenizer(paragraphs):
     return train_scratch_tokenizer(paragraphs, vocab_size=1000)
 
 
-# The checkpoint notebook 04 trains and notebooks 05 and 06 read: a finished run of the default profile. The tests
-# that need a real default run (marked xdist_group("notebooks")) read it too, after the notebooks, on their worker.
+# The checkpoint notebook 04 trains and notebooks 05 and 06 read: a finished run of the default profile. The test files
+# that need a real default run (the default_run fixture below) read it too: after the notebooks, on their worker.
 NOTEBOOK_RUN = ROOT / "runs" / "notebook"
+NOTEBOOK_READERS = ("test_learning.py", "test_pretrained_start.py")
+
+
+def work_unit(path: str) -> str:
+    """What one pytest-xdist worker runs whole and in order: the six notebooks with the readers, or one test file."""
+    name = path.rpartition("/")[2]
+    return "notebooks" if name.endswith(".ipynb") or name in NOTEBOOK_READERS else path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`make test`'s workers hand out work units, not single tests: a file's module fixtures are built once, and a
+    notebook's cells share one kernel. (xdist's own --dist loadgroup renames node ids, which pytest 9.2 ignores.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByWorkUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid.partition("::")[0])
+
+    return ByWorkUnit(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
-    """For `make test`'s workers (pytest-xdist, --dist loadgroup): each test file runs on one worker, so its module
-    fixtures are built once; the six notebooks run on one worker, in order (05 and 06 read the checkpoint 04 trains),
-    followed by the tests that read that checkpoint too."""
-    for item in items:
-        if item.path.suffix == ".ipynb":
-            item.add_marker(pytest.mark.xdist_group("notebooks"))
-        elif not any(mark.name == "xdist_group" for mark in item.iter_markers()):
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
-    readers = [item for item in items if item.path.suffix != ".ipynb" and
-               any(mark.name == "xdist_group" and mark.args == ("notebooks",) for mark in item.iter_markers())]
-    items[:] = [item for item in items if item not in readers] + readers  # after the notebooks, which come last
+    """The notebooks first, so their long unit starts at once on one worker, the readers after them (05 and 06 and
+    the readers use the checkpoint 04 trains); the test files after that, in their own order."""
+    first = [item for item in items if work_unit(item.path.name) == "notebooks"]
+    readers = [item for item in first if item.path.suffix != ".ipynb"]
+    items[:] = [item for item in first if item not in readers] + readers + [item for item in items if item not in first]
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import pytest
 
 # The run is the default profile's one training of the session (tests/conftest.py's default_run): notebook 04's, read
 # after the notebooks on their worker, or trained here (a minute or two on 2 cores) when the notebooks did not run.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("notebooks")]
+pytestmark = pytest.mark.slow  # reads notebook 04's checkpoint: runs after the notebooks (tests/conftest.py)
 
 
 def test_the_default_recipe_beats_neighbour_counting_at_mask(default_run):

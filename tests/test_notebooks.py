@@ -453,3 +453,15 @@ def test_checks_catch_unused_and_private_imports_and_sliced_source():
     assert any("_random_other" in p and "private" in p for p in problems)
     assert any("slices" in p for p in problems)
     assert not any("imports inspect" in p or "imports make_pairs" in p for p in problems)
+
+
+def test_the_notebooks_and_the_tests_that_read_their_checkpoint_share_one_worker():
+    """make test's scheduler: notebook 04 trains the checkpoint that 05, 06 and the readers use, so they run together,
+    in order, on one worker; every other test file is a unit of its own."""
+    from tests.conftest import NOTEBOOK_READERS, work_unit
+    uses = re.compile(r"def \w+\([^)]*\bdefault_run\b")  # a test or fixture that takes the default_run fixture
+    readers = {path.name for path in (ROOT / "tests").glob("test_*.py") if uses.search(path.read_text())}
+    assert readers == set(NOTEBOOK_READERS), "list every test file that reads default_run in NOTEBOOK_READERS"
+    together = {work_unit(f"notebooks/{path.name}") for path in notebook_paths()}
+    assert together | {work_unit(f"tests/{name}") for name in readers} == {"notebooks"}
+    assert work_unit("tests/test_pairs.py") == "tests/test_pairs.py" != work_unit("tests/test_tokens.py")

@@ -21,7 +21,7 @@ from nbclient import NotebookClient
 from helpers.config import ROOT
 
 # After the notebooks, on their worker: the session's default run is the checkpoint notebook 04 trained.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("notebooks")]
+pytestmark = pytest.mark.slow  # reads notebook 04's checkpoint: runs after the notebooks (tests/conftest.py)
 
 NOTEBOOKS = ["04_training.ipynb", "05_inference.ipynb", "06_gradio_demo.ipynb"]
 # A short bert-base run: the profile's recipe (pretrained start, 256 tokens, 80/10/10) on part of the book.
