@@ -27,7 +27,7 @@ lab:  ## open the notebooks in JupyterLab
 notebooks:  ## re-execute the notebooks and store their outputs
 	@$(SETUP) && python scripts/run_notebooks.py
 
-bench:  ## the performance benchmark (writes benchmarks/results.json)
+bench:  ## the performance benchmark and time to quality (writes benchmarks/results.json; about 20 minutes on 2 cores)
 	@$(SETUP) && python -m benchmarks.run $(ARGS)
 
 learning:  ## the learning-curve experiments (writes benchmarks/learning.json, docs/learning_curves.png, docs/nsp_levers.png and docs/time_to_quality.png; about three hours)
