@@ -465,3 +465,14 @@ def test_the_notebooks_and_the_tests_that_read_their_checkpoint_share_one_worker
     together = {work_unit(f"notebooks/{path.name}") for path in notebook_paths()}
     assert together | {work_unit(f"tests/{name}") for name in readers} == {"notebooks"}
     assert work_unit("tests/test_pairs.py") == "tests/test_pairs.py" != work_unit("tests/test_tokens.py")
+
+
+def test_make_tests_workers_share_the_cores():
+    """Each pytest-xdist worker (and each kernel or process it starts) runs torch on its share of the cores: two
+    workers with two threads each on two cores spin against each other (tests/conftest.py)."""
+    import os
+
+    import torch
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    assert torch.get_num_threads() * workers <= max(cores, workers)
