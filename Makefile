@@ -15,10 +15,10 @@ demo:  ## train the default profile (unless $(CHECKPOINT) holds a finished run),
 train:  ## train only: make train ARGS="--profile tiny --output runs/tiny"
 	@$(SETUP) && python -m helpers.train $(ARGS)
 
-test:  ## the whole suite: helper tests, and the six notebooks re-executed under nbval with the default profile
+test:  ## the whole suite: helper tests, and the six notebooks re-executed under nbval with the default profile (about 5 minutes on 2 cores)
 	@$(SETUP) && PYTHONHASHSEED=0 python -m pytest -n $(TEST_WORKERS) --dist loadscope $(ARGS)
 
-test-fast:  ## while developing: the tests not marked slow, browser or soak, no notebooks (about 2 minutes on 2 cores)
+test-fast:  ## while developing: the tests not marked slow, browser or soak, no notebooks (about a minute on 2 cores)
 	@$(SETUP) && PYTHONHASHSEED=0 BERT_MEDITATIONS_PROFILE=tiny python -m pytest -n $(TEST_WORKERS) --dist loadscope tests -m "not slow and not browser and not soak" $(ARGS)
 
 lab:  ## open the notebooks in JupyterLab
