@@ -26,6 +26,7 @@ from helpers.app import (ScreenshotError, ask_next_sentence, build_demo, chromiu
 from helpers.config import ROOT
 from helpers.serving import Predictor
 from tests.app_fixtures import demo_server, free_port, tiny_checkpoint  # noqa: F401
+from tests.conftest import notebook_client
 
 SENTENCE_A = "Every morning I remind myself that the people I meet today may be rude and ungrateful."
 SENTENCE_B = "None of them can harm me, since none of them can make me act badly."
@@ -154,11 +155,11 @@ KERNEL_CELLS = [
 def test_screenshot_demo_works_inside_a_jupyter_kernel(tiny_checkpoint):  # noqa: F811
     chromium_or_skip()
     nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("nbclient")
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell.format(checkpoint=str(tiny_checkpoint)))
                                                for cell in KERNEL_CELLS])
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT)}}).execute()
+    notebook_client(notebook, timeout=300, kernel_name="python3",
+                    resources={"metadata": {"path": str(ROOT)}}).execute()
     text = ["".join(out.get("text", "")) for cell in notebook.cells for out in cell.outputs]
     assert "asyncio loop running in this thread: True\n" in text
     # Where the sync API is refused, screenshot_demo still returns both tabs, shown as images.

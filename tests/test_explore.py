@@ -14,6 +14,7 @@ from helpers.inference import fill_mask_top_k, pair_attentions
 from helpers.masking import IGNORE_INDEX, MaskingRule, mask_tokens, masking_rule
 from helpers.serving import Predictor
 from tests.app_fixtures import tiny_checkpoint  # noqa: F401 - a fixture
+from tests.conftest import notebook_client
 
 widgets = pytest.importorskip("ipywidgets", reason="the notebooks extra (ipywidgets) is not installed")
 
@@ -261,11 +262,11 @@ KERNEL_CELLS = [
 @pytest.mark.slow
 def test_explorers_show_their_output_inside_a_jupyter_kernel(tiny_checkpoint):  # noqa: F811
     nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("nbclient")
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell.format(checkpoint=str(tiny_checkpoint)))
                                                for cell in KERNEL_CELLS])
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3", store_widget_state=True,
-                            resources={"metadata": {"path": str(ROOT)}}).execute()
+    notebook_client(notebook, timeout=300, kernel_name="python3", store_widget_state=True,
+                    resources={"metadata": {"path": str(ROOT)}}).execute()
     for cell in notebook.cells[1:4]:  # each explorer is a widget view
         assert any("application/vnd.jupyter.widget-view+json" in out.get("data", {}) for out in cell.outputs)
     state = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]

@@ -476,3 +476,33 @@ def test_make_tests_workers_share_the_cores():
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     assert torch.get_num_threads() * workers <= max(cores, workers)
+
+
+def test_the_notebook_client_reads_a_reply_a_missed_wake_up_left_waiting():
+    """A reply a long wait would not see until its timeout is read on the next short wait; no reply is still Empty."""
+    import asyncio
+    import time
+    from queue import Empty
+
+    from tests.conftest import in_steps
+    calls = []
+
+    async def misses_the_first_wake_up(timeout=None):  # as pyzmq's poll: the reply is there, the first wait misses it
+        calls.append(timeout)
+        if len(calls) == 1:
+            await asyncio.sleep(min(timeout, 0.05))
+            raise Empty
+        return {"msg_type": "execute_reply"}
+
+    start = time.monotonic()
+    assert asyncio.run(in_steps(misses_the_first_wake_up, step=0.05)(timeout=600)) == {"msg_type": "execute_reply"}
+    assert time.monotonic() - start < 5 and calls[0] <= 0.05 and len(calls) == 2  # not 600 s
+
+    async def never(timeout=None):
+        await asyncio.sleep(timeout)
+        raise Empty
+
+    start = time.monotonic()
+    with pytest.raises(Empty):
+        asyncio.run(in_steps(never, step=0.05)(timeout=0.2))
+    assert 0.2 <= time.monotonic() - start < 2  # the same deadline as one wait

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from helpers.config import ROOT
+from tests.conftest import notebook_client
 
 # After the notebooks, on their worker: the session's default run is the checkpoint notebook 04 trained.
 pytestmark = pytest.mark.slow  # reads notebook 04's checkpoint: runs after the notebooks (tests/conftest.py)
@@ -60,6 +60,6 @@ def test_notebook_runs_from_a_pretrained_start(name, copy, pretrained, monkeypat
                        "WANDB_MODE": "disabled", "GRADIO_ANALYTICS_ENABLED": "False"}.items():
         monkeypatch.setenv(key, value)
     nb = nbformat.read(copy / "notebooks" / name, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(copy / "notebooks")}}).execute()
+    notebook_client(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(copy / "notebooks")}}).execute()
     printed = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
     assert f"profile 'bert-base'" in printed and f"starting from the pretrained {pretrained}" in printed
