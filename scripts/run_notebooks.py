@@ -18,6 +18,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from queue import Empty
 
 import nbformat
 from nbclient import NotebookClient
@@ -86,12 +87,38 @@ def readable_outputs(nb: nbformat.NotebookNode) -> None:
                             and not LOOPBACK_FRAME.search(str(out.get("data", {}).get("text/html", "")))]
 
 
+def in_steps(get_msg, step: float = 1.0):
+    """``get_msg(timeout=...)`` as a series of waits of at most ``step`` seconds, up to the same deadline."""
+
+    async def get_msg_in_steps(timeout: float | None = None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = step if deadline is None else max(0.0, min(step, deadline - time.monotonic()))
+            try:
+                return await get_msg(timeout=wait)
+            except Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+    return get_msg_in_steps
+
+
+class SteadyClient(NotebookClient):
+    """nbclient's NotebookClient, reading the kernel's replies at least once a second. pyzmq's asyncio poll can miss
+    the wake-up of a reply that lands amid a burst of widget messages; one long wait then sits out the whole cell
+    timeout before reading it (600 s in the pretrained-start test's notebook 05 under .ci/run, then a pass)."""
+
+    async def async_start_new_kernel_client(self):
+        client = await super().async_start_new_kernel_client()
+        client.shell_channel.get_msg = in_steps(client.shell_channel.get_msg)
+        return client
+
+
 def execute(path: Path, timeout: int) -> float:
     """Run every cell of ``path`` in a fresh kernel and write the outputs back; return the seconds taken."""
     nb = nbformat.read(path, as_version=4)
     stamp_repo(nb, path.name)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False, coalesce_streams=True,
-                            extra_arguments=[TEXT_BARS], resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client = SteadyClient(nb, timeout=timeout, kernel_name="python3", record_timing=False, coalesce_streams=True,
+                          extra_arguments=[TEXT_BARS], resources={"metadata": {"path": str(NOTEBOOKS)}})
     started = time.perf_counter()
     try:
         client.execute()

@@ -91,36 +91,18 @@ def pytest_collection_modifyitems(config, items):
     items[:] = [item for item in first if item not in readers] + readers + [item for item in items if item not in first]
 
 
-def in_steps(get_msg, step: float = 1.0):
-    """``get_msg(timeout=...)`` as a series of waits of at most ``step`` seconds, up to the same deadline."""
-    import time
-    from queue import Empty
+def _load_run_notebooks():
+    """scripts/run_notebooks.py as a module: how the project runs a notebook (``make notebooks``), which tests reuse."""
+    import importlib.util
 
-    async def get_msg_in_steps(timeout: float | None = None):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wait = step if deadline is None else max(0.0, min(step, deadline - time.monotonic()))
-            try:
-                return await get_msg(timeout=wait)
-            except Empty:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-    return get_msg_in_steps
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def notebook_client(nb, **options):
-    """nbclient's NotebookClient, reading the kernel's replies at least once a second. pyzmq's asyncio poll can miss
-    the wake-up of a reply that lands amid a burst of widget messages; one long wait then sits out the whole cell
-    timeout before reading it (600 s in the pretrained-start test's notebook 05 under .ci/run, then a pass)."""
-    from nbclient import NotebookClient
-
-    class Steady(NotebookClient):
-        async def async_start_new_kernel_client(self):
-            client = await super().async_start_new_kernel_client()
-            client.shell_channel.get_msg = in_steps(client.shell_channel.get_msg)
-            return client
-
-    return Steady(nb, **options)
+run_notebooks = _load_run_notebooks()
+notebook_client = run_notebooks.SteadyClient  # the tests that start a kernel run it as make notebooks does
 
 
 @pytest.fixture(scope="session")

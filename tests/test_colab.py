@@ -4,7 +4,6 @@ clone and install, that it keeps Colab's torch, and when it asks for a restart."
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import re
 import shlex
 import sys
@@ -14,11 +13,9 @@ import nbformat
 import pytest
 
 from helpers.config import ROOT
+from tests.conftest import run_notebooks
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-_spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
-run_notebooks = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(run_notebooks)
 CLONE = "/content/bert-meditations"
 RESTART = "(Runtime > Restart session)"
 

@@ -484,7 +484,8 @@ def test_the_notebook_client_reads_a_reply_a_missed_wake_up_left_waiting():
     import time
     from queue import Empty
 
-    from tests.conftest import in_steps
+    from tests.conftest import run_notebooks
+    in_steps = run_notebooks.in_steps
     calls = []
 
     async def misses_the_first_wake_up(timeout=None):  # as pyzmq's poll: the reply is there, the first wait misses it
