@@ -74,6 +74,15 @@ def fill_mask_top_k(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBas
     return [guesses[start:end] for start, end in zip([0] + ends[:-1], ends)]
 
 
+def _one_token_id(tokenizer: PreTrainedTokenizerBase, word: str, why: str) -> int:
+    """The id of ``word`` when the tokenizer keeps it whole; else one sentence ending in ``why`` it must be one."""
+    pieces = tokenizer.tokenize(word)
+    if len(pieces) != 1 or pieces[0] == tokenizer.unk_token:
+        raise ValueError(f"{word!r} is not one token of this vocabulary (the tokenizer makes it {pieces}), so {why}: "
+                         f"pick a word the tokenizer keeps whole, as tokenizer.tokenize({word!r}) shows.")
+    return tokenizer.convert_tokens_to_ids(pieces[0])
+
+
 @torch.no_grad()
 def nearest_tokens(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, words: Sequence[str],
                    k: int = 5) -> dict[str, list[tuple[str, float]]]:
@@ -83,14 +92,7 @@ def nearest_tokens(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase
     """
     if k < 1:
         raise ValueError(f"k={k} asks for no neighbours; pass k=1 or more.")
-    ids = []
-    for word in words:
-        pieces = tokenizer.tokenize(word)
-        if len(pieces) != 1 or pieces[0] == tokenizer.unk_token:
-            raise ValueError(f"{word!r} is not one token of this vocabulary (the tokenizer makes it {pieces}), so it "
-                             f"has no row of its own: pick a word the tokenizer keeps whole, as "
-                             f"tokenizer.tokenize({word!r}) shows.")
-        ids.append(tokenizer.convert_tokens_to_ids(pieces[0]))
+    ids = [_one_token_id(tokenizer, word, "it has no row of its own") for word in words]
     table = model.get_input_embeddings().weight[:len(tokenizer)].float()  # (vocab, hidden): one row per token
     unit = torch.nn.functional.normalize(table, dim=-1)
     similarity = unit[ids] @ unit.T  # (n_words, vocab): cosine of each word's row with every row
@@ -141,16 +143,6 @@ class WordRank(NamedTuple):
     top_probability: float
 
 
-def _one_token_id(tokenizer: PreTrainedTokenizerBase, word: str) -> int:
-    """The id of ``word`` when the tokenizer keeps it whole; one clear sentence otherwise."""
-    pieces = tokenizer.tokenize(word)
-    if len(pieces) != 1 or pieces[0] == tokenizer.unk_token:
-        raise ValueError(f"{word!r} is not one token of this vocabulary (the tokenizer makes it {pieces}), so no single "
-                         f"guess at a [MASK] can be it: pick a word the tokenizer keeps whole, as "
-                         f"tokenizer.tokenize({word!r}) shows.")
-    return tokenizer.convert_tokens_to_ids(pieces[0])
-
-
 @torch.no_grad()
 def word_ranks(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
                words: Sequence[str], max_length: int = 512) -> list[WordRank]:
@@ -158,7 +150,8 @@ def word_ranks(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, te
     texts, words = list(texts), list(words)
     if len(texts) != len(words):
         raise ValueError(f"word_ranks got {len(texts)} texts and {len(words)} words: pass one word per text.")
-    ids = torch.tensor([_one_token_id(tokenizer, word) for word in words])  # (n_texts,)
+    ids = torch.tensor([_one_token_id(tokenizer, word, "no single guess at a [MASK] can be it")
+                        for word in words])  # (n_texts,)
     batch = encode(tokenizer, texts, max_length=max_length).to(model.device)
     logits, selected = mask_logits(model, batch, tokenizer.mask_token_id)  # (n_masks, vocab), (n_texts, seq_len)
     for text, masks in zip(texts, selected.sum(dim=1).tolist()):
