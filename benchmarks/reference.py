@@ -19,10 +19,10 @@ from transformers import BertConfig, BertForPreTraining, PreTrainedTokenizerBase
 
 from helpers.config import Config, get_profile
 from helpers.dataset import MeditationsDataset, make_loader, prepare_data
-from helpers.serving import Predictor
 from helpers.masking import IGNORE_INDEX, mask_tokens
 from helpers.model import PretrainingModel, scratch_config
 from helpers.pairs import Pair
+from helpers.serving import Predictor
 from helpers.tokens import tokenize_pairs
 from helpers.train import make_optimizer
 
@@ -54,27 +54,59 @@ class Variant:
     attn_implementation: str = "sdpa"
 
 
-VARIANTS: dict[str, Variant] = {v.name: v for v in (
-    Variant("reference", "tutorial recipe: pad to max_length, masks drawn once, labels = input_ids (incl. PAD), "
-            "stock BertForPreTraining forward (MLM head on every position), plain AdamW", pad_to_max_length=True),
-    Variant("dynamic_padding", "make_loader without bucketing (pad to the batch's longest pair, fresh 80/10/10 "
-            "masks), stock forward", pad_to_max_length=False),
-    Variant("dynamic_padding_bucketing", "make_loader with bucket_by_length, stock forward",
-            pad_to_max_length=False, bucket_by_length=True),
-    Variant("fast", "the project's path: make_loader with bucket_by_length + PretrainingModel (MLM head on "
-            "masked positions only), SDPA attention", pad_to_max_length=False, bucket_by_length=True,
-            masked_head_only=True),
-    Variant("fast_compiled", "the fast path under torch.compile (inductor, default mode)", pad_to_max_length=False,
-            bucket_by_length=True, masked_head_only=True, compile=True),
-    Variant("fast_eager_attention", "the fast path with eager attention instead of SDPA", pad_to_max_length=False,
-            bucket_by_length=True, masked_head_only=True, attn_implementation="eager"),
-)}
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant(
+            "reference",
+            "tutorial recipe: pad to max_length, masks drawn once, labels = input_ids (incl. PAD), "
+            "stock BertForPreTraining forward (MLM head on every position), plain AdamW",
+            pad_to_max_length=True,
+        ),
+        Variant(
+            "dynamic_padding",
+            "make_loader without bucketing (pad to the batch's longest pair, fresh 80/10/10 masks), stock forward",
+            pad_to_max_length=False,
+        ),
+        Variant(
+            "dynamic_padding_bucketing",
+            "make_loader with bucket_by_length, stock forward",
+            pad_to_max_length=False,
+            bucket_by_length=True,
+        ),
+        Variant(
+            "fast",
+            "the project's path: make_loader with bucket_by_length + PretrainingModel (MLM head on "
+            "masked positions only), SDPA attention",
+            pad_to_max_length=False,
+            bucket_by_length=True,
+            masked_head_only=True,
+        ),
+        Variant(
+            "fast_compiled",
+            "the fast path under torch.compile (inductor, default mode)",
+            pad_to_max_length=False,
+            bucket_by_length=True,
+            masked_head_only=True,
+            compile=True,
+        ),
+        Variant(
+            "fast_eager_attention",
+            "the fast path with eager attention instead of SDPA",
+            pad_to_max_length=False,
+            bucket_by_length=True,
+            masked_head_only=True,
+            attn_implementation="eager",
+        ),
+    )
+}
 
 
 def benchmark_config(size: str, max_length: int = MAX_LENGTH) -> Config:
     """The bert-base profile's data settings ('.' splitter, one pair per paragraph) with a model of ``size``."""
-    return get_profile("bert-base", model="scratch", vocab_size=VOCAB_SIZE, max_length=max_length,
-                       batch_size=BATCH_SIZE, **SIZES[size])
+    return get_profile(
+        "bert-base", model="scratch", vocab_size=VOCAB_SIZE, max_length=max_length, batch_size=BATCH_SIZE, **SIZES[size]
+    )
 
 
 def benchmark_data(max_length: int = MAX_LENGTH) -> tuple[PreTrainedTokenizerBase, list[Pair]]:
@@ -101,30 +133,41 @@ def build_model(size: str, tokenizer: PreTrainedTokenizerBase, variant: Variant,
     return BertForPreTraining(config)
 
 
-def reference_dataset(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], max_length: int,
-                      seed: int) -> MeditationsDataset:
+def reference_dataset(
+    tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], max_length: int, seed: int
+) -> MeditationsDataset:
     """Every pair padded to ``max_length``; one set of masks drawn up front; labels are a clone of input_ids."""
     enc = tokenize_pairs(tokenizer, pairs, max_length, pad_to_max_length=True)
     input_ids = torch.tensor(enc["input_ids"])  # (n_pairs, max_length)
-    masked, labels = mask_tokens(input_ids, tokenizer, mode="reference",
-                                 generator=torch.Generator().manual_seed(seed))
-    return MeditationsDataset({"input_ids": masked, "token_type_ids": torch.tensor(enc["token_type_ids"]),
-                               "attention_mask": torch.tensor(enc["attention_mask"]), "labels": labels,
-                               "next_sentence_label": torch.tensor(enc["next_sentence_label"])})
+    masked, labels = mask_tokens(input_ids, tokenizer, mode="reference", generator=torch.Generator().manual_seed(seed))
+    return MeditationsDataset(
+        {
+            "input_ids": masked,
+            "token_type_ids": torch.tensor(enc["token_type_ids"]),
+            "attention_mask": torch.tensor(enc["attention_mask"]),
+            "labels": labels,
+            "next_sentence_label": torch.tensor(enc["next_sentence_label"]),
+        }
+    )
 
 
-def batches(variant: Variant, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], max_length: int,
-            seed: int) -> Iterator[dict[str, torch.Tensor]]:
+def batches(
+    variant: Variant, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], max_length: int, seed: int
+) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches, epoch after epoch (epoch ``e`` shuffles with ``seed + e``)."""
     cfg = benchmark_config("default", max_length)
     cfg.bucket_by_length = variant.bucket_by_length
     if variant.pad_to_max_length:
         dataset = reference_dataset(tokenizer, pairs, max_length, seed)  # masks once, reused every epoch
-        make = lambda s: DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True,  # noqa: E731
-                                    generator=torch.Generator().manual_seed(s))
+
+        def make(s: int) -> DataLoader:
+            return DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True, generator=torch.Generator().manual_seed(s))
     else:
         dataset = MeditationsDataset.from_pairs(tokenizer, pairs, max_length)
-        make = lambda s: make_loader(dataset, tokenizer, cfg, shuffle=True, seed=s)  # noqa: E731
+
+        def make(s: int) -> DataLoader:
+            return make_loader(dataset, tokenizer, cfg, shuffle=True, seed=s)
+
     epoch = 0
     while True:
         yield from make(seed + epoch)
@@ -146,6 +189,7 @@ def make_step(variant: Variant, model: BertForPreTraining, total_steps: int) -> 
             loss.backward()
             optimizer.step()
             return loss.item()
+
         return reference_step
 
     # The project's step (helpers.train): AdamW with decay groups, warm-up schedule, clipping.
@@ -167,6 +211,7 @@ def make_step(variant: Variant, model: BertForPreTraining, total_steps: int) -> 
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
+
     return project_step
 
 
@@ -218,13 +263,24 @@ class TrainRun:
         return self.real_tokens / self.seconds
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"pairs_per_s": self.pairs_per_s, "tokens_per_s": self.tokens_per_s,
-                               "padding_efficiency": self.real_tokens / self.positions,
-                               "cpu_utilisation": self.cpu_seconds / self.seconds}
+        return asdict(self) | {
+            "pairs_per_s": self.pairs_per_s,
+            "tokens_per_s": self.tokens_per_s,
+            "padding_efficiency": self.real_tokens / self.positions,
+            "cpu_utilisation": self.cpu_seconds / self.seconds,
+        }
 
 
-def train_run(variant: Variant, size: str, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], steps: int,
-              warmup_steps: int, seed: int, max_length: int = MAX_LENGTH) -> TrainRun:
+def train_run(
+    variant: Variant,
+    size: str,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[Pair],
+    steps: int,
+    warmup_steps: int,
+    seed: int,
+    max_length: int = MAX_LENGTH,
+) -> TrainRun:
     """Fresh model and optimizer; ``warmup_steps`` untimed steps, then ``steps`` timed optimizer steps."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rss_before = current_rss_mb()
@@ -253,14 +309,28 @@ def train_run(variant: Variant, size: str, tokenizer: PreTrainedTokenizerBase, p
         positions += batch["input_ids"].numel()
         loss_positions += int((batch["labels"] != IGNORE_INDEX).sum())
     cpu_seconds = time.process_time() - cpu_started
-    return TrainRun(variant=variant.name, size=size, seed=seed, steps=steps, warmup_steps=warmup_steps,
-                    seconds=sum(step_seconds), warmup_seconds=warmup_seconds, pairs=n_pairs, real_tokens=real,
-                    positions=positions, loss_positions=loss_positions, step_seconds=step_seconds, cpu_seconds=cpu_seconds,
-                    final_loss=loss,
-                    attn_implementation=model.config._attn_implementation,
-                    n_parameters=sum(p.numel() for p in model.parameters()), torch_threads=torch.get_num_threads(),
-                    rss_before_mb=rss_before, peak_rss_mb=peak_rss_mb(),
-                    cuda_peak_mb=torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None)
+    return TrainRun(
+        variant=variant.name,
+        size=size,
+        seed=seed,
+        steps=steps,
+        warmup_steps=warmup_steps,
+        seconds=sum(step_seconds),
+        warmup_seconds=warmup_seconds,
+        pairs=n_pairs,
+        real_tokens=real,
+        positions=positions,
+        loss_positions=loss_positions,
+        step_seconds=step_seconds,
+        cpu_seconds=cpu_seconds,
+        final_loss=loss,
+        attn_implementation=model.config._attn_implementation,
+        n_parameters=sum(p.numel() for p in model.parameters()),
+        torch_threads=torch.get_num_threads(),
+        rss_before_mb=rss_before,
+        peak_rss_mb=peak_rss_mb(),
+        cuda_peak_mb=torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
+    )
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -272,8 +342,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def inference_latency(size: str, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], calls: int,
-                      warmup_calls: int, max_length: int = MAX_LENGTH, seed: int = 0) -> dict:
+def inference_latency(
+    size: str,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[Pair],
+    calls: int,
+    warmup_calls: int,
+    max_length: int = MAX_LENGTH,
+    seed: int = 0,
+) -> dict:
     """p50/p95 latency of Predictor.predict_nsp and .fill_mask (random weights, real sentences)."""
     model = build_model(size, tokenizer, VARIANTS["fast"], seed)
     predictor = Predictor(model, tokenizer, max_length)
@@ -306,8 +383,13 @@ def inference_latency(size: str, tokenizer: PreTrainedTokenizerBase, pairs: Sequ
             fns[k % len(fns)]()
             seconds.append(time.perf_counter() - t0)
         ms = [s * 1000 for s in seconds]
-        out[method] = {"p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95), "mean_ms": statistics.fmean(ms),
-                       "min_ms": min(ms), "max_ms": max(ms)}
+        out[method] = {
+            "p50_ms": percentile(ms, 50),
+            "p95_ms": percentile(ms, 95),
+            "mean_ms": statistics.fmean(ms),
+            "min_ms": min(ms),
+            "max_ms": max(ms),
+        }
     out["peak_rss_mb"] = peak_rss_mb()
     out["pid"] = os.getpid()
     return out

@@ -28,18 +28,21 @@ from helpers.report import first_above
 # The two profiles compared, as benchmarks/learning.py's variants (one place for what "previous" means).
 COMPARED = {"previous": "previous_default", "today": "default"}
 # The loop's parts: (module, attribute, label). Forward passes are split by the model's mode (training or measuring).
-PARTS = [("helpers.train", "measure", "measurement (held-out and seen pairs)"),
-         ("helpers.train", "save", "checkpoint saves"),
-         ("helpers.train", "epoch_loader", "each epoch's pairs drawn and tokenized"),
-         ("helpers.train", "log_step", "logging (step metrics, W&B)"),
-         ("helpers.train", "start_run", "setup (data, tokenizer, model, baselines)"),
-         ("helpers.train", "finish", "the end (final save, read-out)"),
-         ("transformers.data.data_collator", "DataCollatorForLanguageModeling.__call__", "batches padded and masked"),
-         ("accelerate", "Accelerator.backward", "backward"),
-         ("accelerate", "Accelerator.clip_grad_norm_", "gradient clipping"),
-         ("torch.optim", "AdamW.step", "optimizer step (fused AdamW)"),
-         ("torch.optim", "Optimizer.zero_grad", "zero_grad"),
-         ("tqdm", "tqdm.update", "progress bar"), ("tqdm", "tqdm.set_postfix", "progress bar")]
+PARTS = [
+    ("helpers.train", "measure", "measurement (held-out and seen pairs)"),
+    ("helpers.train", "save", "checkpoint saves"),
+    ("helpers.train", "epoch_loader", "each epoch's pairs drawn and tokenized"),
+    ("helpers.train", "log_step", "logging (step metrics, W&B)"),
+    ("helpers.train", "start_run", "setup (data, tokenizer, model, baselines)"),
+    ("helpers.train", "finish", "the end (final save, read-out)"),
+    ("transformers.data.data_collator", "DataCollatorForLanguageModeling.__call__", "batches padded and masked"),
+    ("accelerate", "Accelerator.backward", "backward"),
+    ("accelerate", "Accelerator.clip_grad_norm_", "gradient clipping"),
+    ("torch.optim", "AdamW.step", "optimizer step (fused AdamW)"),
+    ("torch.optim", "Optimizer.zero_grad", "zero_grad"),
+    ("tqdm", "tqdm.update", "progress bar"),
+    ("tqdm", "tqdm.set_postfix", "progress bar"),
+]
 
 
 class PartTimer:
@@ -77,8 +80,11 @@ class PartTimer:
             for step in path:
                 owner = getattr(owner, step)
             self.wrap(owner, name, label)
-        self.wrap(PretrainingModel, "forward", lambda model: "forward" if model.training else "measurement (held-out "
-                                                                                              "and seen pairs)")
+        self.wrap(
+            PretrainingModel,
+            "forward",
+            lambda model: "forward" if model.training else "measurement (held-out and seen pairs)",
+        )
 
 
 def train_timed(variant: str, seed: int, overrides: dict | None = None) -> dict[str, Any]:
@@ -102,47 +108,85 @@ def train_timed(variant: str, seed: int, overrides: dict | None = None) -> dict[
     parts["other (the loop's own Python, the scheduler)"] = wall - sum(parts.values())
     passed = first_above(result.epochs, result.baselines)
     peak = max(result.epochs, key=lambda row: row["mlm_accuracy_at_mask"])
-    return {"variant": variant, "seed": seed, "epochs": cfg.epochs, "torch_threads": torch.get_num_threads(),
-            "train_seconds": result.final["train_seconds"], "wall_seconds": wall, "parts": parts,
-            "baseline_neighbours": result.baselines["baseline_neighbours"],
-            "final": result.final["mlm_accuracy_at_mask"],
-            "seconds_to_neighbours": None if passed is None else passed["seconds"],
-            "epoch_to_neighbours": None if passed is None else passed["epoch"],
-            "peak": peak["mlm_accuracy_at_mask"], "seconds_to_peak": peak["seconds"], "epoch_of_peak": peak["epoch"],
-            "curve": [{k: row[k] for k in ("epoch", "seconds", "mlm_accuracy_at_mask")} for row in result.epochs]}
+    return {
+        "variant": variant,
+        "seed": seed,
+        "epochs": cfg.epochs,
+        "torch_threads": torch.get_num_threads(),
+        "train_seconds": result.final["train_seconds"],
+        "wall_seconds": wall,
+        "parts": parts,
+        "baseline_neighbours": result.baselines["baseline_neighbours"],
+        "final": result.final["mlm_accuracy_at_mask"],
+        "seconds_to_neighbours": None if passed is None else passed["seconds"],
+        "epoch_to_neighbours": None if passed is None else passed["epoch"],
+        "peak": peak["mlm_accuracy_at_mask"],
+        "seconds_to_peak": peak["seconds"],
+        "epoch_of_peak": peak["epoch"],
+        "curve": [{k: row[k] for k in ("epoch", "seconds", "mlm_accuracy_at_mask")} for row in result.epochs],
+    }
 
 
-def side_by_side(in_child: Callable[..., dict], repeats: int, seed: int = 42,
-                 overrides: dict | None = None) -> dict[str, Any]:
+def side_by_side(
+    in_child: Callable[..., dict], repeats: int, seed: int = 42, overrides: dict | None = None
+) -> dict[str, Any]:
     """Both profiles, interleaved repeat by repeat, each run in a fresh process; medians and every run."""
     runs: dict[str, list[dict]] = {label: [] for label in COMPARED}
     for repeat in range(repeats):
         for label, variant in COMPARED.items():
             run = in_child(train_timed, variant, seed, overrides)
             runs[label].append(run)
-            print(f"  time to quality, {label:<8} repeat {repeat + 1}: " + (f"FAILED {run['error']}" if "error" in run
-                  else f"{run['train_seconds']:6.1f} s of training, passes neighbour counting at "
-                       f"{run['seconds_to_neighbours']} s, peak {run['peak']:.4f} at {run['seconds_to_peak']} s"),
-                  flush=True)
-    summary = {label: summarise(good) for label, good in
-               ((label, [r for r in rs if "error" not in r]) for label, rs in runs.items()) if good}
+            print(
+                f"  time to quality, {label:<8} repeat {repeat + 1}: "
+                + (
+                    f"FAILED {run['error']}"
+                    if "error" in run
+                    else f"{run['train_seconds']:6.1f} s of training, passes neighbour counting at "
+                    f"{run['seconds_to_neighbours']} s, peak {run['peak']:.4f} at {run['seconds_to_peak']} s"
+                ),
+                flush=True,
+            )
+    summary = {
+        label: summarise(good)
+        for label, good in ((label, [r for r in rs if "error" not in r]) for label, rs in runs.items())
+        if good
+    }
     ratios = {}
     if len(summary) == len(COMPARED):
         for key in ("train_seconds", "seconds_to_neighbours", "seconds_to_peak"):
             before, after = summary["previous"][key], summary["today"][key]
             ratios[key] = after / before if before and after is not None else None
-    return {"compared": COMPARED, "seed": seed, "repeats": repeats, "runs": runs, "median": summary,
-            "today_over_previous": ratios}
+    return {
+        "compared": COMPARED,
+        "seed": seed,
+        "repeats": repeats,
+        "runs": runs,
+        "median": summary,
+        "today_over_previous": ratios,
+    }
 
 
 def summarise(runs: list[dict]) -> dict[str, Any]:
     """Medians over repeats (seconds to pass neighbour counting: None when a run never passed)."""
+
     def median(key: str) -> float | None:
         values = [run[key] for run in runs]
         return None if any(v is None for v in values) else statistics.median(values)
+
     parts = {part: statistics.median(run["parts"].get(part, 0.0) for run in runs) for part in runs[0]["parts"]}
-    return {key: median(key) for key in ("train_seconds", "wall_seconds", "seconds_to_neighbours", "seconds_to_peak",
-                                         "peak", "final", "epoch_to_neighbours", "epoch_of_peak")} | {"parts": parts}
+    return {
+        key: median(key)
+        for key in (
+            "train_seconds",
+            "wall_seconds",
+            "seconds_to_neighbours",
+            "seconds_to_peak",
+            "peak",
+            "final",
+            "epoch_to_neighbours",
+            "epoch_of_peak",
+        )
+    } | {"parts": parts}
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
@@ -150,7 +194,7 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)  # warm-up: threads started, memory touched
     best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def _seconds(fn: Callable[[], Any]) -> float:
@@ -171,8 +215,13 @@ def step_flops(steps: int = 60, warmup: int = 10, profile_overrides: dict | None
     cfg = get_profile("default", wandb="disabled", **(profile_overrides or {}))
     data = prepare_data(cfg)
     text = data.training_text(cfg)
-    loader = make_loader(MeditationsDataset.from_pairs(data.tokenizer, text.pairs, cfg.max_length), data.tokenizer,
-                         cfg, shuffle=True, seed=cfg.seed)
+    loader = make_loader(
+        MeditationsDataset.from_pairs(data.tokenizer, text.pairs, cfg.max_length),
+        data.tokenizer,
+        cfg,
+        shuffle=True,
+        seed=cfg.seed,
+    )
     batches = [batch for _, batch in zip(range(warmup + steps), loader)]
     model = PretrainingModel(load_model(cfg, data.tokenizer, text.unigram)).train()
     optimizer = make_optimizer(model, cfg)
@@ -192,11 +241,18 @@ def step_flops(steps: int = 60, warmup: int = 10, profile_overrides: dict | None
     flops = counter.get_total_flops()
     peak = matmul_peak()
     achieved = flops / seconds / 1e9
-    return {"steps": steps, "batch_size": cfg.batch_size, "seconds_per_step": seconds / steps,
-            "gflop_per_step": flops / steps / 1e9, "achieved_gflops": achieved, "matmul_peak_gflops": peak,
-            "share_of_peak": achieved / peak, "torch_threads": torch.get_num_threads(),
-            "counted": "matrix multiplies and attention of the forward and backward passes (torch's FlopCounterMode); "
-                       "the optimizer, LayerNorm, GELU and softmax are not counted"}
+    return {
+        "steps": steps,
+        "batch_size": cfg.batch_size,
+        "seconds_per_step": seconds / steps,
+        "gflop_per_step": flops / steps / 1e9,
+        "achieved_gflops": achieved,
+        "matmul_peak_gflops": peak,
+        "share_of_peak": achieved / peak,
+        "torch_threads": torch.get_num_threads(),
+        "counted": "matrix multiplies and attention of the forward and backward passes (torch's FlopCounterMode); "
+        "the optimizer, LayerNorm, GELU and softmax are not counted",
+    }
 
 
 def format_tables(ttq: dict[str, Any], flops: dict[str, Any] | None) -> str:
@@ -204,26 +260,34 @@ def format_tables(ttq: dict[str, Any], flops: dict[str, Any] | None) -> str:
     prev, today = ttq["median"]["previous"], ttq["median"]["today"]
     ratio = ttq["today_over_previous"]
     fmt = lambda v, unit=" s": "never" if v is None else f"{v:.1f}{unit}"  # noqa: E731
-    lines = ["| | previous default | today's default | today / previous |", "|---|---|---|---|",
-             f"| training seconds | {fmt(prev['train_seconds'])} | {fmt(today['train_seconds'])} | "
-             f"{ratio.get('train_seconds') or 0:.2f} |",
-             f"| seconds to pass neighbour counting (epoch) | {fmt(prev['seconds_to_neighbours'])} "
-             f"({prev['epoch_to_neighbours']}) | {fmt(today['seconds_to_neighbours'])} ({today['epoch_to_neighbours']}) | "
-             + (f"{ratio['seconds_to_neighbours']:.2f} |" if ratio.get("seconds_to_neighbours") else "– |"),
-             f"| seconds to the peak (epoch) | {fmt(prev['seconds_to_peak'])} ({prev['epoch_of_peak']}) | "
-             f"{fmt(today['seconds_to_peak'])} ({today['epoch_of_peak']}) | {ratio.get('seconds_to_peak') or 0:.2f} |",
-             f"| peak held-out MLM at [MASK] | {prev['peak']:.4f} | {today['peak']:.4f} | |",
-             f"| final held-out MLM at [MASK] | {prev['final']:.4f} | {today['final']:.4f} | |", "",
-             "| where the seconds go | previous default | today's default |", "|---|---|---|"]
+    lines = [
+        "| | previous default | today's default | today / previous |",
+        "|---|---|---|---|",
+        f"| training seconds | {fmt(prev['train_seconds'])} | {fmt(today['train_seconds'])} | "
+        f"{ratio.get('train_seconds') or 0:.2f} |",
+        f"| seconds to pass neighbour counting (epoch) | {fmt(prev['seconds_to_neighbours'])} "
+        f"({prev['epoch_to_neighbours']}) | {fmt(today['seconds_to_neighbours'])} ({today['epoch_to_neighbours']}) | "
+        + (f"{ratio['seconds_to_neighbours']:.2f} |" if ratio.get("seconds_to_neighbours") else "– |"),
+        f"| seconds to the peak (epoch) | {fmt(prev['seconds_to_peak'])} ({prev['epoch_of_peak']}) | "
+        f"{fmt(today['seconds_to_peak'])} ({today['epoch_of_peak']}) | {ratio.get('seconds_to_peak') or 0:.2f} |",
+        f"| peak held-out MLM at [MASK] | {prev['peak']:.4f} | {today['peak']:.4f} | |",
+        f"| final held-out MLM at [MASK] | {prev['final']:.4f} | {today['final']:.4f} | |",
+        "",
+        "| where the seconds go | previous default | today's default |",
+        "|---|---|---|",
+    ]
     for part in sorted(prev["parts"], key=prev["parts"].get, reverse=True):
         share = lambda s: f"{s['parts'].get(part, 0.0):.1f} s ({s['parts'].get(part, 0.0) / s['wall_seconds']:.0%})"  # noqa: E731
         lines.append(f"| {part} | {share(prev)} | {share(today)} |")
     lines.append(f"| all of train() | {prev['wall_seconds']:.1f} s | {today['wall_seconds']:.1f} s |")
     if flops:
-        lines += ["", f"The default's training step: {flops['gflop_per_step']:.2f} GFLOP in "
-                      f"{1000 * flops['seconds_per_step']:.1f} ms = {flops['achieved_gflops']:.0f} GFLOP/s, "
-                      f"{flops['share_of_peak']:.0%} of this machine's fp32 matrix-multiply peak "
-                      f"({flops['matmul_peak_gflops']:.0f} GFLOP/s, 2048 x 2048, {flops['torch_threads']} threads)."]
+        lines += [
+            "",
+            f"The default's training step: {flops['gflop_per_step']:.2f} GFLOP in "
+            f"{1000 * flops['seconds_per_step']:.1f} ms = {flops['achieved_gflops']:.0f} GFLOP/s, "
+            f"{flops['share_of_peak']:.0%} of this machine's fp32 matrix-multiply peak "
+            f"({flops['matmul_peak_gflops']:.0f} GFLOP/s, 2048 x 2048, {flops['torch_threads']} threads).",
+        ]
     return "\n".join(lines)
 
 

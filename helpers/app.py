@@ -14,26 +14,32 @@ import os
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import io  # noqa: E402
-import ipaddress  # noqa: E402
-import re  # noqa: E402
-import socket  # noqa: E402
-import sys  # noqa: E402
-import traceback  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import contextlib
+import io
+import ipaddress
+import re
+import socket
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
 
-import gradio as gr  # noqa: E402
+import gradio as gr
 
-from helpers.checkpoint import CheckpointError, read_json  # noqa: E402
-from helpers.config import ROOT, Config  # noqa: E402
-from helpers.corpus import ENV_VAR, default_path  # noqa: E402
-from helpers.pairs import IS_NEXT, IS_RANDOM, LABEL_NAMES, build_bag  # noqa: E402
-from helpers.report import accuracy_beside, compared_accuracies, nsp_in_words  # noqa: E402
-from helpers.serving import (FillMaskResult, InferenceError, NSPResult, Predictor, first_line,  # noqa: E402
-                             strip_special_tokens)
+from helpers.checkpoint import CheckpointError, read_json
+from helpers.config import ROOT, Config
+from helpers.corpus import ENV_VAR, default_path
+from helpers.pairs import IS_NEXT, IS_RANDOM, LABEL_NAMES, build_bag
+from helpers.report import accuracy_beside, compared_accuracies, nsp_in_words
+from helpers.serving import (
+    FillMaskResult,
+    InferenceError,
+    NSPResult,
+    Predictor,
+    first_line,
+    strip_special_tokens,
+)
 
 TITLE = "BERT pretrained on Marcus Aurelius' Meditations"
 MAX_TOP_K = 20
@@ -43,14 +49,22 @@ FILL_HEADERS = ["mask", "rank", "token", "probability"]
 
 # Used when the corpus is not on this machine (or the checkpoint has no profile). Written for this demo.
 BUILTIN_PAIRS = [
-    ("Each morning I tell myself that the day will bring rude and ungrateful people.",
-     "Yet none of them can harm me, for none can make me do wrong.", IS_NEXT),
-    ("The river of time carries everything away.",
-     "Lettuce grows best in cool weather and moist soil.", IS_RANDOM),
-    ("Do not act as if you will live ten thousand years.",
-     "Death hangs over you; while you live, while it is in your power, be good.", IS_NEXT),
-    ("Look within, for within is the fountain of good.",
-     "The emperor reviewed the legions on the frontier before winter came.", IS_RANDOM),
+    (
+        "Each morning I tell myself that the day will bring rude and ungrateful people.",
+        "Yet none of them can harm me, for none can make me do wrong.",
+        IS_NEXT,
+    ),
+    ("The river of time carries everything away.", "Lettuce grows best in cool weather and moist soil.", IS_RANDOM),
+    (
+        "Do not act as if you will live ten thousand years.",
+        "Death hangs over you; while you live, while it is in your power, be good.",
+        IS_NEXT,
+    ),
+    (
+        "Look within, for within is the fountain of good.",
+        "The emperor reviewed the legions on the frontier before winter came.",
+        IS_RANDOM,
+    ),
 ]
 BUILTIN_MASKS = [
     "The [MASK] of a man is the work of his reason.",
@@ -97,13 +111,16 @@ def _mask_one_word(sentence: str, tokenizer, skip: int = 0) -> str | None:
     if len(words) <= skip:
         return None
     m = words[skip]
-    return sentence[:m.start()] + tokenizer.mask_token + sentence[m.end():]
+    return sentence[: m.start()] + tokenizer.mask_token + sentence[m.end() :]
 
 
 def held_out_examples(folder: Path, cfg: Config | None, tokenizer, n_pairs: int = 6, n_masks: int = 4) -> Examples:
     """Examples from the checkpoint's validation split of the corpus, else the built-in ones."""
-    builtin = Examples([[a, b, f"built-in example: {LABEL_NAMES[label]}"] for a, b, label in BUILTIN_PAIRS],
-                       [[text, 5] for text in BUILTIN_MASKS], "built-in (the corpus or the profile is not available)")
+    builtin = Examples(
+        [[a, b, f"built-in example: {LABEL_NAMES[label]}"] for a, b, label in BUILTIN_PAIRS],
+        [[text, 5] for text in BUILTIN_MASKS],
+        "built-in (the corpus or the profile is not available)",
+    )
     if cfg is None:
         return builtin
     corpus = cfg.corpus or os.environ.get(ENV_VAR) or str(default_path())
@@ -111,6 +128,7 @@ def held_out_examples(folder: Path, cfg: Config | None, tokenizer, n_pairs: int 
         return builtin
     try:
         from helpers.dataset import prepare_data
+
         # The checkpoint's tokenizer is passed in, so nothing is trained here: this only splits the text.
         data = prepare_data(cfg, tokenizer=tokenizer)
     except Exception:  # noqa: BLE001 - a changed or foreign corpus just means no held-out examples
@@ -118,7 +136,7 @@ def held_out_examples(folder: Path, cfg: Config | None, tokenizer, n_pairs: int 
     short = [p for p in data.val_pairs if len(p.sentence_a) <= 160 and len(p.sentence_b) <= 160]
     follows = [p for p in short if p.next_sentence_label == IS_NEXT][: (n_pairs + 1) // 2]
     random_ = [p for p in short if p.next_sentence_label == IS_RANDOM][: n_pairs // 2]
-    pairs = [p for both in zip(follows, random_) for p in both] + follows[len(random_):] + random_[len(follows):]
+    pairs = [p for both in zip(follows, random_) for p in both] + follows[len(random_) :] + random_[len(follows) :]
     sentences = [s for s in build_bag(data.val_sentences) if 40 <= len(s) <= 140]
     masks = []
     for number, sentence in enumerate(sentences):
@@ -131,8 +149,11 @@ def held_out_examples(folder: Path, cfg: Config | None, tokenizer, n_pairs: int 
             break
     if not pairs:
         return builtin
-    return Examples([[p.sentence_a, p.sentence_b, _truth(p.next_sentence_label)] for p in pairs],
-                    masks or builtin.masks, f"held-out validation paragraphs of {Path(corpus).name}")
+    return Examples(
+        [[p.sentence_a, p.sentence_b, _truth(p.next_sentence_label)] for p in pairs],
+        masks or builtin.masks,
+        f"held-out validation paragraphs of {Path(corpus).name}",
+    )
 
 
 def _display_path(folder: Path) -> str:
@@ -152,8 +173,9 @@ def validation_markdown(final: dict) -> str:
     """The held-out metrics, each accuracy beside the counting baselines it has to beat."""
     parts = [accuracy_beside(row) for row in compared_accuracies(final, parts=False)]  # the split is in metrics.json
     extra = [("MLM perplexity", "mlm_perplexity", "{:,.1f}"), ("NSP loss", "nsp_loss", "{:.3f}")]
-    parts += [f"{name} {fmt.format(final[key])}" for name, key, fmt in extra
-              if isinstance(final.get(key), (int, float))]
+    parts += [
+        f"{name} {fmt.format(final[key])}" for name, key, fmt in extra if isinstance(final.get(key), (int, float))
+    ]
     if not parts:
         return "**Validation** no metrics.json in this folder"
     return "**Validation** (held-out paragraphs) " + " · ".join(parts)
@@ -162,11 +184,16 @@ def validation_markdown(final: dict) -> str:
 def checkpoint_summary(folder: Path, predictor: Predictor, cfg: Config | None, examples: Examples) -> str:
     """The panel's Markdown: which checkpoint, its profile and its validation metrics."""
     model = predictor.model.config
-    lines = [f"**Checkpoint** `{_display_path(folder)}` · "
-             + (f"profile **{cfg.profile}** (model source `{cfg.model}`)" if cfg else
-                "no profile.json (a BERT not trained by this repository)")
-             + f" · {model.num_hidden_layers} layers × {model.hidden_size} hidden, {model.vocab_size:,}-token vocabulary"
-             + f" · reads up to {predictor.max_length} tokens"]
+    lines = [
+        f"**Checkpoint** `{_display_path(folder)}` · "
+        + (
+            f"profile **{cfg.profile}** (model source `{cfg.model}`)"
+            if cfg
+            else "no profile.json (a BERT not trained by this repository)"
+        )
+        + f" · {model.num_hidden_layers} layers × {model.hidden_size} hidden, {model.vocab_size:,}-token vocabulary"
+        + f" · reads up to {predictor.max_length} tokens"
+    ]
     lines.append(validation_markdown(saved_final(folder)))
     lines.append(f"**Examples** {examples.source}")
     return "  \n".join(lines)
@@ -188,7 +215,7 @@ def _escape_line_start(line: str) -> str:
     if match.group(2).isdigit():  # "1. text" would become a list: escape the dot instead
         end = match.end()
         return line[:end] + "\\" + line[end:]
-    return line[:match.start(2)] + "\\" + line[match.start(2):]
+    return line[: match.start(2)] + "\\" + line[match.start(2) :]
 
 
 def _notes(notes: list[str]) -> str:
@@ -211,22 +238,30 @@ def fill_markdown(text: str, result: FillMaskResult, mask_token: str) -> str:
     pieces = text.split(mask_token)
     out = _escape(pieces[0])
     for number, piece in enumerate(pieces[1:]):
-        guess = (f"**{_escape(result.predictions[number][0][0])}**" if number < len(result.predictions)
-                 else _escape(mask_token))
+        guess = (
+            f"**{_escape(result.predictions[number][0][0])}**"
+            if number < len(result.predictions)
+            else _escape(mask_token)
+        )
         out += guess + _escape(piece)
     count = len(result.predictions)
-    return (f"### Best guess for {count} mask{'s' if count != 1 else ''}\n> {_escape_line_start(' '.join(out.split()))}"
-            f"{_notes(result.notes)}")
+    return (
+        f"### Best guess for {count} mask{'s' if count != 1 else ''}\n> {_escape_line_start(' '.join(out.split()))}"
+        f"{_notes(result.notes)}"
+    )
 
 
 def _failure(err: BaseException) -> str:
     traceback.print_exception(err, file=sys.stderr)  # the details stay in the server's log
-    return (f"**The model failed on this input ({type(err).__name__}).** The app is still running; "
-            f"try shorter or different text.")
+    return (
+        f"**The model failed on this input ({type(err).__name__}).** The app is still running; "
+        f"try shorter or different text."
+    )
 
 
 def nsp_handler(predictor: Predictor, accuracy_note: str):
     """The NSP tab's batched function: several pairs from several users go through the model in one pass."""
+
     def next_sentence(firsts: list[str], seconds: list[str]) -> tuple[list, list]:
         try:
             results = predictor.predict_nsp_batch(list(zip(firsts, seconds)), errors="return")
@@ -241,6 +276,7 @@ def nsp_handler(predictor: Predictor, accuracy_note: str):
                 labels.append(result.probabilities)
                 verdicts.append(verdict_markdown(result, accuracy_note))
         return labels, verdicts
+
     return next_sentence
 
 
@@ -267,17 +303,24 @@ def fill_handler(predictor: Predictor):
                 continue
             text, _ = strip_special_tokens(text, tok)  # shown as the model read it
             shown.append(fill_markdown(text, result, tok.mask_token))
-            tables.append([[number + 1, rank + 1, token, round(p, 6)]
-                           for number, options in enumerate(result.predictions)
-                           for rank, (token, p) in enumerate(options[:k])])
+            tables.append(
+                [
+                    [number + 1, rank + 1, token, round(p, 6)]
+                    for number, options in enumerate(result.predictions)
+                    for rank, (token, p) in enumerate(options[:k])
+                ]
+            )
         return shown, tables
+
     return fill
 
 
 def _nsp_tab(examples: Examples) -> tuple[gr.Textbox, gr.Textbox, gr.Textbox, gr.Button, gr.Label, gr.Markdown]:
     """The NSP tab's components (inside an open ``gr.Blocks``)."""
-    gr.Markdown("Does sentence B come right after sentence A in the text, or was it drawn at random from "
-                "elsewhere? This is the Next Sentence Prediction head reading `[CLS] A [SEP] B [SEP]`.")
+    gr.Markdown(
+        "Does sentence B come right after sentence A in the text, or was it drawn at random from "
+        "elsewhere? This is the Next Sentence Prediction head reading `[CLS] A [SEP] B [SEP]`."
+    )
     with gr.Row():
         with gr.Column():
             first = gr.Textbox(label="Sentence A", lines=2, max_lines=6, elem_id="sentence-a")
@@ -285,18 +328,23 @@ def _nsp_tab(examples: Examples) -> tuple[gr.Textbox, gr.Textbox, gr.Textbox, gr
             truth = gr.Textbox(label="Label in the data (examples only)", interactive=False, elem_id="truth")
             button = gr.Button("Does B follow A?", variant="primary", elem_id="nsp-button")
         with gr.Column():
-            probabilities = gr.Label(label="Probabilities", num_top_classes=2, show_heading=False,
-                                     elem_id="nsp-label")
+            probabilities = gr.Label(label="Probabilities", num_top_classes=2, show_heading=False, elem_id="nsp-label")
             verdict = gr.Markdown(elem_id="nsp-verdict", elem_classes=["verdict"])
-    gr.Examples(examples.pairs, inputs=[first, second, truth], label="Examples (click one, then the button)",
-                cache_examples=False)
+    gr.Examples(
+        examples.pairs,
+        inputs=[first, second, truth],
+        label="Examples (click one, then the button)",
+        cache_examples=False,
+    )
     return first, second, truth, button, probabilities, verdict
 
 
 def _fill_tab(examples: Examples, mask: str) -> tuple[gr.Textbox, gr.Slider, gr.Button, gr.Markdown, gr.Dataframe]:
     """The fill-mask tab's components (inside an open ``gr.Blocks``)."""
-    gr.Markdown(f"Put {mask} where a word is missing; the masked-language-model head guesses it. "
-                f"Several {mask}s are filled in one pass, each on its own.")
+    gr.Markdown(
+        f"Put {mask} where a word is missing; the masked-language-model head guesses it. "
+        f"Several {mask}s are filled in one pass, each on its own."
+    )
     with gr.Row():
         with gr.Column():
             text = gr.Textbox(label="Text", lines=3, max_lines=8, value=f"The {mask} is short.", elem_id="mask-text")
@@ -304,37 +352,67 @@ def _fill_tab(examples: Examples, mask: str) -> tuple[gr.Textbox, gr.Slider, gr.
             button = gr.Button("Fill the mask", variant="primary", elem_id="fill-button")
         with gr.Column():
             filled = gr.Markdown(elem_id="fill-text")
-            table = gr.Dataframe(headers=FILL_HEADERS, datatype=["number", "number", "str", "number"],
-                                 interactive=False, label="Top-k per mask", elem_id="fill-table")
-    gr.Examples(examples.masks, inputs=[text, top_k], label="Examples (held-out sentences with a word masked)",
-                cache_examples=False)
+            table = gr.Dataframe(
+                headers=FILL_HEADERS,
+                datatype=["number", "number", "str", "number"],
+                interactive=False,
+                label="Top-k per mask",
+                elem_id="fill-table",
+            )
+    gr.Examples(
+        examples.masks,
+        inputs=[text, top_k],
+        label="Examples (held-out sentences with a word masked)",
+        cache_examples=False,
+    )
     return text, top_k, button, filled, table
 
 
-def build_demo(checkpoint: str | os.PathLike, max_length: int | None = None, concurrency_limit: int = 1,
-               max_queue: int = 256, max_batch_size: int = 16) -> gr.Blocks:
+def build_demo(
+    checkpoint: str | os.PathLike,
+    max_length: int | None = None,
+    concurrency_limit: int = 1,
+    max_queue: int = 256,
+    max_batch_size: int = 16,
+) -> gr.Blocks:
     """The whole demo from one checkpoint folder; raises CheckpointError with one sentence if it is unusable."""
     folder = Path(checkpoint).expanduser()
     predictor = Predictor.from_checkpoint(folder, max_length)
     cfg = _saved_config(folder)
     examples = held_out_examples(folder, cfg, predictor.tokenizer)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
-        gr.Markdown(f"## {TITLE}\nA small BERT trained with both of its pretraining objectives. "
-                    f"Try the two tasks it learned below.")
+        gr.Markdown(
+            f"## {TITLE}\nA small BERT trained with both of its pretraining objectives. "
+            f"Try the two tasks it learned below."
+        )
         gr.Markdown(checkpoint_summary(folder, predictor, cfg, examples), elem_id="checkpoint-info")
         with gr.Tab("Next sentence"):
             first, second, truth, nsp_button, probabilities, verdict = _nsp_tab(examples)
         with gr.Tab("Fill the mask"):
             text, top_k, fill_button, filled, table = _fill_tab(examples, predictor.tokenizer.mask_token)
         # One worker ("model") serves both tabs, each call on a batch of queued requests.
-        gr.on([nsp_button.click, first.submit, second.submit], nsp_handler(predictor, nsp_in_words(saved_final(folder))),
-              inputs=[first, second], outputs=[probabilities, verdict], api_name="nsp", batch=True,
-              max_batch_size=max_batch_size, concurrency_id="model")
-        gr.on([fill_button.click, text.submit], fill_handler(predictor), inputs=[text, top_k], outputs=[filled, table],
-              api_name="fill_mask", batch=True, max_batch_size=max_batch_size, concurrency_id="model")
+        gr.on(
+            [nsp_button.click, first.submit, second.submit],
+            nsp_handler(predictor, nsp_in_words(saved_final(folder))),
+            inputs=[first, second],
+            outputs=[probabilities, verdict],
+            api_name="nsp",
+            batch=True,
+            max_batch_size=max_batch_size,
+            concurrency_id="model",
+        )
+        gr.on(
+            [fill_button.click, text.submit],
+            fill_handler(predictor),
+            inputs=[text, top_k],
+            outputs=[filled, table],
+            api_name="fill_mask",
+            batch=True,
+            max_batch_size=max_batch_size,
+            concurrency_id="model",
+        )
         # Typing a new pair makes the example's label stale: clear it in the browser, no server call.
-        gr.on([first.input, second.input], None, outputs=truth, js="() => ''", queue=False,
-              api_visibility="private")
+        gr.on([first.input, second.input], None, outputs=truth, js="() => ''", queue=False, api_visibility="private")
 
     demo.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue)
     demo.predictor = predictor  # for notebooks and tests: the same model the page uses
@@ -346,19 +424,31 @@ class ServeError(RuntimeError):
     """The demo could not start listening; the message says what to change."""
 
 
-def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
-          inline: bool | None = None) -> str:
+def serve(
+    demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False, inline: bool | None = None
+) -> str:
     """Start ``demo`` without blocking and return its local URL; ``port=None`` or 0 picks a free port.
 
     Stop it with ``demo.close()``; in a notebook, ``inline`` (default: auto) shows it in the output cell.
     """
     port = port or free_port(host)
     try:
-        demo.launch(server_name=host, server_port=port, share=share, inline=inline, prevent_thread_lock=True,
-                    quiet=True, show_error=False, ssr_mode=False, theme=THEME, css=CSS)
+        demo.launch(
+            server_name=host,
+            server_port=port,
+            share=share,
+            inline=inline,
+            prevent_thread_lock=True,
+            quiet=True,
+            show_error=False,
+            ssr_mode=False,
+            theme=THEME,
+            css=CSS,
+        )
     except OSError as err:
-        raise ServeError(f"Could not listen on {host}:{port} ({first_line(err)}); pass another --port, "
-                         f"or --port 0 for any free one.") from None
+        raise ServeError(
+            f"Could not listen on {host}:{port} ({first_line(err)}); pass another --port, or --port 0 for any free one."
+        ) from None
     return demo.local_url
 
 
@@ -378,10 +468,12 @@ def is_loopback(host: str) -> bool:
 def add_serve_options(parser: argparse.ArgumentParser) -> None:
     """--port, --host and --share, shared with helpers.main."""
     parser.add_argument("--port", type=int, default=7860, help="port to listen on (0: any free port)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on; the default serves this machine only")
-    parser.add_argument("--share", action="store_true",
-                        help="also make a public link through Gradio's share servers (off by default)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on; the default serves this machine only"
+    )
+    parser.add_argument(
+        "--share", action="store_true", help="also make a public link through Gradio's share servers (off by default)"
+    )
 
 
 def run_server(demo: gr.Blocks, host: str, port: int, share: bool) -> int:
@@ -409,13 +501,19 @@ def run_server(demo: gr.Blocks, host: str, port: int, share: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Serve the demo of a trained checkpoint: Next Sentence "
-                                                 "Prediction and fill-mask.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, type=Path,
-                        help="folder of a BertForPreTraining checkpoint (e.g. runs/default)")
-    parser.add_argument("--max-length", type=int, default=None,
-                        help="tokens read per input (default: the profile's, else the model's limit)")
+    parser = argparse.ArgumentParser(
+        description="Serve the demo of a trained checkpoint: Next Sentence Prediction and fill-mask.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, type=Path, help="folder of a BertForPreTraining checkpoint (e.g. runs/default)"
+    )
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="tokens read per input (default: the profile's, else the model's limit)",
+    )
     add_serve_options(parser)
     args = parser.parse_args(argv)
     if args.max_length is not None and args.max_length < 8:
@@ -428,15 +526,25 @@ def main(argv: list[str] | None = None) -> int:
     return run_server(demo, args.host, args.port, args.share)
 
 
-
 # Pictures of the running demo, taken by a real headless Chromium through Playwright (notebook 06, the browser test).
 
 # No request outside the demo's own address: no sync, updates, translation, QUIC or background traffic.
 # Playwright's launch() starts every browser with a fresh temporary profile (user data dir) of its own.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--disable-default-apps", "--disable-extensions",
-                 "--metrics-recording-only", "--disable-features=Translate,OptimizationHints,MediaRouter"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--metrics-recording-only",
+    "--disable-features=Translate,OptimizationHints,MediaRouter",
+]
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 VIEWPORT = {"width": 1280, "height": 900}
 # True once no output of the page is waiting for the server.
@@ -472,8 +580,9 @@ def chromium_page(playwright, url: str, timeout_s: float = 60.0, on_request=None
 
 def _answer_of(page, selector: str, ready: str = "true") -> str:
     """The text at ``selector`` once the page is idle, the text is there and ``ready`` (JavaScript) holds."""
-    page.wait_for_function(f"(s) => {PAGE_IDLE} && document.querySelector(s)?.innerText.trim() && ({ready})",
-                           arg=selector)
+    page.wait_for_function(
+        f"(s) => {PAGE_IDLE} && document.querySelector(s)?.innerText.trim() && ({ready})", arg=selector
+    )
     return page.locator(selector).inner_text()
 
 
@@ -507,8 +616,9 @@ class DemoPicture:
         return self.png
 
 
-def _take_screenshots(url: str, sentence_a: str, sentence_b: str, mask_text: str,
-                      timeout_s: float) -> dict[str, DemoPicture]:
+def _take_screenshots(
+    url: str, sentence_a: str, sentence_b: str, mask_text: str, timeout_s: float
+) -> dict[str, DemoPicture]:
     """The two tabs, each pictured once its answer is shown; runs in a thread where no asyncio loop is running."""
     from playwright.sync_api import sync_playwright
 
@@ -520,16 +630,24 @@ def _take_screenshots(url: str, sentence_a: str, sentence_b: str, mask_text: str
     return pictures
 
 
-def screenshot_demo(url: str, sentence_a: str = BUILTIN_PAIRS[0][0], sentence_b: str = BUILTIN_PAIRS[0][1],
-                    mask_text: str = BUILTIN_MASKS[0], timeout_s: float = 60.0) -> dict[str, DemoPicture]:
+def screenshot_demo(
+    url: str,
+    sentence_a: str = BUILTIN_PAIRS[0][0],
+    sentence_b: str = BUILTIN_PAIRS[0][1],
+    mask_text: str = BUILTIN_MASKS[0],
+    timeout_s: float = 60.0,
+) -> dict[str, DemoPicture]:
     """Both tabs of the served demo pictured with an answer, by tab name; raises ScreenshotError (one sentence)."""
     from concurrent.futures import ThreadPoolExecutor
+
     try:
         import playwright.sync_api as sync_api
     except ImportError:
-        raise ScreenshotError("The playwright package is not installed, so no picture of the demo was taken: "
-                              "`pip install playwright` and install Chromium (apt-get install chromium, or "
-                              "`playwright install chromium`).") from None
+        raise ScreenshotError(
+            "The playwright package is not installed, so no picture of the demo was taken: "
+            "`pip install playwright` and install Chromium (apt-get install chromium, or "
+            "`playwright install chromium`)."
+        ) from None
     # Inside Jupyter the kernel's thread runs an asyncio loop, and Playwright's sync API refuses such a thread:
     # the browser is driven from a worker thread of its own (the same everywhere, so one path is tested).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="screenshot") as pool:
@@ -537,11 +655,13 @@ def screenshot_demo(url: str, sentence_a: str = BUILTIN_PAIRS[0][0], sentence_b:
             return pool.submit(_take_screenshots, url, sentence_a, sentence_b, mask_text, timeout_s).result()
         except (sync_api.Error, OSError) as err:
             if find_chromium() is None and "Executable doesn't exist" in str(err):
-                advice = ("no Chromium was found; install it (apt-get install chromium, or "
-                          "`playwright install chromium`)")
+                advice = (
+                    "no Chromium was found; install it (apt-get install chromium, or `playwright install chromium`)"
+                )
             else:
                 advice = f"{first_line(err)[:200]}; check that the demo is still served at {url}"
             raise ScreenshotError(f"No picture of the demo was taken because {advice}.") from None
+
 
 if __name__ == "__main__":
     try:

@@ -41,8 +41,12 @@ class Accuracy:
 
 ACCURACIES = (
     Accuracy("mlm_accuracy_at_mask", "MLM accuracy at [MASK]", "mlm"),
-    Accuracy("mlm_accuracy_frequent", f"MLM accuracy at [MASK], the {FREQUENT_TOKENS} most frequent tokens", "mlm",
-             "frequent"),
+    Accuracy(
+        "mlm_accuracy_frequent",
+        f"MLM accuracy at [MASK], the {FREQUENT_TOKENS} most frequent tokens",
+        "mlm",
+        "frequent",
+    ),
     Accuracy("mlm_accuracy_rest", "MLM accuracy at [MASK], the other tokens", "mlm", "rest"),
     Accuracy("nsp_accuracy", "NSP accuracy", "nsp"),
 )
@@ -213,18 +217,40 @@ class OverlapBaseline:
 # The one table. Adding a baseline: a class above (a MaskGuess for MLM, or one with score(pairs) for NSP) and an
 # entry here; every place that shows a baseline reads this.
 BASELINES = (
-    Baseline("unigram", "unigram", "always guesses the most frequent training token", "mlm", "tab:blue", "--",
-             count=UnigramGuess),
-    Baseline("neighbours", "neighbour counting", "guesses the token seen most often between the same left and right "
-             "neighbours in the training text", "mlm", "tab:cyan", "--", count=NeighbourGuess),
-    Baseline("word_overlap", "word overlap", "says \"B follows A\" when A and B share enough content words", "nsp",
-             "tab:orange", "--", count=OverlapBaseline),
+    Baseline(
+        "unigram",
+        "unigram",
+        "always guesses the most frequent training token",
+        "mlm",
+        "tab:blue",
+        "--",
+        count=UnigramGuess,
+    ),
+    Baseline(
+        "neighbours",
+        "neighbour counting",
+        "guesses the token seen most often between the same left and right neighbours in the training text",
+        "mlm",
+        "tab:cyan",
+        "--",
+        count=NeighbourGuess,
+    ),
+    Baseline(
+        "word_overlap",
+        "word overlap",
+        'says "B follows A" when A and B share enough content words',
+        "nsp",
+        "tab:orange",
+        "--",
+        count=OverlapBaseline,
+    ),
     Baseline("chance", "chance", "is a coin flip", "nsp", "black", ":", chance=0.5),  # half the pairs are true
 )
 
 
-def count_baselines(text: TrainingText, batches: Sequence[dict[str, torch.Tensor]],
-                    pairs: Sequence[Pair]) -> dict[str, float]:
+def count_baselines(
+    text: TrainingText, batches: Sequence[dict[str, torch.Tensor]], pairs: Sequence[Pair]
+) -> dict[str, float]:
     """Every counted baseline, fitted on ``text``, scored on the validation ``batches`` and ``pairs``, by its key."""
     values = {}
     for baseline in BASELINES:

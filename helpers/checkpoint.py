@@ -85,16 +85,20 @@ def verify_files(folder: str | os.PathLike) -> None:
     folder = Path(folder)
     marker = read_json(folder / MARKER)
     if marker is None:
-        raise CheckpointError(f"{folder / MARKER} is unreadable, so the checkpoint is damaged; resume from another "
-                              f"checkpoint or start again.")
+        raise CheckpointError(
+            f"{folder / MARKER} is unreadable, so the checkpoint is damaged; resume from another "
+            f"checkpoint or start again."
+        )
     recorded = marker.get("sha256") or {}
     for name, digest in sorted(recorded.items()):
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"{path} is missing from the checkpoint; restore a copy or start again.")
         if sha256_of(path) != digest:
-            raise CheckpointError(f"{path} is damaged (its sha256 differs from the one recorded when it was saved); "
-                                  f"restore a copy or start again.")
+            raise CheckpointError(
+                f"{path} is damaged (its sha256 differs from the one recorded when it was saved); "
+                f"restore a copy or start again."
+            )
 
 
 def _portable(path: str | None) -> str | None:
@@ -118,11 +122,15 @@ def check_output_dir(folder: str | os.PathLike, overwrite: bool = False, option:
     # helpers.train (--output) can resume or overwrite; helpers.main (--checkpoint) serves a finished
     # checkpoint and trains only into an empty folder, so it has only the other folder to suggest.
     if option != "--output":
-        raise CheckpointError(f"{folder} holds files but no finished checkpoint; pass another {option} folder, "
-                              f"or empty this one to train there.")
+        raise CheckpointError(
+            f"{folder} holds files but no finished checkpoint; pass another {option} folder, "
+            f"or empty this one to train there."
+        )
     what = "a checkpoint" if is_checkpoint(folder) else "other files"
-    raise CheckpointError(f"--output {folder} already holds {what}; pass --resume {folder} to continue it, "
-                          f"--overwrite to replace it, or choose another folder.")
+    raise CheckpointError(
+        f"--output {folder} already holds {what}; pass --resume {folder} to continue it, "
+        f"--overwrite to replace it, or choose another folder."
+    )
 
 
 @contextmanager
@@ -144,8 +152,10 @@ def run_lock(folder: str | os.PathLike) -> Iterator[Path]:
             handle.seek(0)
             pid = handle.read().strip() or "unknown"
             handle.close()
-            raise CheckpointError(f"{folder} is being written by a training run that is still going (pid {pid}); "
-                                  f"wait for it to finish, stop it, or choose another --output.") from None
+            raise CheckpointError(
+                f"{folder} is being written by a training run that is still going (pid {pid}); "
+                f"wait for it to finish, stop it, or choose another --output."
+            ) from None
         # The holder before us removes the file as it lets go: a lock on that removed file guards nothing.
         try:
             if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
@@ -167,9 +177,11 @@ def run_lock(folder: str | os.PathLike) -> Iterator[Path]:
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states in a form ``torch.load(weights_only=True)`` accepts."""
     np_state = np.random.get_state()
-    state = {"python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
-             "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -217,23 +229,43 @@ class Resume:
 
     def state(self) -> dict[str, Any]:
         """training_state.pt's dict: the one place the resume state is written."""
-        return {"progress": asdict(self.progress), "rng": self.rng, "optimizer": self.optimizer,
-                "scheduler": self.scheduler, "history": self.history, "epochs": self.epochs}
+        return {
+            "progress": asdict(self.progress),
+            "rng": self.rng,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "history": self.history,
+            "epochs": self.epochs,
+        }
 
 
 def load_resume(folder: str | os.PathLike) -> tuple[Config, Resume]:
     """The saved profile of a resumable checkpoint and its resume state: the one place that state is read."""
     cfg, state = load_training_state(folder)
     try:
-        return cfg, Resume(Progress(**state["progress"]), state["rng"], state["optimizer"], state["scheduler"],
-                           state["history"], state["epochs"])
+        return cfg, Resume(
+            Progress(**state["progress"]),
+            state["rng"],
+            state["optimizer"],
+            state["scheduler"],
+            state["history"],
+            state["epochs"],
+        )
     except (KeyError, TypeError):
-        raise CheckpointError(f"{Path(folder) / STATE} was written by another version of the training loop; "
-                              f"start a new run with --output.") from None
+        raise CheckpointError(
+            f"{Path(folder) / STATE} was written by another version of the training loop; "
+            f"start a new run with --output."
+        ) from None
 
 
-def save_checkpoint(folder: str | os.PathLike, model, tokenizer, cfg: Config, metrics: dict[str, Any],
-                    training_state: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    folder: str | os.PathLike,
+    model,
+    tokenizer,
+    cfg: Config,
+    metrics: dict[str, Any],
+    training_state: dict[str, Any] | None = None,
+) -> Path:
     """Write everything into a hidden sibling folder, then swap it in with renames: whole or absent."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -242,6 +274,7 @@ def save_checkpoint(folder: str | os.PathLike, model, tokenizer, cfg: Config, me
     try:
         tmp.mkdir()
         from transformers.utils import logging as hf_logging
+
         bars_on = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()  # the "Writing model shards" bar would interleave with the training bar
         try:
@@ -263,9 +296,17 @@ def save_checkpoint(folder: str | os.PathLike, model, tokenizer, cfg: Config, me
         # Checksums of every file: safetensors and torch.save carry none, so bit rot would otherwise load silently.
         checksums = {path.name: sha256_of(path) for path in sorted(tmp.iterdir()) if path.is_file()}
         progress = (training_state or {}).get("progress") or {}
-        _write_json(tmp / MARKER, {"complete": True, "profile": cfg.profile, "resumable": training_state is not None,
-                                   "epoch": progress.get("epoch"), "global_step": progress.get("global_step"),
-                                   "sha256": checksums})
+        _write_json(
+            tmp / MARKER,
+            {
+                "complete": True,
+                "profile": cfg.profile,
+                "resumable": training_state is not None,
+                "epoch": progress.get("epoch"),
+                "global_step": progress.get("global_step"),
+                "sha256": checksums,
+            },
+        )
         _fsync_tree(tmp)
         old = None
         if folder.exists():
@@ -279,8 +320,10 @@ def save_checkpoint(folder: str | os.PathLike, model, tokenizer, cfg: Config, me
         reason = _io_failure(err)
         if reason is None:
             raise
-        raise CheckpointError(f"Could not save the checkpoint to {folder} ({reason}); "
-                              f"the previous checkpoint there, if any, is untouched.") from None
+        raise CheckpointError(
+            f"Could not save the checkpoint to {folder} ({reason}); "
+            f"the previous checkpoint there, if any, is untouched."
+        ) from None
     return folder
 
 
@@ -309,28 +352,36 @@ def load_training_state(folder: str | os.PathLike) -> tuple[Config, dict[str, An
     verify_files(folder)
     try:
         from safetensors import safe_open
+
         with safe_open(folder / "model.safetensors", framework="pt") as weights:  # reads and checks the header
             weights.keys()
     except Exception as err:  # noqa: BLE001 - SafetensorError, OSError: the weights cannot be read back
-        raise CheckpointError(f"{folder / 'model.safetensors'} is damaged or cut short ({str(err)[:120]}); resume "
-                              f"from another checkpoint or start again.") from None
+        raise CheckpointError(
+            f"{folder / 'model.safetensors'} is damaged or cut short ({str(err)[:120]}); resume "
+            f"from another checkpoint or start again."
+        ) from None
     cfg_dict = read_json(folder / "profile.json")
     if cfg_dict is None:
-        raise CheckpointError(f"{folder / 'profile.json'} is damaged (not a readable JSON object); resume from "
-                              f"another checkpoint or start again.")
+        raise CheckpointError(
+            f"{folder / 'profile.json'} is damaged (not a readable JSON object); resume from "
+            f"another checkpoint or start again."
+        )
     try:
         state = torch.load(folder / STATE, weights_only=True, map_location="cpu")
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a damaged file
-        raise CheckpointError(f"{folder} holds a damaged {STATE} ({type(err).__name__}); resume from "
-                              f"another checkpoint or start again.") from None
+        raise CheckpointError(
+            f"{folder} holds a damaged {STATE} ({type(err).__name__}); resume from another checkpoint or start again."
+        ) from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{folder} holds a {STATE} of the wrong shape; resume from another "
-                              f"checkpoint or start again.")
+        raise CheckpointError(
+            f"{folder} holds a {STATE} of the wrong shape; resume from another checkpoint or start again."
+        )
     if state.get("corpus_path") is not None:
         cfg_dict["corpus"] = state["corpus_path"]  # the path as given, not the portable one of profile.json
     try:
         cfg = Config(**cfg_dict)
     except (TypeError, ConfigError) as err:
-        raise CheckpointError(f"{folder / 'profile.json'} does not describe a run of this version ({err}); start "
-                              f"a new run with --output.") from None
+        raise CheckpointError(
+            f"{folder / 'profile.json'} does not describe a run of this version ({err}); start a new run with --output."
+        ) from None
     return cfg, state

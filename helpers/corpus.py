@@ -67,20 +67,26 @@ def download(path: Path, url: str = URL, sha256: str = SHA256, timeout: float = 
     except http.client.IncompleteRead as err:
         # The server promised more bytes (Content-Length) than it sent before closing.
         got, missing = len(err.partial), err.expected or 0
-        raise CorpusError(f"The download from {url} was cut short ({got} of {got + missing} bytes); "
-                          f"run again to retry.") from None
+        raise CorpusError(
+            f"The download from {url} was cut short ({got} of {got + missing} bytes); run again to retry."
+        ) from None
     except http.client.HTTPException as err:
-        raise CorpusError(f"Could not download the corpus from {url} ({type(err).__name__}); run again to retry. "
-                          f"{hint}") from None
+        raise CorpusError(
+            f"Could not download the corpus from {url} ({type(err).__name__}); run again to retry. {hint}"
+        ) from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise CorpusError(f"Could not download the corpus from {url} ({reason}); are you offline? {hint}") from None
     if expected is not None and len(body) != int(expected):
-        raise CorpusError(f"The download from {url} was cut short ({len(body)} of {expected} bytes); run again to retry.")
+        raise CorpusError(
+            f"The download from {url} was cut short ({len(body)} of {expected} bytes); run again to retry."
+        )
     got = hashlib.sha256(body).hexdigest()
     if got != sha256:
-        raise CorpusError(f"The file downloaded from {url} has sha256 {got[:12]}…, not the expected {sha256[:12]}…; "
-                          f"nothing was saved. {hint}")
+        raise CorpusError(
+            f"The file downloaded from {url} has sha256 {got[:12]}…, not the expected {sha256[:12]}…; "
+            f"nothing was saved. {hint}"
+        )
     atomic_write_bytes(path, body)
     return path
 
@@ -91,17 +97,23 @@ def ensure_corpus(path: str | os.PathLike | None = None, url: str = URL) -> Path
     if chosen:
         chosen = Path(chosen).expanduser()
         if chosen.is_dir():
-            raise CorpusError(f"{chosen} is a folder, not a text file; pass the corpus file itself to --corpus or ${ENV_VAR}.")
+            raise CorpusError(
+                f"{chosen} is a folder, not a text file; pass the corpus file itself to --corpus or ${ENV_VAR}."
+            )
         if not chosen.is_file():
-            raise CorpusError(f"The corpus file {chosen} does not exist; check the path given by --corpus or ${ENV_VAR}.")
+            raise CorpusError(
+                f"The corpus file {chosen} does not exist; check the path given by --corpus or ${ENV_VAR}."
+            )
         return chosen
     target = default_path()
     if not target.exists():
         return download(target, url)
     got = sha256_of(target)
     if got != SHA256:
-        raise CorpusError(f"{target} is not the expected Meditations text (sha256 {got[:12]}…); "
-                          f"delete it to download a fresh copy, or pass your own file with --corpus.")
+        raise CorpusError(
+            f"{target} is not the expected Meditations text (sha256 {got[:12]}…); "
+            f"delete it to download a fresh copy, or pass your own file with --corpus."
+        )
     return target
 
 
@@ -115,7 +127,9 @@ def read_paragraphs(path: str | os.PathLike) -> list[str]:
     except IsADirectoryError:
         raise CorpusError(f"{path} is a folder, not a text file; pass the corpus file itself.") from None
     if b"\x00" in raw:
-        raise CorpusError(f"{path} looks like a binary file (it holds NUL bytes); pass a UTF-8 text file, one paragraph per line.")
+        raise CorpusError(
+            f"{path} looks like a binary file (it holds NUL bytes); pass a UTF-8 text file, one paragraph per line."
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -40,8 +40,9 @@ class MeditationsDataset(Dataset):
         return [len(ids) for ids in self.encodings["input_ids"]]
 
     @classmethod
-    def from_pairs(cls, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], max_length: int,
-                   pad_to_max_length: bool = False) -> "MeditationsDataset":
+    def from_pairs(
+        cls, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], max_length: int, pad_to_max_length: bool = False
+    ) -> MeditationsDataset:
         return cls(tokenize_pairs(tokenizer, pairs, max_length, pad_to_max_length))
 
 
@@ -59,8 +60,9 @@ class PreparedData:
     def train_pairs(self, cfg: Config, epoch: int = 0) -> list[Pair]:
         """The pairs of one epoch: new ones each epoch when ``cfg.resample_pairs``."""
         seed = cfg.seed + 1000 * (epoch if cfg.resample_pairs else 0)
-        return make_pairs(self.train_sentences, cfg.pairs_per_paragraph, seed=seed,
-                          max_segment_sentences=cfg.max_segment_sentences)
+        return make_pairs(
+            self.train_sentences, cfg.pairs_per_paragraph, seed=seed, max_segment_sentences=cfg.max_segment_sentences
+        )
 
     def training_text(self, cfg: Config) -> TrainingText:
         """The training paragraphs, their tokens and epoch 1's pairs: what the baselines and the unigram start count."""
@@ -69,10 +71,12 @@ class PreparedData:
 
     def summary(self) -> str:
         n_train = sum(len(v) >= 2 for v in self.train_sentences.values())
-        return (f"{len(self.paragraphs)} paragraphs, {sum(map(len, self.sentences.values()))} sentences; "
-                f"{len(self.train_sentences)} training paragraphs ({n_train} with 2+ sentences), "
-                f"{len(self.val_sentences)} validation paragraphs; {len(self.val_pairs)} validation pairs; "
-                f"tokenizer with {len(self.tokenizer)} tokens")
+        return (
+            f"{len(self.paragraphs)} paragraphs, {sum(map(len, self.sentences.values()))} sentences; "
+            f"{len(self.train_sentences)} training paragraphs ({n_train} with 2+ sentences), "
+            f"{len(self.val_sentences)} validation paragraphs; {len(self.val_pairs)} validation pairs; "
+            f"tokenizer with {len(self.tokenizer)} tokens"
+        )
 
 
 def prepare_data(cfg: Config, tokenizer: PreTrainedTokenizerBase | None = None) -> PreparedData:
@@ -83,8 +87,9 @@ def prepare_data(cfg: Config, tokenizer: PreTrainedTokenizerBase | None = None) 
     train_sentences = {i: sentences[i] for i in train_ids}
     val_sentences = {i: sentences[i] for i in val_ids}
     # The validation set is fixed: every consecutive position once as "follows" and once as "random".
-    val_pairs = make_pairs(val_sentences, exhaustive=True, seed=cfg.seed + 1,
-                           max_segment_sentences=cfg.max_segment_sentences)
+    val_pairs = make_pairs(
+        val_sentences, exhaustive=True, seed=cfg.seed + 1, max_segment_sentences=cfg.max_segment_sentences
+    )
     if tokenizer is None:
         # The scratch tokenizer learns from training paragraphs only, so validation text stays unseen.
         tokenizer = load_tokenizer(cfg.model, [paragraphs[i] for i in train_ids], cfg.vocab_size)
@@ -107,24 +112,32 @@ class BucketSampler(Sampler[int]):
         for start in range(0, len(order), self.window):
             # Sorting a whole window (not transformers' LengthGroupedSampler's quarter-of-the-data groups)
             # is what keeps padding low on a corpus this small; ties keep their random order.
-            window = sorted(order[start:start + self.window], key=self.lengths.__getitem__, reverse=True)
-            batches += [window[i:i + self.batch_size] for i in range(0, len(window), self.batch_size)]
+            window = sorted(order[start : start + self.window], key=self.lengths.__getitem__, reverse=True)
+            batches += [window[i : i + self.batch_size] for i in range(0, len(window), self.batch_size)]
         short = [batches.pop()] if batches and len(batches[-1]) < self.batch_size else []
         shuffled = [batches[k] for k in torch.randperm(len(batches), generator=self.generator).tolist()]
         # The short batch goes last, so the DataLoader's batch_size cuts exactly these batches.
         return iter([index for batch in shuffled + short for index in batch])
 
 
-def make_loader(dataset: MeditationsDataset, tokenizer: PreTrainedTokenizerBase, cfg: Config, shuffle: bool,
-                seed: int = 0, pad_to_multiple_of: int | None = None, mask_seed: int | None = None,
-                validation: bool = False) -> DataLoader:
+def make_loader(
+    dataset: MeditationsDataset,
+    tokenizer: PreTrainedTokenizerBase,
+    cfg: Config,
+    shuffle: bool,
+    seed: int = 0,
+    pad_to_multiple_of: int | None = None,
+    mask_seed: int | None = None,
+    validation: bool = False,
+) -> DataLoader:
     """Dynamic padding and masks by the config's rule, drawn per batch; similar lengths when ``cfg.bucket_by_length``.
 
     ``seed`` fixes the order of the pairs and, unless ``mask_seed`` is given, the masks drawn for them;
     ``validation`` masks by the validation rule in batches of VAL_BATCH_SIZE.
     """
-    collator = masking_rule(cfg, validation).collator(tokenizer, seed if mask_seed is None else mask_seed,
-                                                      pad_to_multiple_of)
+    collator = masking_rule(cfg, validation).collator(
+        tokenizer, seed if mask_seed is None else mask_seed, pad_to_multiple_of
+    )
     batch_size = VAL_BATCH_SIZE if validation else cfg.batch_size
     generator = torch.Generator().manual_seed(seed)
     if shuffle and cfg.bucket_by_length:
@@ -142,12 +155,16 @@ def make_loader(dataset: MeditationsDataset, tokenizer: PreTrainedTokenizerBase,
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collator)
 
 
-def validation_batches(data: PreparedData, cfg: Config, pairs: Sequence[Pair] | None = None,
-                       seed: int | None = None) -> list[dict]:
-    """The validation pairs (or ``pairs``) in batches with fixed masks by the validation rule (``seed``: the config's)."""
+def validation_batches(
+    data: PreparedData, cfg: Config, pairs: Sequence[Pair] | None = None, seed: int | None = None
+) -> list[dict]:
+    """The validation pairs (or ``pairs``) in batches, masked by the validation rule (``seed``: the config's)."""
     val_set = MeditationsDataset.from_pairs(data.tokenizer, data.val_pairs if pairs is None else pairs, cfg.max_length)
-    return list(make_loader(val_set, data.tokenizer, cfg, shuffle=False, seed=cfg.seed if seed is None else seed,
-                            validation=True))
+    return list(
+        make_loader(
+            val_set, data.tokenizer, cfg, shuffle=False, seed=cfg.seed if seed is None else seed, validation=True
+        )
+    )
 
 
 def padding_counts(batch: dict[str, torch.Tensor]) -> tuple[int, int]:

@@ -42,27 +42,39 @@ def describe_rule(rule: MaskingRule) -> str:
     if rule.mask_replace_prob == 1:
         fate = "each one a [MASK]"
     else:
-        fate = (f"{rule.mask_replace_prob:.0%} [MASK], {rule.random_replace_prob:.0%} a random token, "
-                f"{unchanged:.0%} unchanged")
+        fate = (
+            f"{rule.mask_replace_prob:.0%} [MASK], {rule.random_replace_prob:.0%} a random token, "
+            f"{unchanged:.0%} unchanged"
+        )
     return f"{rule.mlm_probability:.0%} selected; {fate}"
 
 
 def masking_rules() -> dict[str, tuple[str, str, MaskingRule]]:
     """Notebook 03's rules: name -> (label shown, mask_tokens' mode, the rule); each profile's read from the profile."""
     default, paper = get_profile("default"), get_profile("bert-base")
-    rules = {"default profile": ("bert", masking_rule(default)),
-             "validation": ("bert", masking_rule(default, validation=True)),
-             "bert-base profile": ("bert", masking_rule(paper)),
-             "reference": ("reference", REFERENCE_RULE)}
-    words = {"default profile": "the default profile, training", "validation": "validation's fixed masks",
-             "bert-base profile": "the bert-base profile (BERT's paper)",
-             "reference": "the tutorial's reference, every position scored"}
+    rules = {
+        "default profile": ("bert", masking_rule(default)),
+        "validation": ("bert", masking_rule(default, validation=True)),
+        "bert-base profile": ("bert", masking_rule(paper)),
+        "reference": ("reference", REFERENCE_RULE),
+    }
+    words = {
+        "default profile": "the default profile, training",
+        "validation": "validation's fixed masks",
+        "bert-base profile": "the bert-base profile (BERT's paper)",
+        "reference": "the tutorial's reference, every position scored",
+    }
     return {name: (f"{words[name]}: {describe_rule(rule)}", mode, rule) for name, (mode, rule) in rules.items()}
 
 
 # What masking did to a position, as the "what happened" column says it.
-KEPT, SPECIAL, MASKED, RANDOM, UNCHANGED = ("kept", "special: never selected", "[MASK]", "random token",
-                                            "unchanged but selected")
+KEPT, SPECIAL, MASKED, RANDOM, UNCHANGED = (
+    "kept",
+    "special: never selected",
+    "[MASK]",
+    "random token",
+    "unchanged but selected",
+)
 FILL_COLUMNS = ["mask", "rank", "token", "probability"]
 
 
@@ -90,30 +102,42 @@ def _rule_and_mode(rule: str | MaskingRule, mlm_probability: float | None) -> tu
     return replace(chosen, mlm_probability=mlm_probability), mode
 
 
-def pair_tokens(tokenizer: PreTrainedTokenizerBase, sentence_a: str = SENTENCE_A, sentence_b: str = SENTENCE_B,
-                max_length: int | None = None, pad: bool = False) -> pd.DataFrame:
+def pair_tokens(
+    tokenizer: PreTrainedTokenizerBase,
+    sentence_a: str = SENTENCE_A,
+    sentence_b: str = SENTENCE_B,
+    max_length: int | None = None,
+    pad: bool = False,
+) -> pd.DataFrame:
     """One row per token of the pair as training encodes it (tokenize_pairs), with the tokenizer's own fields."""
     _require("Sentence A", sentence_a)
     _require("Sentence B", sentence_b)
     max_length = max_length or model_max_length(tokenizer)
     # The label and paragraph numbers are not read by tokenize_pairs' encoding: any will do.
-    encoded = tokenize_pairs(tokenizer, [Pair(sentence_a, sentence_b, IS_NEXT, 0, 0)], max_length=max_length,
-                             pad_to_max_length=pad)  # each field: [[one value per token]]
+    encoded = tokenize_pairs(
+        tokenizer, [Pair(sentence_a, sentence_b, IS_NEXT, 0, 0)], max_length=max_length, pad_to_max_length=pad
+    )  # each field: [[one value per token]]
     table = pd.DataFrame({key: encoded[key][0] for key in PAIR_COLUMNS[1:]})
     table.insert(0, "token", tokenizer.convert_ids_to_tokens(encoded["input_ids"][0]))
     table.index.name = "position"
     return table
 
 
-def _mask_once(input_ids: torch.Tensor, tokenizer: PreTrainedTokenizerBase, rule: MaskingRule, mode: str,
-               seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _mask_once(
+    input_ids: torch.Tensor, tokenizer: PreTrainedTokenizerBase, rule: MaskingRule, mode: str, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The one call of helpers.masking in this module: (masked input_ids, labels), each (1, seq_len)."""
     generator = torch.Generator().manual_seed(seed)
     return mask_tokens(input_ids, tokenizer, rule, mode=mode, generator=generator)
 
 
-def _outcomes(original: list[int], masked: list[int], labels: list[int], tokenizer: PreTrainedTokenizerBase,
-              scores_every_position: bool) -> list[str]:
+def _outcomes(
+    original: list[int],
+    masked: list[int],
+    labels: list[int],
+    tokenizer: PreTrainedTokenizerBase,
+    scores_every_position: bool,
+) -> list[str]:
     """What happened at each position, read from the ids before and after masking and the labels."""
     special = set(tokenizer.all_special_ids)
     out = []
@@ -131,9 +155,13 @@ def _outcomes(original: list[int], masked: list[int], labels: list[int], tokeniz
     return out
 
 
-def mask_sentence(tokenizer: PreTrainedTokenizerBase, sentence: str = SENTENCE_A,
-                  rule: str | MaskingRule = "default profile", mlm_probability: float | None = None,
-                  seed: int = 0) -> pd.DataFrame:
+def mask_sentence(
+    tokenizer: PreTrainedTokenizerBase,
+    sentence: str = SENTENCE_A,
+    rule: str | MaskingRule = "default profile",
+    mlm_probability: float | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
     """One sentence masked once: each token, the id the model reads instead, what happened, and its label.
 
     ``rule`` is a name of ``masking_rules()`` or a ``MaskingRule`` (``masking_rule(cfg)``, say); ``mlm_probability``
@@ -145,10 +173,15 @@ def mask_sentence(tokenizer: PreTrainedTokenizerBase, sentence: str = SENTENCE_A
     original = tokenizer(sentence, truncation=True, split_special_tokens=True, return_tensors="pt")["input_ids"]
     masked, labels = _mask_once(original, tokenizer, chosen, mode, seed)  # each (1, seq_len)
     ids, masked_ids, label_ids = original[0].tolist(), masked[0].tolist(), labels[0].tolist()
-    table = pd.DataFrame({"token": tokenizer.convert_ids_to_tokens(ids), "input_ids": masked_ids,
-                          "model reads": tokenizer.convert_ids_to_tokens(masked_ids),
-                          "what happened": _outcomes(ids, masked_ids, label_ids, tokenizer, mode == "reference"),
-                          "labels": label_ids})
+    table = pd.DataFrame(
+        {
+            "token": tokenizer.convert_ids_to_tokens(ids),
+            "input_ids": masked_ids,
+            "model reads": tokenizer.convert_ids_to_tokens(masked_ids),
+            "what happened": _outcomes(ids, masked_ids, label_ids, tokenizer, mode == "reference"),
+            "labels": label_ids,
+        }
+    )
     table.index.name = "position"
     return table
 
@@ -157,8 +190,9 @@ def _max_length(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, m
     return max_length or model_max_length(tokenizer, model.config.max_position_embeddings)
 
 
-def fill_mask_frame(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, text: str, k: int = 5,
-                    max_length: int | None = None) -> pd.DataFrame:
+def fill_mask_frame(
+    model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, text: str, k: int = 5, max_length: int | None = None
+) -> pd.DataFrame:
     """The model's ``k`` likeliest tokens at each [MASK] of ``text``: one row per (mask, rank), as fill_mask_top_k."""
     _require("The text", text)
     if k < 1:
@@ -169,28 +203,48 @@ def fill_mask_frame(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBas
     if mask not in text:
         raise ValueError(f"The text has no {mask}: put {mask} where a word is missing, as in 'The {mask} is short.'")
     if tokenizer.mask_token_id not in ids:
-        raise ValueError(f"The text's {mask} comes after its first {max_length} tokens, all that the model reads: "
-                         f"put it earlier or shorten the text.")
+        raise ValueError(
+            f"The text's {mask} comes after its first {max_length} tokens, all that the model reads: "
+            f"put it earlier or shorten the text."
+        )
     guesses = fill_mask_top_k(model, tokenizer, [text], k=min(k, len(tokenizer)), max_length=max_length)[0]
-    rows = [(number, rank, token, probability) for number, options in enumerate(guesses, 1)
-            for rank, (token, probability) in enumerate(options, 1)]
+    rows = [
+        (number, rank, token, probability)
+        for number, options in enumerate(guesses, 1)
+        for rank, (token, probability) in enumerate(options, 1)
+    ]
     return pd.DataFrame(rows, columns=FILL_COLUMNS)
 
 
-def attention_figure(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, sentence_a: str = SENTENCE_A,
-                     sentence_b: str = SENTENCE_B, layer: int = 0, head: int = 0,
-                     max_length: int | None = None) -> Figure:
+def attention_figure(
+    model: BertForPreTraining,
+    tokenizer: PreTrainedTokenizerBase,
+    sentence_a: str = SENTENCE_A,
+    sentence_b: str = SENTENCE_B,
+    layer: int = 0,
+    head: int = 0,
+    max_length: int | None = None,
+) -> Figure:
     """One head's attention weights over the pair ``[CLS] A [SEP] B [SEP]`` (plots.plot_attention)."""
     _require("Sentence A", sentence_a)
     _require("Sentence B", sentence_b)
     layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
     if not 0 <= layer < layers or not 0 <= head < heads:
-        raise ValueError(f"layer={layer}, head={head} does not exist: this model has layers 0 to {layers - 1} "
-                         f"and heads 0 to {heads - 1} in each.")
-    tokens, attentions = pair_attentions(model, tokenizer, sentence_a, sentence_b,
-                                         _max_length(model, tokenizer, max_length))  # (layers, heads, seq, seq)
-    return plot_attention(tokens, attentions, sep_token=tokenizer.sep_token, layer=layer, heads=[head],
-                          title=f"layer {layer}, head {head}")
+        raise ValueError(
+            f"layer={layer}, head={head} does not exist: this model has layers 0 to {layers - 1} "
+            f"and heads 0 to {heads - 1} in each."
+        )
+    tokens, attentions = pair_attentions(
+        model, tokenizer, sentence_a, sentence_b, _max_length(model, tokenizer, max_length)
+    )  # (layers, heads, seq, seq)
+    return plot_attention(
+        tokens,
+        attentions,
+        sep_token=tokenizer.sep_token,
+        layer=layer,
+        heads=[head],
+        title=f"layer {layer}, head {head}",
+    )
 
 
 def _explorer(static: Callable[..., Any], **controls) -> Any:
@@ -220,62 +274,112 @@ def _text(value: str, description: str):
     import ipywidgets as widgets
 
     # Typing updates on Enter or leaving the box, not on every key.
-    return widgets.Text(value=value, description=description, continuous_update=False,
-                        layout=widgets.Layout(width="95%"), style={"description_width": "initial"})
+    return widgets.Text(
+        value=value,
+        description=description,
+        continuous_update=False,
+        layout=widgets.Layout(width="95%"),
+        style={"description_width": "initial"},
+    )
 
 
-def pair_tokens_explorer(tokenizer: PreTrainedTokenizerBase, sentence_a: str = SENTENCE_A,
-                         sentence_b: str = SENTENCE_B, max_length: int = 64, pad: bool = True):
+def pair_tokens_explorer(
+    tokenizer: PreTrainedTokenizerBase,
+    sentence_a: str = SENTENCE_A,
+    sentence_b: str = SENTENCE_B,
+    max_length: int = 64,
+    pad: bool = True,
+):
     """Type a pair and see its tokens, input_ids, token_type_ids and attention_mask (notebook 02)."""
     import ipywidgets as widgets
 
     limit = model_max_length(tokenizer)
-    return _explorer(lambda **values: pair_tokens(tokenizer, **values),
-                     sentence_a=_text(sentence_a, "Sentence A"), sentence_b=_text(sentence_b, "Sentence B"),
-                     max_length=widgets.IntSlider(value=min(max_length, limit), min=8, max=min(limit, 256),
-                                                  description="max_length", continuous_update=False),
-                     pad=widgets.Checkbox(value=pad, description="pad to max_length"))
+    return _explorer(
+        lambda **values: pair_tokens(tokenizer, **values),
+        sentence_a=_text(sentence_a, "Sentence A"),
+        sentence_b=_text(sentence_b, "Sentence B"),
+        max_length=widgets.IntSlider(
+            value=min(max_length, limit), min=8, max=min(limit, 256), description="max_length", continuous_update=False
+        ),
+        pad=widgets.Checkbox(value=pad, description="pad to max_length"),
+    )
 
 
-def masking_explorer(tokenizer: PreTrainedTokenizerBase, sentence: str = SENTENCE_A, rule: str = "default profile",
-                     mlm_probability: float | None = None, seed: int = 0):
+def masking_explorer(
+    tokenizer: PreTrainedTokenizerBase,
+    sentence: str = SENTENCE_A,
+    rule: str = "default profile",
+    mlm_probability: float | None = None,
+    seed: int = 0,
+):
     """A rule, a rate and a seed: see what masking does to each token of a sentence and its label (notebook 03)."""
     import ipywidgets as widgets
 
     _require_rule(rule)  # before the dropdown, which would refuse it less clearly
     rules = masking_rules()
-    rate = widgets.FloatSlider(value=rules[rule][2].mlm_probability if mlm_probability is None else mlm_probability,
-                               min=0.0, max=1.0, step=0.05, description="masking rate", continuous_update=False)
-    choice = widgets.Dropdown(options=[(label, name) for name, (label, *_) in rules.items()], value=rule,
-                              description="rule", layout=widgets.Layout(width="95%"))
-    explorer = _explorer(lambda **values: mask_sentence(tokenizer, **values), sentence=_text(sentence, "Sentence"),
-                         rule=choice, mlm_probability=rate,
-                         seed=widgets.IntSlider(value=seed, min=0, max=99, description="seed", continuous_update=False))
+    rate = widgets.FloatSlider(
+        value=rules[rule][2].mlm_probability if mlm_probability is None else mlm_probability,
+        min=0.0,
+        max=1.0,
+        step=0.05,
+        description="masking rate",
+        continuous_update=False,
+    )
+    choice = widgets.Dropdown(
+        options=[(label, name) for name, (label, *_) in rules.items()],
+        value=rule,
+        description="rule",
+        layout=widgets.Layout(width="95%"),
+    )
+    explorer = _explorer(
+        lambda **values: mask_sentence(tokenizer, **values),
+        sentence=_text(sentence, "Sentence"),
+        rule=choice,
+        mlm_probability=rate,
+        seed=widgets.IntSlider(value=seed, min=0, max=99, description="seed", continuous_update=False),
+    )
     # Choosing a rule moves the slider to that rule's own rate; the slider can then try any other.
     choice.observe(lambda change: setattr(rate, "value", rules[change["new"]][2].mlm_probability), names="value")
     return explorer
 
 
-def fill_mask_explorer(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, text: str | None = None,
-                       k: int = 5, max_length: int | None = None):
+def fill_mask_explorer(
+    model: BertForPreTraining,
+    tokenizer: PreTrainedTokenizerBase,
+    text: str | None = None,
+    k: int = 5,
+    max_length: int | None = None,
+):
     """Type a text with [MASK]s and see the model's top-k guesses at each (notebook 05)."""
     import ipywidgets as widgets
 
     text = text or f"For the soul is dyed by the {tokenizer.mask_token}."
-    return _explorer(lambda **values: fill_mask_frame(model, tokenizer, max_length=max_length, **values),
-                     text=_text(text, "Text"),
-                     k=widgets.IntSlider(value=k, min=1, max=20, description="top-k", continuous_update=False))
+    return _explorer(
+        lambda **values: fill_mask_frame(model, tokenizer, max_length=max_length, **values),
+        text=_text(text, "Text"),
+        k=widgets.IntSlider(value=k, min=1, max=20, description="top-k", continuous_update=False),
+    )
 
 
-def attention_explorer(model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, sentence_a: str = SENTENCE_A,
-                       sentence_b: str = SENTENCE_B, layer: int = 0, head: int = 0, max_length: int | None = None):
+def attention_explorer(
+    model: BertForPreTraining,
+    tokenizer: PreTrainedTokenizerBase,
+    sentence_a: str = SENTENCE_A,
+    sentence_b: str = SENTENCE_B,
+    layer: int = 0,
+    head: int = 0,
+    max_length: int | None = None,
+):
     """Type a pair, pick a layer and a head, and see that head's attention (notebook 05)."""
     import ipywidgets as widgets
 
     def slider(value: int, count: int, description: str):
         return widgets.IntSlider(value=value, min=0, max=count - 1, description=description, continuous_update=False)
 
-    return _explorer(lambda **values: attention_figure(model, tokenizer, max_length=max_length, **values),
-                     sentence_a=_text(sentence_a, "Sentence A"), sentence_b=_text(sentence_b, "Sentence B"),
-                     layer=slider(layer, model.config.num_hidden_layers, "layer"),
-                     head=slider(head, model.config.num_attention_heads, "head"))
+    return _explorer(
+        lambda **values: attention_figure(model, tokenizer, max_length=max_length, **values),
+        sentence_a=_text(sentence_a, "Sentence A"),
+        sentence_b=_text(sentence_b, "Sentence B"),
+        layer=slider(layer, model.config.num_hidden_layers, "layer"),
+        head=slider(head, model.config.num_attention_heads, "head"),
+    )

@@ -1,6 +1,6 @@
 """The README's main command: train a checkpoint unless one is there, then serve the demo.
 
-    python -m helpers.main --checkpoint runs/default [--profile default] [--port 7860]
+python -m helpers.main --checkpoint runs/default [--profile default] [--port 7860]
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ SHOWN = ("seen_mlm_accuracy_at_mask", "seen_nsp_accuracy", "mlm_perplexity", "ml
 
 
 def _extra_options(parser) -> None:
-    parser.add_argument("--checkpoint", type=Path, default=Path("runs/default"),
-                        help="checkpoint folder: served if it holds a finished run, else trained first")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=Path("runs/default"),
+        help="checkpoint folder: served if it holds a finished run, else trained first",
+    )
     add_serve_options(parser)
     parser.add_argument("--no-serve", action="store_true", help="stop after training (or after printing the metrics)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar while training")
@@ -36,8 +40,9 @@ def saved_metrics(folder: Path) -> str:
         return f"{folder} holds a checkpoint without readable metrics.json/profile.json."
     profile = profile.get("profile", "?")
     final = metrics.get("final") if isinstance(metrics.get("final"), dict) else {}
-    return (f"Checkpoint {folder} (profile '{profile}') is already trained; its validation metrics:\n"
-            + "\n".join(aligned_lines(final, SHOWN)))
+    return f"Checkpoint {folder} (profile '{profile}') is already trained; its validation metrics:\n" + "\n".join(
+        aligned_lines(final, SHOWN)
+    )
 
 
 def interrupted_note(folder: Path) -> str | None:
@@ -47,14 +52,19 @@ def interrupted_note(folder: Path) -> str | None:
         return None
     done, epochs = marker.get("epoch"), profile.get("epochs")
     if isinstance(done, int) and isinstance(epochs, int) and done < epochs:
-        return (f"note: {folder} stopped after epoch {done} of {epochs}; finish it with "
-                f"`python -m helpers.train --resume {folder}`.")
+        return (
+            f"note: {folder} stopped after epoch {done} of {epochs}; finish it with "
+            f"`python -m helpers.train --resume {folder}`."
+        )
     return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, args = parse_args(argv, description="Train a checkpoint (unless the folder already holds one), "
-                                             "then serve the demo.", extra=_extra_options)
+    cfg, args = parse_args(
+        argv,
+        description="Train a checkpoint (unless the folder already holds one), then serve the demo.",
+        extra=_extra_options,
+    )
     folder: Path = args.checkpoint
     try:
         recover(folder)  # finish a checkpoint swap that a crash interrupted
@@ -66,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             check_output_dir(folder, option="--checkpoint")
             from helpers.train import TrainingError, train  # heavy: only when there is something to train
+
             print(f"No checkpoint in {folder} yet: training profile '{cfg.profile}' first.", flush=True)
             try:
                 train(cfg, folder, progress=not args.no_progress)

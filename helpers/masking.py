@@ -25,8 +25,12 @@ def special_positions(input_ids: torch.Tensor, tokenizer: PreTrainedTokenizerBas
     return torch.isin(input_ids, special)
 
 
-def select_positions(input_ids: torch.Tensor, tokenizer: PreTrainedTokenizerBase, mlm_probability: float = 0.15,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def select_positions(
+    input_ids: torch.Tensor,
+    tokenizer: PreTrainedTokenizerBase,
+    mlm_probability: float = 0.15,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Each non-special token is selected with probability ``mlm_probability``; (batch, seq_len) bool."""
     draws = torch.rand(input_ids.shape, generator=generator)  # (batch, seq_len) uniform in [0, 1)
     return (draws < mlm_probability) & ~special_positions(input_ids, tokenizer)
@@ -40,16 +44,22 @@ class MaskingRule:
     mask_replace_prob: float = 0.8  # a selected token becomes [MASK] ...
     random_replace_prob: float = 0.1  # ... or a random ordinary token; the rest keep their own token, still scored
 
-    def collator(self, tokenizer: PreTrainedTokenizerBase, seed: int | None = None,
-                 pad_to_multiple_of: int | None = None) -> DataCollatorForLanguageModeling:
+    def collator(
+        self, tokenizer: PreTrainedTokenizerBase, seed: int | None = None, pad_to_multiple_of: int | None = None
+    ) -> DataCollatorForLanguageModeling:
         """transformers' collator for this rule: pads each batch to its longest pair, draws fresh masks every call."""
         # tokenizer.pad carries token_type_ids and next_sentence_label through, so the batch feeds BertForPreTraining
         # as is. With a seed the masks come from the collator's own generator: they depend only on the seed and the
         # batches drawn so far (what makes a resumed run exact), and drawing them takes nothing from the global RNG.
-        return DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=self.mlm_probability,
-                                               mask_replace_prob=self.mask_replace_prob,
-                                               random_replace_prob=self.random_replace_prob,
-                                               pad_to_multiple_of=pad_to_multiple_of, seed=seed)
+        return DataCollatorForLanguageModeling(
+            tokenizer,
+            mlm=True,
+            mlm_probability=self.mlm_probability,
+            mask_replace_prob=self.mask_replace_prob,
+            random_replace_prob=self.random_replace_prob,
+            pad_to_multiple_of=pad_to_multiple_of,
+            seed=seed,
+        )
 
 
 def masking_rule(cfg: Config, validation: bool = False) -> MaskingRule:
@@ -60,8 +70,13 @@ def masking_rule(cfg: Config, validation: bool = False) -> MaskingRule:
     return MaskingRule(cfg.mlm_probability, cfg.mask_replace_prob, cfg.random_replace_prob)
 
 
-def mask_tokens(input_ids: torch.Tensor, tokenizer: PreTrainedTokenizerBase, rule: MaskingRule = MaskingRule(),
-                mode: str = "bert", generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_tokens(
+    input_ids: torch.Tensor,
+    tokenizer: PreTrainedTokenizerBase,
+    rule: MaskingRule = MaskingRule(),
+    mode: str = "bert",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``rule`` by hand on a padded batch: ``(masked_input_ids, labels)``; ``input_ids`` is left untouched.
 
     ``mode="bert"`` is what the collator does: ``labels`` is -100 off the selected positions, and a selected token

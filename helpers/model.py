@@ -18,16 +18,25 @@ from helpers.tokens import HUB_HINT, ModelSourceError
 
 def scratch_config(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> BertConfig:
     """A small BERT sized by the profile, with the tokenizer's vocabulary and special ids."""
-    return BertConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
-                      num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
-                      max_position_embeddings=max(512, cfg.max_length), type_vocab_size=2,
-                      initializer_range=cfg.initializer_range,  # transformers draws every weight matrix at this spread
-                      hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
-                      pad_token_id=tokenizer.pad_token_id, attn_implementation="sdpa")
+    return BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=max(512, cfg.max_length),
+        type_vocab_size=2,
+        initializer_range=cfg.initializer_range,  # transformers draws every weight matrix at this spread
+        hidden_dropout_prob=cfg.dropout,
+        attention_probs_dropout_prob=cfg.dropout,
+        pad_token_id=tokenizer.pad_token_id,
+        attn_implementation="sdpa",
+    )
 
 
-def load_model(cfg: Config, tokenizer: PreTrainedTokenizerBase,
-               counts: Mapping[int, int] | None = None) -> BertForPreTraining:
+def load_model(
+    cfg: Config, tokenizer: PreTrainedTokenizerBase, counts: Mapping[int, int] | None = None
+) -> BertForPreTraining:
     """``cfg.model == "scratch"`` builds a fresh model (seed it first); else ``from_pretrained``.
 
     ``counts`` (token id -> occurrences in the training text, ``TrainingText.unigram``) is what
@@ -37,27 +46,34 @@ def load_model(cfg: Config, tokenizer: PreTrainedTokenizerBase,
         model = BertForPreTraining(scratch_config(cfg, tokenizer))
         if cfg.output_bias_init == "unigram":
             if counts is None:
-                raise ValueError("--output-bias-init unigram starts the MLM output bias from the training text's token "
-                                 "counts: pass load_model(cfg, tokenizer, counts=data.training_text(cfg).unigram).")
+                raise ValueError(
+                    "--output-bias-init unigram starts the MLM output bias from the training text's token "
+                    "counts: pass load_model(cfg, tokenizer, counts=data.training_text(cfg).unigram)."
+                )
             unigram_bias_(model, counts)
         if cfg.position_init == "sinusoidal":
             sinusoidal_positions_(model.bert.embeddings.position_embeddings.weight, model.config.initializer_range)
         if cfg.position_dims:
             own_position_dims_(model, cfg.position_dims)
         if cfg.neighbour_offsets:
-            neighbour_heads_(model, cfg.neighbour_layer, parse_offsets(cfg.neighbour_offsets), cfg.position_dims,
-                             cfg.neighbour_scale)
+            neighbour_heads_(
+                model, cfg.neighbour_layer, parse_offsets(cfg.neighbour_offsets), cfg.position_dims, cfg.neighbour_scale
+            )
         return model
     try:
         # safetensors only: no pickled weights are ever unpickled.
         model = BertForPreTraining.from_pretrained(cfg.model, use_safetensors=True, attn_implementation="sdpa")
     except (OSError, ValueError) as err:
         where = "directory" if Path(cfg.model).exists() else "hub model"
-        raise ModelSourceError(f"Could not load the {where} {cfg.model!r} as a BERT with pretraining heads "
-                               f"({str(err).splitlines()[0][:160]}). {HUB_HINT}") from None
+        raise ModelSourceError(
+            f"Could not load the {where} {cfg.model!r} as a BERT with pretraining heads "
+            f"({str(err).splitlines()[0][:160]}). {HUB_HINT}"
+        ) from None
     if model.config.vocab_size < len(tokenizer):
-        raise ModelSourceError(f"The model {cfg.model!r} knows {model.config.vocab_size} tokens but its tokenizer "
-                               f"has {len(tokenizer)}; use the tokenizer that came with the model.")
+        raise ModelSourceError(
+            f"The model {cfg.model!r} knows {model.config.vocab_size} tokens but its tokenizer "
+            f"has {len(tokenizer)}; use the tokenizer that came with the model."
+        )
     return model
 
 
@@ -124,7 +140,9 @@ def rotation(angle: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def neighbour_heads_(model: BertForPreTraining, layer: int, offsets: list[int], position_dims: int, scale: float) -> None:
+def neighbour_heads_(
+    model: BertForPreTraining, layer: int, offsets: list[int], position_dims: int, scale: float
+) -> None:
     """Start head h of ``layer`` attending from position i to i + offsets[h], through the position dimensions.
 
     The key reads a position's sinusoids; the query reads them rotated by ``offset`` steps, so query i and
@@ -159,9 +177,12 @@ class PretrainingModel(nn.Module):
         self.stock = stock
         self.nsp_dropout = nsp_dropout  # on the pooled [CLS] vector, in training only: no module added to the model
 
-    def forward(self, input_ids, attention_mask, token_type_ids, labels, next_sentence_label, nsp_weight: float = 1.0, **_):
-        sequence, pooled = self.stock.bert(input_ids=input_ids, attention_mask=attention_mask,
-                                           token_type_ids=token_type_ids, return_dict=False)[:2]
+    def forward(
+        self, input_ids, attention_mask, token_type_ids, labels, next_sentence_label, nsp_weight: float = 1.0, **_
+    ):
+        sequence, pooled = self.stock.bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=False
+        )[:2]
         # sequence: (batch, seq_len, hidden); pooled: (batch, hidden), the [CLS] summary
         selected = labels != IGNORE_INDEX  # (batch, seq_len)
         mlm_logits = self.stock.cls.predictions(sequence[selected])  # (n_selected, vocab)
@@ -174,5 +195,11 @@ class PretrainingModel(nn.Module):
         else:  # a batch where nothing was selected: no MLM signal, but keep the graph whole
             mlm_loss = mlm_logits.sum() * 0.0
         # nsp_weight 0 trains MLM alone (the NSP head gets no gradient); 1 is BertForPreTraining's plain sum.
-        return {"loss": mlm_loss + nsp_weight * nsp_loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss,
-                "mlm_logits": mlm_logits, "mlm_labels": mlm_labels, "nsp_logits": nsp_logits}
+        return {
+            "loss": mlm_loss + nsp_weight * nsp_loss,
+            "mlm_loss": mlm_loss,
+            "nsp_loss": nsp_loss,
+            "mlm_logits": mlm_logits,
+            "mlm_labels": mlm_labels,
+            "nsp_logits": nsp_logits,
+        }

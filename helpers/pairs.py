@@ -45,15 +45,15 @@ def split_smart(paragraph: str) -> list[str]:
     """
     sentences, start = [], 0
     for match in _END.finditer(paragraph):
-        before = paragraph[start:match.start()].split()
+        before = paragraph[start : match.start()].split()
         word = before[-1].lower().rstrip(".") if before else ""
-        following = paragraph[match.end():match.end() + 1]
+        following = paragraph[match.end() : match.end() + 1]
         ends_with_period_only = paragraph[match.start()] == "." and len(match.group().strip()) == 1
         if ends_with_period_only and (word in ABBREVIATIONS or (len(word) == 1 and word.isalpha())):
             continue  # "Mr. Rusticus", "M. Antoninus": not a sentence end
         if following and following.islower():
             continue  # "..., and so on. and then" is one sentence in this text's style
-        sentences.append(paragraph[start:match.end()].strip())
+        sentences.append(paragraph[start : match.end()].strip())
         start = match.end()
     sentences.append(paragraph[start:].strip())
     # A piece with no letter or digit (e.g. a lone "...") is not a sentence.
@@ -95,8 +95,9 @@ def _pairable(sentences: Mapping[int, list[str]]) -> list[int]:
     return [index for index in sorted(sentences) if len(sentences[index]) >= 2]
 
 
-def _random_other(sentences: Mapping[int, list[str]], flat: list[tuple[int, str]], paragraph: int,
-                  true_next: str, rng: random.Random) -> tuple[int, str]:
+def _random_other(
+    sentences: Mapping[int, list[str]], flat: list[tuple[int, str]], paragraph: int, true_next: str, rng: random.Random
+) -> tuple[int, str]:
     """A sentence from another paragraph that is not, by text, the true next sentence."""
     for _ in range(100):  # fast path: rejection sampling, almost always done in one or two draws
         source, sentence = flat[rng.randrange(len(flat))]
@@ -106,16 +107,23 @@ def _random_other(sentences: Mapping[int, list[str]], flat: list[tuple[int, str]
     eligible = [(source, sentence) for source, sentence in flat if source != paragraph and sentence != true_next]
     if eligible:
         return eligible[rng.randrange(len(eligible))]
-    raise PairError("Could not find a random sentence from another paragraph: the corpus needs sentences "
-                    "in at least two different paragraphs.")
+    raise PairError(
+        "Could not find a random sentence from another paragraph: the corpus needs sentences "
+        "in at least two different paragraphs."
+    )
 
 
 def _span(sentences: list[str], start: int, length: int) -> str:
-    return " ".join(sentences[start:start + length])
+    return " ".join(sentences[start : start + length])
 
 
-def make_pairs(sentences: Mapping[int, list[str]], pairs_per_paragraph: int = 1, seed: int = 0,
-               exhaustive: bool = False, max_segment_sentences: int = 1) -> list[Pair]:
+def make_pairs(
+    sentences: Mapping[int, list[str]],
+    pairs_per_paragraph: int = 1,
+    seed: int = 0,
+    exhaustive: bool = False,
+    max_segment_sentences: int = 1,
+) -> list[Pair]:
     """Balanced NSP pairs; label-1 B sentences always come from another paragraph.
 
     ``exhaustive=True`` uses every consecutive position once as "follows" and once as "random"
@@ -126,14 +134,20 @@ def make_pairs(sentences: Mapping[int, list[str]], pairs_per_paragraph: int = 1,
     rng = random.Random(seed)
     pairable = _pairable(sentences)
     if not pairable:
-        raise PairError("No paragraph holds two or more sentences, so there is no 'B follows A' pair; "
-                        "use a corpus with one multi-sentence paragraph per line.")
+        raise PairError(
+            "No paragraph holds two or more sentences, so there is no 'B follows A' pair; "
+            "use a corpus with one multi-sentence paragraph per line."
+        )
     flat = sentences_with_paragraph(sentences)
     if len({index for index, _ in flat}) < 2:
-        raise PairError("All sentences come from one paragraph, so no 'B is random' pair can come from another; "
-                        "use a corpus with at least two paragraphs.")
+        raise PairError(
+            "All sentences come from one paragraph, so no 'B is random' pair can come from another; "
+            "use a corpus with at least two paragraphs."
+        )
     if exhaustive:
-        draws = [(p, i, label) for p in pairable for i in range(len(sentences[p]) - 1) for label in (IS_NEXT, IS_RANDOM)]
+        draws = [
+            (p, i, label) for p in pairable for i in range(len(sentences[p]) - 1) for label in (IS_NEXT, IS_RANDOM)
+        ]
     else:
         positions = []
         for p in pairable:
@@ -190,5 +204,8 @@ def count_leaks(pairs: Sequence[Pair], sentences: Mapping[int, list[str]]) -> di
         same += pair.paragraph_a == pair.paragraph_b
         own = sentences[pair.paragraph_a]
         true_next += any(own[i] == pair.sentence_a and own[i + 1] == pair.sentence_b for i in range(len(own) - 1))
-    return {"random_pairs": sum(p.next_sentence_label == IS_RANDOM for p in pairs),
-            "same_paragraph": same, "true_next_labelled_random": true_next}
+    return {
+        "random_pairs": sum(p.next_sentence_label == IS_RANDOM for p in pairs),
+        "same_paragraph": same,
+        "true_next_labelled_random": true_next,
+    }

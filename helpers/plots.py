@@ -25,16 +25,24 @@ from helpers.report import baselines_beside, first_above
 TASK_COLOURS = {"mlm": "tab:blue", "nsp": "tab:orange"}
 LOSS_LINES = {"loss": "tab:gray", "mlm_loss": "tab:blue", "nsp_loss": "tab:orange"}
 # The fate of each position of a masked batch, in the order of the colour map below.
-MASK_CATEGORIES = ("[PAD]", "other special token", "not selected", "selected → [MASK]", "selected → random token",
-                   "selected → unchanged")
+MASK_CATEGORIES = (
+    "[PAD]",
+    "other special token",
+    "not selected",
+    "selected → [MASK]",
+    "selected → random token",
+    "selected → unchanged",
+)
 MASK_COLOURS = ("white", "lightgray", "whitesmoke", "tab:red", "tab:orange", "gold")
 
 
 def record_label(record: Mapping[str, Any]) -> str:
     """'recorded run: profile default, <cpu> (<cores> cores), <date>' for a record from ``helpers.record``."""
     machine = record.get("machine", {})
-    return (f"recorded run: profile {record['profile']['profile']}, {machine.get('cpu', 'unknown CPU')} "
-            f"({machine.get('cores', '?')} cores), {machine.get('date', 'undated')}")
+    return (
+        f"recorded run: profile {record['profile']['profile']}, {machine.get('cpu', 'unknown CPU')} "
+        f"({machine.get('cores', '?')} cores), {machine.get('date', 'undated')}"
+    )
 
 
 def live_label(profile: str) -> str:
@@ -42,23 +50,43 @@ def live_label(profile: str) -> str:
     return f"live run in this notebook: profile {profile}"
 
 
-def plot_validation(epochs: Sequence[Mapping[str, float]], baselines: Mapping[str, float], x: str = "seconds",
-                    title: str = "", ax: plt.Axes | None = None) -> Figure:
+def plot_validation(
+    epochs: Sequence[Mapping[str, float]],
+    baselines: Mapping[str, float],
+    x: str = "seconds",
+    title: str = "",
+    ax: plt.Axes | None = None,
+) -> Figure:
     """Held-out accuracies per epoch against ``x`` ('seconds' or 'epoch'), the baselines as dashed lines."""
     fig, ax = _figure(ax, (7, 3.5))
     xs = [row[x] for row in epochs]
     for accuracy in (a for a in ACCURACIES if a.part is None):  # the whole accuracies; their split is in the tables
-        ax.plot(xs, [row[accuracy.key] for row in epochs], marker="o", markersize=3, color=TASK_COLOURS[accuracy.task],
-                label=accuracy.words)
+        ax.plot(
+            xs,
+            [row[accuracy.key] for row in epochs],
+            marker="o",
+            markersize=3,
+            color=TASK_COLOURS[accuracy.task],
+            label=accuracy.words,
+        )
         for baseline, value in baselines_beside(accuracy, baselines):
-            ax.axhline(value, color=baseline.colour, linestyle=baseline.linestyle, linewidth=1,
-                       label=f"{accuracy.task.upper()} baseline: {baseline.words} ({value:.3f})")
+            ax.axhline(
+                value,
+                color=baseline.colour,
+                linestyle=baseline.linestyle,
+                linewidth=1,
+                label=f"{accuracy.task.upper()} baseline: {baseline.words} ({value:.3f})",
+            )
     # Time to quality: the first epoch whose held-out MLM accuracy beats neighbour counting.
     passed = first_above(epochs, baselines)
     if passed is not None:
         unit = " s" if x == "seconds" else ""
-        ax.axvline(passed[x], color="grey", linewidth=0.8,
-                   label=f"MLM passes {named('neighbours').words} ({passed[x]:.0f}{unit})")
+        ax.axvline(
+            passed[x],
+            color="grey",
+            linewidth=0.8,
+            label=f"MLM passes {named('neighbours').words} ({passed[x]:.0f}{unit})",
+        )
     ax.set_xlabel({"seconds": "training time (s)", "epoch": "epoch"}.get(x, x))
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0, 1)
@@ -80,8 +108,12 @@ def plot_losses(history: Sequence[Mapping[str, float]], title: str = "", ax: plt
     return fig
 
 
-def plot_run(epochs: Sequence[Mapping[str, float]], baselines: Mapping[str, float],
-             history: Sequence[Mapping[str, float]], title: str) -> Figure:
+def plot_run(
+    epochs: Sequence[Mapping[str, float]],
+    baselines: Mapping[str, float],
+    history: Sequence[Mapping[str, float]],
+    title: str,
+) -> Figure:
     """One run side by side: held-out accuracies per epoch (with baselines), and the per-step training losses."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 3.8), layout="constrained")
     plot_validation(epochs, baselines, title="held-out accuracy per epoch", ax=left)
@@ -90,25 +122,48 @@ def plot_run(epochs: Sequence[Mapping[str, float]], baselines: Mapping[str, floa
     return fig
 
 
-def plot_generalisation(epochs: Sequence[Mapping[str, float]], history: Sequence[Mapping[str, float]],
-                        title: str = "") -> Figure:
+def plot_generalisation(
+    epochs: Sequence[Mapping[str, float]], history: Sequence[Mapping[str, float]], title: str = ""
+) -> Figure:
     """MLM loss per step (faint), and per epoch on training and held-out pairs under the same fixed masks."""
     if not epochs or any("seen_mlm_loss" not in row for row in epochs):
-        raise ValueError("The epoch rows have no 'seen_mlm_loss' (the MLM loss on training pairs that every epoch "
-                         "of helpers.train.train measures); pass the rows of such a run.")
+        raise ValueError(
+            "The epoch rows have no 'seen_mlm_loss' (the MLM loss on training pairs that every epoch "
+            "of helpers.train.train measures); pass the rows of such a run."
+        )
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
     # Each step's loss is on that step's own masks (the training masking rate), so it sits apart from the two curves.
-    ax.plot([row["epoch"] for row in history], [row["mlm_loss"] for row in history], color="tab:gray", alpha=0.5,
-            linewidth=0.6, label="each training step, on that step's own training masks")
+    ax.plot(
+        [row["epoch"] for row in history],
+        [row["mlm_loss"] for row in history],
+        color="tab:gray",
+        alpha=0.5,
+        linewidth=0.6,
+        label="each training step, on that step's own training masks",
+    )
     xs = [row["epoch"] for row in epochs]
     seen, held_out = [row["seen_mlm_loss"] for row in epochs], [row["mlm_loss"] for row in epochs]
-    ax.plot(xs, seen, color="tab:blue", marker="o", markersize=4,
-            label="training pairs, fixed validation masks (per epoch)")
-    ax.plot(xs, held_out, color="tab:red", marker="s", markersize=4,
-            label="held-out pairs, the same fixed masks (per epoch)")
+    ax.plot(
+        xs, seen, color="tab:blue", marker="o", markersize=4, label="training pairs, fixed validation masks (per epoch)"
+    )
+    ax.plot(
+        xs,
+        held_out,
+        color="tab:red",
+        marker="s",
+        markersize=4,
+        label="held-out pairs, the same fixed masks (per epoch)",
+    )
     # Same masks, same number of pairs: what separates the two curves is whether the model saw the text.
-    ax.fill_between(xs, seen, held_out, color="tab:red", alpha=0.12, linewidth=0,
-                    label="gap between them: memorised, not generalised")
+    ax.fill_between(
+        xs,
+        seen,
+        held_out,
+        color="tab:red",
+        alpha=0.12,
+        linewidth=0,
+        label="gap between them: memorised, not generalised",
+    )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("MLM cross-entropy (nats)")
@@ -121,16 +176,29 @@ def plot_by_kind(epochs: Sequence[Mapping[str, float]], baselines: Mapping[str, 
     """Held-out MLM accuracy at [MASK] per epoch, one panel per part of the split, its baselines dashed beside it."""
     parts = [a for a in ACCURACIES if a.task == "mlm" and a.part is not None]
     if not epochs or any(a.key not in row for a in parts for row in epochs):
-        raise ValueError("The epoch rows have no MLM accuracy split by the hidden token ('mlm_accuracy_frequent', "
-                         "'mlm_accuracy_rest', which helpers.train.train measures); pass the rows of such a run.")
+        raise ValueError(
+            "The epoch rows have no MLM accuracy split by the hidden token ('mlm_accuracy_frequent', "
+            "'mlm_accuracy_rest', which helpers.train.train measures); pass the rows of such a run."
+        )
     fig, axes = plt.subplots(1, len(parts), figsize=(6 * len(parts), 3.6), layout="constrained", sharey=True)
     xs = [row["epoch"] for row in epochs]
     for ax, accuracy in zip(axes, parts):
-        ax.plot(xs, [row[accuracy.key] for row in epochs], marker="o", markersize=3, color=TASK_COLOURS["mlm"],
-                label="the model, held out")
+        ax.plot(
+            xs,
+            [row[accuracy.key] for row in epochs],
+            marker="o",
+            markersize=3,
+            color=TASK_COLOURS["mlm"],
+            label="the model, held out",
+        )
         for baseline, value in baselines_beside(accuracy, baselines):
-            ax.axhline(value, color=baseline.colour, linestyle=baseline.linestyle, linewidth=1,
-                       label=f"{baseline.words} ({value:.3f})")
+            ax.axhline(
+                value,
+                color=baseline.colour,
+                linestyle=baseline.linestyle,
+                linewidth=1,
+                label=f"{baseline.words} ({value:.3f})",
+            )
         ax.set_title(accuracy.words, fontsize=9)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -143,8 +211,10 @@ def plot_by_kind(epochs: Sequence[Mapping[str, float]], baselines: Mapping[str, 
 def plot_perplexity(epochs: Sequence[Mapping[str, float]], title: str = "") -> Figure:
     """MLM perplexity per epoch on held-out and on training pairs (same fixed masks), the held-out low marked."""
     if not epochs or any("seen_mlm_loss" not in row for row in epochs):
-        raise ValueError("The epoch rows have no 'seen_mlm_loss' (the MLM loss on training pairs that every epoch "
-                         "of helpers.train.train measures); pass the rows of such a run.")
+        raise ValueError(
+            "The epoch rows have no 'seen_mlm_loss' (the MLM loss on training pairs that every epoch "
+            "of helpers.train.train measures); pass the rows of such a run."
+        )
     fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
     xs = [row["epoch"] for row in epochs]
     held_out = [float(np.exp(row["mlm_loss"])) for row in epochs]  # perplexity = exp(cross-entropy)
@@ -152,8 +222,13 @@ def plot_perplexity(epochs: Sequence[Mapping[str, float]], title: str = "") -> F
     ax.plot(xs, seen, color="tab:blue", marker="o", markersize=4, label="training pairs (seen text)")
     ax.plot(xs, held_out, color="tab:red", marker="s", markersize=4, label="held-out pairs")
     lowest = int(np.argmin(held_out))
-    ax.axvline(xs[lowest], color="grey", linestyle=":", linewidth=1,
-               label=f"held-out lowest: epoch {xs[lowest]} ({held_out[lowest]:.0f})")
+    ax.axvline(
+        xs[lowest],
+        color="grey",
+        linestyle=":",
+        linewidth=1,
+        label=f"held-out lowest: epoch {xs[lowest]} ({held_out[lowest]:.0f})",
+    )
     ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
@@ -201,8 +276,9 @@ def padding_grid(batches: Sequence[Mapping[str, torch.Tensor]]) -> np.ndarray:
 
 def plot_padding(loaders: Mapping[str, Sequence[Mapping[str, torch.Tensor]]]) -> Figure:
     """One panel per way of batching: every pair a row, real tokens dark, [PAD] light, uncomputed blank."""
-    fig, axes = plt.subplots(1, len(loaders), figsize=(4.5 * len(loaders), 4.5), layout="constrained",
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, len(loaders), figsize=(4.5 * len(loaders), 4.5), layout="constrained", squeeze=False, sharey=True
+    )
     colours = ListedColormap(["#f4a582", "#2166ac"])  # 0 = [PAD], 1 = real token; NaN stays white
     for ax, (name, batches) in zip(axes[0], loaders.items()):
         grid = padding_grid(batches)
@@ -211,9 +287,16 @@ def plot_padding(loaders: Mapping[str, Sequence[Mapping[str, torch.Tensor]]]) ->
         ax.set_title(f"{name}\n{pad_share:.1%} of the computed positions are [PAD]", fontsize=9)
         ax.set_xlabel("position in the pair")
     axes[0][0].set_ylabel("pairs, batch after batch")
-    fig.legend(handles=[Patch(color="#2166ac", label="real token"), Patch(color="#f4a582", label="[PAD]"),
-                        Patch(facecolor="white", edgecolor="gray", label="not computed")],
-               loc="outside lower center", ncols=3, fontsize=8)
+    fig.legend(
+        handles=[
+            Patch(color="#2166ac", label="real token"),
+            Patch(color="#f4a582", label="[PAD]"),
+            Patch(facecolor="white", edgecolor="gray", label="not computed"),
+        ],
+        loc="outside lower center",
+        ncols=3,
+        fontsize=8,
+    )
     return fig
 
 
@@ -230,8 +313,13 @@ def mask_categories(input_ids: torch.Tensor, labels: torch.Tensor, tokenizer: Pr
     return categories
 
 
-def plot_masked_batch(input_ids: torch.Tensor, labels: torch.Tensor, tokenizer: PreTrainedTokenizerBase,
-                      annotate: bool = True, max_positions: int | None = None) -> Figure:
+def plot_masked_batch(
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    tokenizer: PreTrainedTokenizerBase,
+    annotate: bool = True,
+    max_positions: int | None = None,
+) -> Figure:
     """A batch as a grid of tokens, coloured by what masking did to each position (MASK_CATEGORIES)."""
     categories = mask_categories(input_ids, labels, tokenizer)
     real = categories.ne(0).any(dim=0).nonzero()  # columns that hold a real token in some row
@@ -239,18 +327,29 @@ def plot_masked_batch(input_ids: torch.Tensor, labels: torch.Tensor, tokenizer: 
     width = min(width, max_positions or width)  # the first positions only, so that the tokens stay legible
     categories, shown = categories[:, :width], input_ids[:, :width]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * width), 0.55 * len(categories) + 1.2), layout="constrained")
-    ax.imshow(categories.numpy(), aspect="auto", interpolation="nearest", cmap=ListedColormap(MASK_COLOURS),
-              vmin=0, vmax=len(MASK_CATEGORIES) - 1)
+    ax.imshow(
+        categories.numpy(),
+        aspect="auto",
+        interpolation="nearest",
+        cmap=ListedColormap(MASK_COLOURS),
+        vmin=0,
+        vmax=len(MASK_CATEGORIES) - 1,
+    )
     if annotate:
-        for (row, col), token in np.ndenumerate(np.array(tokenizer.convert_ids_to_tokens(shown.flatten().tolist()),
-                                                          dtype=object).reshape(shown.shape)):
+        for (row, col), token in np.ndenumerate(
+            np.array(tokenizer.convert_ids_to_tokens(shown.flatten().tolist()), dtype=object).reshape(shown.shape)
+        ):
             if categories[row, col] != 0:
                 ax.text(col, row, token, ha="center", va="center", rotation=90, fontsize=6)
     ax.set_xlabel("position")
     ax.set_ylabel("pair in the batch")
     ax.set_yticks(range(len(categories)))
-    fig.legend(handles=[Patch(facecolor=c, edgecolor="gray", label=n) for n, c in zip(MASK_CATEGORIES, MASK_COLOURS)],
-               loc="outside lower center", ncols=3, fontsize=8)
+    fig.legend(
+        handles=[Patch(facecolor=c, edgecolor="gray", label=n) for n, c in zip(MASK_CATEGORIES, MASK_COLOURS)],
+        loc="outside lower center",
+        ncols=3,
+        fontsize=8,
+    )
     return fig
 
 
@@ -259,8 +358,14 @@ ATTENTION_COLUMNS = 4
 LABELLED_TOKENS = 40
 
 
-def plot_attention(tokens: Sequence[str], attentions: torch.Tensor, sep_token: str = "[SEP]", layer: int = -1,
-                   heads: Sequence[int] | None = None, title: str | None = None) -> Figure:
+def plot_attention(
+    tokens: Sequence[str],
+    attentions: torch.Tensor,
+    sep_token: str = "[SEP]",
+    layer: int = -1,
+    heads: Sequence[int] | None = None,
+    title: str | None = None,
+) -> Figure:
     """Attention weights of the heads of one layer (all, or ``heads``), in a grid of at most four columns.
 
     In each panel row = the token attending, column = the token attended to; red lines end segment A. Layers and
@@ -268,8 +373,10 @@ def plot_attention(tokens: Sequence[str], attentions: torch.Tensor, sep_token: s
     """
     n_layers, n_heads = attentions.shape[:2]  # attentions: (layers, heads, seq_len, seq_len)
     if not -n_layers <= layer < n_layers:
-        raise ValueError(f"layer={layer} does not exist: these attentions have {n_layers} layers, so pass 0 to "
-                         f"{n_layers - 1} (or -1 for the last).")
+        raise ValueError(
+            f"layer={layer} does not exist: these attentions have {n_layers} layers, so pass 0 to "
+            f"{n_layers - 1} (or -1 for the last)."
+        )
     chosen = list(range(n_heads)) if heads is None else list(heads)
     if not chosen or any(not 0 <= head < n_heads for head in chosen):
         raise ValueError(f"heads={list(chosen)} must name one or more heads between 0 and {n_heads - 1}.")
@@ -277,27 +384,38 @@ def plot_attention(tokens: Sequence[str], attentions: torch.Tensor, sep_token: s
     rows = -(-len(chosen) // columns)  # ceiling division
     # 5-inch panels while one row holds them all (up to 16 inches wide); smaller ones in a taller grid.
     panel = min(5.0, 16 / columns) if rows == 1 else 3.8
-    fig, axes = plt.subplots(rows, columns, figsize=(panel * columns, panel * rows + 0.5), layout="constrained",
-                             squeeze=False)
-    for ax in axes.flat[len(chosen):]:
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(panel * columns, panel * rows + 0.5), layout="constrained", squeeze=False
+    )
+    for ax in axes.flat[len(chosen) :]:
         ax.remove()  # the grid's empty corner
     layer_number = layer % n_layers
     first_sep = list(tokens).index(sep_token)  # A's [SEP]: segment A above and left of the lines
     for index, (head, ax) in enumerate(zip(chosen, axes.flat)):
-        _attention_panel(ax, attentions[layer_number, head], tokens, first_sep, sep_token,
-                         left=index % columns == 0, bottom=index + columns >= len(chosen))
+        _attention_panel(
+            ax,
+            attentions[layer_number, head],
+            tokens,
+            first_sep,
+            sep_token,
+            left=index % columns == 0,
+            bottom=index + columns >= len(chosen),
+        )
         ax.set_title(f"head {head} (darkest = {float(attentions[layer_number, head].max()):.2f})", fontsize=9)
     title = title or f"layer {layer_number} (layers 0 to {n_layers - 1})"
     fig.suptitle(f"{title}: each row is a token attending, each column a token attended to", fontsize=10)
     return fig
 
 
-def plot_attention_before_after(tokens: Sequence[str], before: torch.Tensor, after: torch.Tensor,
-                                sep_token: str = "[SEP]", title: str = "") -> Figure:
+def plot_attention_before_after(
+    tokens: Sequence[str], before: torch.Tensor, after: torch.Tensor, sep_token: str = "[SEP]", title: str = ""
+) -> Figure:
     """One layer's heads on one pair, before training (top row) and after (bottom row); each (heads, n, n)."""
     if before.shape != after.shape or before.ndim != 3 or before.shape[-1] != len(tokens):
-        raise ValueError(f"before {tuple(before.shape)} and after {tuple(after.shape)} must both be one layer's "
-                         f"(heads, {len(tokens)}, {len(tokens)}) weights on the same {len(tokens)} tokens.")
+        raise ValueError(
+            f"before {tuple(before.shape)} and after {tuple(after.shape)} must both be one layer's "
+            f"(heads, {len(tokens)}, {len(tokens)}) weights on the same {len(tokens)} tokens."
+        )
     heads = before.shape[0]
     fig, axes = plt.subplots(2, heads, figsize=(4.2 * heads, 8.9), layout="constrained", squeeze=False)
     first_sep = list(tokens).index(sep_token)
@@ -310,8 +428,9 @@ def plot_attention_before_after(tokens: Sequence[str], before: torch.Tensor, aft
     return fig
 
 
-def _attention_panel(ax: plt.Axes, weights: torch.Tensor, tokens: Sequence[str], first_sep: int, sep_token: str,
-                     left: bool, bottom: bool) -> None:
+def _attention_panel(
+    ax: plt.Axes, weights: torch.Tensor, tokens: Sequence[str], first_sep: int, sep_token: str, left: bool, bottom: bool
+) -> None:
     """One head's (seq_len, seq_len) weights; token labels on the grid's left column and bottom row only."""
     # Each head scaled to its own largest weight: an untrained head is near-uniform (1 / seq_len everywhere).
     ax.imshow(weights.numpy(), cmap="Blues", vmin=0, vmax=float(weights.max()))

@@ -39,10 +39,18 @@ FILL_PROMPTS = [
 ]
 # NSP prompts: (A, B, label) with BertForPreTraining's labels, 0 = "B follows A", 1 = "B is random".
 NSP_PROMPTS = [
-    ("Begin the morning by saying to thyself, I shall meet with the busy-body, the ungrateful, arrogant, deceitful, "
-     "envious, unsocial.", "All these things happen to them by reason of their ignorance of what is good and evil.", 0),
-    ("Begin the morning by saying to thyself, I shall meet with the busy-body, the ungrateful, arrogant, deceitful, "
-     "envious, unsocial.", "The gods have given the power of using the lyre.", 1),
+    (
+        "Begin the morning by saying to thyself, I shall meet with the busy-body, the ungrateful, arrogant, deceitful, "
+        "envious, unsocial.",
+        "All these things happen to them by reason of their ignorance of what is good and evil.",
+        0,
+    ),
+    (
+        "Begin the morning by saying to thyself, I shall meet with the busy-body, the ungrateful, arrogant, deceitful, "
+        "envious, unsocial.",
+        "The gods have given the power of using the lyre.",
+        1,
+    ),
 ]
 
 
@@ -61,14 +69,21 @@ def machine() -> dict[str, Any]:
     """The CPU, cores, torch version and date of this run."""
     import torch
 
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "date": datetime.date.today().isoformat()}
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+    }
 
 
 def code_version(outputs: tuple[str, ...] = ()) -> str:
     """The git commit of this checkout (with '+changes' when a tracked file other than ``outputs`` differs from it)."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
     sha = git("rev-parse", "--short", "HEAD").strip() or "unknown"
     # Porcelain lines are "XY PATH": two status letters (either may be a space), a space, the path.
     changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line.strip()]
@@ -85,18 +100,32 @@ def answers(predictor, tokenizer) -> dict[str, list[dict[str, Any]]]:
     nsp = []
     for a, b, label in NSP_PROMPTS:
         result = predictor.predict_nsp(a, b)
-        nsp.append({"sentence_a": a, "sentence_b": b, "label": label, "verdict": result.verdict,
-                    "p_follows": round(result.probabilities[LABEL_NAMES[IS_NEXT]], 4)})
+        nsp.append(
+            {
+                "sentence_a": a,
+                "sentence_b": b,
+                "label": label,
+                "verdict": result.verdict,
+                "p_follows": round(result.probabilities[LABEL_NAMES[IS_NEXT]], 4),
+            }
+        )
     return {"fill_mask": fill, "nsp": nsp}
 
 
 def _merge(before: dict, after: dict) -> dict[str, list[dict[str, Any]]]:
     """One entry per prompt with its 'before' and 'after' answers."""
-    fill = [{"text": b["text"], "answer": b["answer"], "before": b["top"], "after": a["top"]}
-            for b, a in zip(before["fill_mask"], after["fill_mask"])]
-    nsp = [{**{k: b[k] for k in ("sentence_a", "sentence_b", "label")},
+    fill = [
+        {"text": b["text"], "answer": b["answer"], "before": b["top"], "after": a["top"]}
+        for b, a in zip(before["fill_mask"], after["fill_mask"])
+    ]
+    nsp = [
+        {
+            **{k: b[k] for k in ("sentence_a", "sentence_b", "label")},
             "before": {"verdict": b["verdict"], "p_follows": b["p_follows"]},
-            "after": {"verdict": a["verdict"], "p_follows": a["p_follows"]}} for b, a in zip(before["nsp"], after["nsp"])]
+            "after": {"verdict": a["verdict"], "p_follows": a["p_follows"]},
+        }
+        for b, a in zip(before["nsp"], after["nsp"])
+    ]
     return {"fill_mask": fill, "nsp": nsp}
 
 
@@ -113,15 +142,16 @@ def make_record(cfg: Config | None = None, out: Path = RECORD, progress: bool = 
     from transformers import set_seed
 
     from helpers.dataset import prepare_data
-    from helpers.serving import Predictor
     from helpers.model import load_model
+    from helpers.serving import Predictor
     from helpers.train import train
 
     cfg = cfg or get_profile("default", wandb="disabled")
     set_seed(cfg.seed)  # the order train() follows, so "before" is exactly the model training starts from
     data = prepare_data(cfg)
-    untrained = Predictor(load_model(cfg, data.tokenizer, data.training_text(cfg).unigram), data.tokenizer,
-                          cfg.max_length)
+    untrained = Predictor(
+        load_model(cfg, data.tokenizer, data.training_text(cfg).unigram), data.tokenizer, cfg.max_length
+    )
     before = answers(untrained, data.tokenizer)
     with tempfile.TemporaryDirectory() as folder:
         result = train(cfg, Path(folder) / "record", progress=progress, track=False)
@@ -130,10 +160,16 @@ def make_record(cfg: Config | None = None, out: Path = RECORD, progress: bool = 
     # Time to quality: training seconds until held-out MLM at [MASK] first passes the neighbour-counting guess.
     passed = first_above(result.epochs, result.baselines)
     result.final["seconds_to_neighbours"] = None if passed is None else passed["seconds"]
-    record = {"profile": record_profile(cfg), "code_version": code_version(), "machine": machine(),
-              "baselines": rounded(result.baselines),
-              "final": rounded(result.final), "epochs": [rounded(r) for r in result.epochs],
-              "history": [rounded(r) for r in result.history], "prompts": _merge(before, after)}
+    record = {
+        "profile": record_profile(cfg),
+        "code_version": code_version(),
+        "machine": machine(),
+        "baselines": rounded(result.baselines),
+        "final": rounded(result.final),
+        "epochs": [rounded(r) for r in result.epochs],
+        "history": [rounded(r) for r in result.history],
+        "prompts": _merge(before, after),
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
@@ -144,6 +180,7 @@ def make_record(cfg: Config | None = None, out: Path = RECORD, progress: bool = 
 def draw_record(record: dict[str, Any], figure: Path = FIGURE) -> None:
     """The README's picture of the record: held-out metrics beside their baselines, and the training losses."""
     import matplotlib
+
     matplotlib.use("Agg")
     from helpers.plots import plot_run, record_label
 
@@ -160,15 +197,20 @@ def load_record(path: Path = RECORD) -> dict[str, Any]:
 
 def main() -> int:
     if code_version().endswith("+changes"):  # the record names the commit it came from, so that commit must be it
-        print("error: tracked files have uncommitted changes; commit them (or stash them) first, so that the record's "
-              "code version is the code that made it.", file=sys.stderr)
+        print(
+            "error: tracked files have uncommitted changes; commit them (or stash them) first, so that the record's "
+            "code version is the code that made it.",
+            file=sys.stderr,
+        )
         return 2
     record = make_record()
     draw_record(record)
     passed = record["final"]["seconds_to_neighbours"]
-    print(f"Wrote {RECORD.relative_to(ROOT)}: {len(record['history'])} steps, {len(record['epochs'])} epochs, "
-          f"{record['final']['train_seconds']:.0f} s; held-out MLM at [MASK] passed neighbour counting "
-          + (f"after {passed:.0f} s." if passed is not None else "never."))
+    print(
+        f"Wrote {RECORD.relative_to(ROOT)}: {len(record['history'])} steps, {len(record['epochs'])} epochs, "
+        f"{record['final']['train_seconds']:.0f} s; held-out MLM at [MASK] passed neighbour counting "
+        + (f"after {passed:.0f} s." if passed is not None else "never.")
+    )
     return 0
 
 

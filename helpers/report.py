@@ -21,8 +21,12 @@ SEEN = "seen_"  # the prefix of a metric measured on training pairs (text the mo
 _NUMBER = (int, float)
 
 
-def first_above(epochs: list[dict[str, Any]], baselines: dict[str, float], baseline: str = "baseline_neighbours",
-                metric: str = "mlm_accuracy_at_mask") -> dict[str, Any] | None:
+def first_above(
+    epochs: list[dict[str, Any]],
+    baselines: dict[str, float],
+    baseline: str = "baseline_neighbours",
+    metric: str = "mlm_accuracy_at_mask",
+) -> dict[str, Any] | None:
     """Time to quality: the first epoch's row whose ``metric`` is above ``baseline`` (None: never)."""
     return next((row for row in epochs if row[metric] > baselines[baseline]), None)
 
@@ -48,8 +52,11 @@ def _in_words(accuracy: Accuracy, values: dict[str, Any]) -> list[tuple[str, flo
 
 def compared_accuracies(final: dict[str, Any], parts: bool = True) -> list[Compared]:
     """Each held-out accuracy in ``final`` with its baselines (``parts=False``: not the split of MLM's positions)."""
-    return [Compared(a.key, a.words, final[a.key], _in_words(a, final)) for a in ACCURACIES
-            if isinstance(final.get(a.key), _NUMBER) and (parts or a.part is None)]
+    return [
+        Compared(a.key, a.words, final[a.key], _in_words(a, final))
+        for a in ACCURACIES
+        if isinstance(final.get(a.key), _NUMBER) and (parts or a.part is None)
+    ]
 
 
 def numbers_beside(baselines: list[tuple[str, float]], digits: int = 3, sep: str = ", ") -> str:
@@ -70,6 +77,7 @@ def as_json(final: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 # ----- the training printout -----
 
+
 def format_baselines(values: dict[str, float]) -> str:
     """The baselines alone, before training starts: what each accuracy will have to beat, one line per accuracy."""
     return "\n".join(f"  {a.words}: {numbers_beside(_in_words(a, values))}" for a in ACCURACIES)
@@ -82,28 +90,35 @@ def headline(final: dict[str, float]) -> str:
 
 def seen_headline(final: dict[str, float]) -> str:
     """The same accuracies on training pairs (same masking), for the gap between seen and unseen text."""
-    return ("The same on training pairs (seen text; the gap above held-out is memorised): "
-            + ", ".join(f"{a.words} {final[SEEN + a.key]:.3f}" for a in ACCURACIES if SEEN + a.key in final))
+    return "The same on training pairs (seen text; the gap above held-out is memorised): " + ", ".join(
+        f"{a.words} {final[SEEN + a.key]:.3f}" for a in ACCURACIES if SEEN + a.key in final
+    )
 
 
 def format_table(rows: list[dict[str, float]], header: bool = True) -> str:
     """Per-epoch validation metrics as a fixed-width text table."""
     width = max(map(len, METRICS))
     lines = [f"{'epoch':>5}  {'seconds':>7}  " + "  ".join(f"{m:>{width}}" for m in METRICS)] if header else []
-    lines += [f"{r['epoch']:>5}  {r.get('seconds', 0):>7.0f}  " + "  ".join(f"{r[m]:>{width}.4f}" for m in METRICS)
-              for r in rows]
+    lines += [
+        f"{r['epoch']:>5}  {r.get('seconds', 0):>7.0f}  " + "  ".join(f"{r[m]:>{width}.4f}" for m in METRICS)
+        for r in rows
+    ]
     return "\n".join(lines)
 
 
 # ----- a finished checkpoint: `make demo`'s printout and the demo's panel -----
+
 
 def aligned_lines(final: dict[str, Any], others: tuple[str, ...]) -> list[str]:
     """One line per accuracy (its baselines beside it), then one per key of ``others`` in ``final``; one column."""
     compared = compared_accuracies(final)
     shown = [key for key in others if isinstance(final.get(key), _NUMBER)]
     width = max(map(len, [row.key for row in compared] + shown), default=0)
-    lines = [f"  {row.key:<{width}} {row.value:.4f}" + (f"  (baselines: {numbers_beside(row.baselines, 4)})"
-                                                         if row.baselines else "") for row in compared]
+    lines = [
+        f"  {row.key:<{width}} {row.value:.4f}"
+        + (f"  (baselines: {numbers_beside(row.baselines, 4)})" if row.baselines else "")
+        for row in compared
+    ]
     return lines + [f"  {key:<{width}} {final[key]:.4f}" for key in shown]
 
 
@@ -111,8 +126,10 @@ def nsp_in_words(final: dict[str, Any]) -> str:
     """One sentence for beside every NSP answer: how often this checkpoint is right, against its baselines."""
     nsp = accuracy("nsp_accuracy")
     if not isinstance(final.get(nsp.key), _NUMBER):
-        return (f"This checkpoint has no held-out NSP accuracy on record; {_is(baselines_beside(nsp, {}))}, so read "
-                f"the verdict as a guess.")
+        return (
+            f"This checkpoint has no held-out NSP accuracy on record; {_is(baselines_beside(nsp, {}))}, so read "
+            f"the verdict as a guess."
+        )
     said = f"This checkpoint is right on {final[nsp.key]:.2f} of held-out pairs; {_is(baselines_beside(nsp, final))}."
     if isinstance(final.get("nsp_answered_random"), _NUMBER):  # a lopsided habit reads as a verdict unless said
         said += f' It answers "{LABEL_NAMES[IS_RANDOM]}" to {final["nsp_answered_random"]:.2f} of them (half are).'
@@ -126,21 +143,24 @@ def _is(baselines: list[tuple[Baseline, float]]) -> str:
 
 # ----- the model card -----
 
+
 def _card_explanations(val_mlm_probability: float) -> dict[str, str]:
     """What each accuracy counts, for the model card; the baselines' own sentences follow it."""
     share = f"{val_mlm_probability:.0%}"
-    split = (f"the same positions split by the token hidden there: one of the {FREQUENT_TOKENS} most frequent tokens "
-             f"of the training text, or another")
+    split = (
+        f"the same positions split by the token hidden there: one of the {FREQUENT_TOKENS} most frequent tokens "
+        f"of the training text, or another"
+    )
     return {
         "mlm_accuracy_at_mask": f"**MLM accuracy at [MASK]** counts, over the held-out paragraphs with {share} of "
-                                f"their tokens selected and every selected token replaced by [MASK], how often the "
-                                f"model's top guess is the original token.",
+        f"their tokens selected and every selected token replaced by [MASK], how often the "
+        f"model's top guess is the original token.",
         "mlm_accuracy_frequent": f"**MLM accuracy at [MASK], the {FREQUENT_TOKENS} most frequent tokens** and "
-                                 f"**the other tokens** count {split}.",
+        f"**the other tokens** count {split}.",
         "mlm_accuracy_rest": "",  # explained with its other half
-        "nsp_accuracy": "**NSP accuracy** counts how often the verdict (\"B follows A\" or \"B is random\") is "
-                        "right on held-out sentence pairs, half of them true next sentences and half with B drawn "
-                        "from another paragraph.",
+        "nsp_accuracy": '**NSP accuracy** counts how often the verdict ("B follows A" or "B is random") is '
+        "right on held-out sentence pairs, half of them true next sentences and half with B drawn "
+        "from another paragraph.",
     }
 
 
@@ -152,7 +172,9 @@ def _explained(val_mlm_probability: float, compared: list[Compared]) -> str:
         text = explanations[row.key]
         if entry.task not in told:
             data = "masks" if entry.task == "mlm" else "pairs"
-            text += f" Beside it, on the same {data}: " + "; ".join(f"*{b.words}* {b.about}" for b in beside(entry)) + "."
+            text += (
+                f" Beside it, on the same {data}: " + "; ".join(f"*{b.words}* {b.about}" for b in beside(entry)) + "."
+            )
             told.add(entry.task)
         if text:
             paragraphs.append(text)
@@ -164,8 +186,11 @@ def model_card(cfg: Config, metrics: dict[str, Any]) -> str:
     compared = compared_accuracies(metrics)
     shown = {row.key for row in compared} | {baseline_key(b, a) for a in ACCURACIES for b in beside(a)}
     rows = [f"| {row.name} | {row.value:.4f} | {numbers_beside(row.baselines, 4, ' · ')} |" for row in compared]
-    rows += [f"| {k} | {v:.4f} | |" if isinstance(v, float) else f"| {k} | {v} | |" for k, v in metrics.items()
-             if k not in shown and not isinstance(v, (list, dict))]
+    rows += [
+        f"| {k} | {v:.4f} | |" if isinstance(v, float) else f"| {k} | {v} | |"
+        for k, v in metrics.items()
+        if k not in shown and not isinstance(v, (list, dict))
+    ]
     return f"""---
 library_name: transformers
 pipeline_tag: fill-mask

@@ -27,8 +27,13 @@ BERT_BASE_BATCH = 256
 BERT_BASE_TOKENS_PER_BATCH = 128_000
 # The bert-base profile does not pretrain: it continues from bert-base-uncased, which BERT-base's column trained.
 PROFILE_COLUMN = "bert-base profile (continues bert-base-uncased; Colab GPU)"
-SCALE_ROWS = ("parameters", "words of training text", "optimizer steps × batch",
-              "tokens seen (real, not padding, all epochs)", "training compute in FLOPs (≈ 6 · N · D)")
+SCALE_ROWS = (
+    "parameters",
+    "words of training text",
+    "optimizer steps × batch",
+    "tokens seen (real, not padding, all epochs)",
+    "training compute in FLOPs (≈ 6 · N · D)",
+)
 
 
 def parameter_count(config: BertConfig) -> int:
@@ -54,7 +59,7 @@ def readable(number: float, scientific: bool = False) -> str:
     """'950', '27.4 k', '4.1 M', '3.3 B'; '1.2 × 10^15' past a trillion, or always when ``scientific``."""
     if scientific or abs(number) >= 1e12:
         exponent = math.floor(math.log10(abs(number))) if number else 0
-        return f"{number / 10 ** exponent:.1f} × 10^{exponent}"
+        return f"{number / 10**exponent:.1f} × 10^{exponent}"
     for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if abs(number) >= size:
             return f"{number / size:.1f} {unit}"
@@ -67,8 +72,9 @@ def scale_table(cfg: Config, data: PreparedData, steps: int) -> pd.DataFrame:
     ``.attrs["numbers"]`` holds the unformatted figures per column, ``.attrs["notes"]`` the footnotes.
     """
     this = run_scale(cfg, data, steps, cfg.max_length)
-    this["parameters"] = parameter_count(scratch_config(cfg, data.tokenizer) if cfg.model == "scratch"
-                                         else BertConfig.from_pretrained(cfg.model))
+    this["parameters"] = parameter_count(
+        scratch_config(cfg, data.tokenizer) if cfg.model == "scratch" else BertConfig.from_pretrained(cfg.model)
+    )
     # bert-base-uncased's tokenizer is on the hub, out of reach offline: its pairs come from the same corpus and
     # pair functions (they need no tokenizer), their tokens from this run's tokenizer at the profile's max_length.
     base_cfg = get_profile("bert-base", corpus=cfg.corpus)
@@ -76,15 +82,33 @@ def scale_table(cfg: Config, data: PreparedData, steps: int) -> pd.DataFrame:
     base_steps = math.ceil(len(base_data.train_pairs(base_cfg, 0)) / base_cfg.batch_size) * base_cfg.epochs
     profile = run_scale(base_cfg, base_data, base_steps, base_cfg.max_length)
     profile["parameters"] = parameter_count(BertConfig())  # BertConfig's defaults are bert-base-uncased's shape
-    published = {"parameters": profile["parameters"], "words": BERT_BASE_WORDS, "steps": BERT_BASE_STEPS,
-                 "batch": BERT_BASE_BATCH, "tokens": BERT_BASE_STEPS * BERT_BASE_TOKENS_PER_BATCH}
-    columns = {f"this run (profile {cfg.profile})": this, PROFILE_COLUMN: profile,
-               "BERT-base (Devlin et al., 2019)": published}
+    published = {
+        "parameters": profile["parameters"],
+        "words": BERT_BASE_WORDS,
+        "steps": BERT_BASE_STEPS,
+        "batch": BERT_BASE_BATCH,
+        "tokens": BERT_BASE_STEPS * BERT_BASE_TOKENS_PER_BATCH,
+    }
+    columns = {
+        f"this run (profile {cfg.profile})": this,
+        PROFILE_COLUMN: profile,
+        "BERT-base (Devlin et al., 2019)": published,
+    }
     for figures in columns.values():
         figures["flops"] = 6 * figures["parameters"] * figures["tokens"]  # ≈ 2 forward + 4 backward per weight, token
-    table = pd.DataFrame({name: [readable(f["parameters"]), readable(f["words"]), f"{f['steps']:,} × {f['batch']}",
-                                 readable(f["tokens"]), readable(f["flops"], scientific=True)]
-                          for name, f in columns.items()}, index=list(SCALE_ROWS))
+    table = pd.DataFrame(
+        {
+            name: [
+                readable(f["parameters"]),
+                readable(f["words"]),
+                f"{f['steps']:,} × {f['batch']}",
+                readable(f["tokens"]),
+                readable(f["flops"], scientific=True),
+            ]
+            for name, f in columns.items()
+        },
+        index=list(SCALE_ROWS),
+    )
     table.attrs["numbers"] = {name: dict(figures) for name, figures in columns.items()}
     table.attrs["notes"] = [
         "bert-base profile: it starts from bert-base-uncased, already pretrained as in the last column, and continues "

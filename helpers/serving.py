@@ -84,30 +84,42 @@ def check_checkpoint_folder(folder: str | os.PathLike) -> Path:
     """Raise CheckpointError with one sentence unless ``folder`` looks like a BERT pretraining checkpoint."""
     folder = Path(folder).expanduser()
     if not folder.exists():
-        raise CheckpointError(f"The checkpoint folder {folder} does not exist; pass the folder of a trained run, "
-                              f"or {_TRAIN_HINT}.")
+        raise CheckpointError(
+            f"The checkpoint folder {folder} does not exist; pass the folder of a trained run, or {_TRAIN_HINT}."
+        )
     if not folder.is_dir():
-        raise CheckpointError(f"{folder} is a file, not a checkpoint folder; pass the folder that holds "
-                              f"config.json and model.safetensors.")
+        raise CheckpointError(
+            f"{folder} is a file, not a checkpoint folder; pass the folder that holds "
+            f"config.json and model.safetensors."
+        )
     if not (folder / "config.json").is_file():
-        raise CheckpointError(f"{folder} holds no config.json, so it is not a saved model; pass a folder written by "
-                              f"helpers.train or save_pretrained, or {_TRAIN_HINT}.")
+        raise CheckpointError(
+            f"{folder} holds no config.json, so it is not a saved model; pass a folder written by "
+            f"helpers.train or save_pretrained, or {_TRAIN_HINT}."
+        )
     config = read_json(folder / "config.json")
     if config is None:
-        raise CheckpointError(f"{folder / 'config.json'} is not valid JSON, so the checkpoint is damaged; "
-                              f"train it again or restore a copy.")
+        raise CheckpointError(
+            f"{folder / 'config.json'} is not valid JSON, so the checkpoint is damaged; "
+            f"train it again or restore a copy."
+        )
     _check_architecture(folder, config)
     if not ((folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()):
         pickled = any((folder / name).is_file() for name in ("pytorch_model.bin", "pytorch_model.bin.index.json"))
-        why = ("holds only pickled weights (pytorch_model.bin), which are never loaded here" if pickled
-               else "holds no model.safetensors")
+        why = (
+            "holds only pickled weights (pytorch_model.bin), which are never loaded here"
+            if pickled
+            else "holds no model.safetensors"
+        )
         raise CheckpointError(f"{folder} {why}; re-save the model with save_pretrained(safe_serialization=True).")
     if is_checkpoint(folder):  # one of ours: its files must match the checksums recorded at save time
         verify_files(folder)
     # Without these, transformers 5 quietly builds an empty tokenizer that reads every word as [UNK].
     if not any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
-        raise CheckpointError(f"{folder} holds no usable tokenizer (no tokenizer.json or vocab.txt); save the "
-                              f"tokenizer beside the model with tokenizer.save_pretrained.")
+        raise CheckpointError(
+            f"{folder} holds no usable tokenizer (no tokenizer.json or vocab.txt); save the "
+            f"tokenizer beside the model with tokenizer.save_pretrained."
+        )
     return folder
 
 
@@ -115,14 +127,17 @@ def _check_architecture(folder: Path, config: dict) -> None:
     """Refuse a config.json that describes anything but a BERT with both pretraining heads."""
     model_type = config.get("model_type")
     if model_type != "bert":
-        raise CheckpointError(f"{folder} holds a {model_type or 'model of unknown type'!s} model, not BERT; the demo "
-                              f"needs a BERT with a next-sentence-prediction head (BertForPreTraining).")
+        raise CheckpointError(
+            f"{folder} holds a {model_type or 'model of unknown type'!s} model, not BERT; the demo "
+            f"needs a BERT with a next-sentence-prediction head (BertForPreTraining)."
+        )
     architectures = config.get("architectures") or []
     if architectures and not set(architectures) & set(PRETRAINING_ARCHITECTURES):
-        head = ("masked-word (MLM) head" if "NextSentence" in architectures[0]
-                else "next-sentence-prediction head")
-        raise CheckpointError(f"{folder} holds a {architectures[0]}, which has no {head}; pass a BertForPreTraining "
-                              f"checkpoint such as one helpers.train saves.")
+        head = "masked-word (MLM) head" if "NextSentence" in architectures[0] else "next-sentence-prediction head"
+        raise CheckpointError(
+            f"{folder} holds a {architectures[0]}, which has no {head}; pass a BertForPreTraining "
+            f"checkpoint such as one helpers.train saves."
+        )
 
 
 def load_pretraining(folder: Path) -> tuple[BertForPreTraining, PreTrainedTokenizerBase]:
@@ -130,39 +145,54 @@ def load_pretraining(folder: Path) -> tuple[BertForPreTraining, PreTrainedTokeni
     with _QuietLoading():
         try:
             # local_files_only: a folder is read from disk and nothing else; no remote code is ever run.
-            model, info = BertForPreTraining.from_pretrained(folder, use_safetensors=True, local_files_only=True,
-                                                             output_loading_info=True)
+            model, info = BertForPreTraining.from_pretrained(
+                folder, use_safetensors=True, local_files_only=True, output_loading_info=True
+            )
         except Exception as err:  # noqa: BLE001 - safetensors, OSError, ValueError: all mean "unreadable"
-            raise CheckpointError(f"The weights in {folder} could not be read ({first_line(err)}); the file is "
-                                  f"damaged or cut short, so train again or restore a copy.") from None
+            raise CheckpointError(
+                f"The weights in {folder} could not be read ({first_line(err)}); the file is "
+                f"damaged or cut short, so train again or restore a copy."
+            ) from None
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         except Exception as err:  # noqa: BLE001
-            raise CheckpointError(f"{folder} holds no usable tokenizer ({first_line(err)}); save the tokenizer "
-                                  f"beside the model with tokenizer.save_pretrained.") from None
+            raise CheckpointError(
+                f"{folder} holds no usable tokenizer ({first_line(err)}); save the tokenizer "
+                f"beside the model with tokenizer.save_pretrained."
+            ) from None
     missing = sorted(info.get("missing_keys") or [])
     if any(key.startswith("cls.seq_relationship") for key in missing):
-        raise CheckpointError(f"{folder} has no next-sentence-prediction head (cls.seq_relationship); pass a "
-                              f"BertForPreTraining checkpoint such as one helpers.train saves.")
+        raise CheckpointError(
+            f"{folder} has no next-sentence-prediction head (cls.seq_relationship); pass a "
+            f"BertForPreTraining checkpoint such as one helpers.train saves."
+        )
     if missing or info.get("mismatched_keys"):
         what = missing[0] if missing else sorted(info["mismatched_keys"])[0][0]
-        raise CheckpointError(f"The weights in {folder} do not fit a BertForPreTraining ({what} is missing or "
-                              f"has the wrong shape); pass a complete BertForPreTraining checkpoint.")
+        raise CheckpointError(
+            f"The weights in {folder} do not fit a BertForPreTraining ({what} is missing or "
+            f"has the wrong shape); pass a complete BertForPreTraining checkpoint."
+        )
     if tokenizer.mask_token is None or tokenizer.cls_token is None or tokenizer.sep_token is None:
-        raise CheckpointError(f"The tokenizer in {folder} lacks [MASK], [CLS] or [SEP]; use the BERT tokenizer "
-                              f"the model was trained with.")
+        raise CheckpointError(
+            f"The tokenizer in {folder} lacks [MASK], [CLS] or [SEP]; use the BERT tokenizer "
+            f"the model was trained with."
+        )
     if len(tokenizer) > model.config.vocab_size:
-        raise CheckpointError(f"The tokenizer in {folder} has {len(tokenizer)} tokens but the model knows "
-                              f"{model.config.vocab_size}; use the tokenizer the model was trained with.")
+        raise CheckpointError(
+            f"The tokenizer in {folder} has {len(tokenizer)} tokens but the model knows "
+            f"{model.config.vocab_size}; use the tokenizer the model was trained with."
+        )
     return model, tokenizer
 
 
 # ----- input hygiene -----
 
+
 def strip_special_tokens(text: str, tokenizer: PreTrainedTokenizerBase) -> tuple[str, list[str]]:
     """``text`` without typed [CLS], [SEP] or [PAD] (the tokenizer places its own), and which of them were there."""
-    removed = [token for token in (tokenizer.cls_token, tokenizer.sep_token, tokenizer.pad_token)
-               if token and token in text]
+    removed = [
+        token for token in (tokenizer.cls_token, tokenizer.sep_token, tokenizer.pad_token) if token and token in text
+    ]
     for token in removed:
         text = text.replace(token, " ")
     return text, removed
@@ -179,23 +209,28 @@ def clean_text(text, what: str, tokenizer: PreTrainedTokenizerBase) -> tuple[str
         notes.append(f"{name} was cut to its first {MAX_CHARS:,} characters before reading.")
     text, removed = strip_special_tokens(text, tokenizer)
     if removed:
-        notes.append(f"{', '.join(removed)} typed in {what} {'was' if len(removed) == 1 else 'were'} left out: "
-                     f"the model places its own special tokens.")
+        notes.append(
+            f"{', '.join(removed)} typed in {what} {'was' if len(removed) == 1 else 'were'} left out: "
+            f"the model places its own special tokens."
+        )
     if not text.strip():
         raise InferenceError(f"{name} is empty; type some words into it.")
     return text, notes, cut
 
 
-def unknown_note(tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor,
-                 attention_mask: torch.Tensor) -> list[str]:
+def unknown_note(
+    tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> list[str]:
     """A note when the tokenizer read part of one row (seq_len,) as its unknown token, else nothing."""
     unk = tokenizer.unk_token_id
     count = int(((input_ids == unk) & attention_mask.bool()).sum()) if unk is not None else 0
     if not count:
         return []
-    return [f"{count} piece{'s' if count > 1 else ''} of the text {'are' if count > 1 else 'is'} unknown to this "
-            f"tokenizer (letters or symbols it never saw, such as emoji) and {'were' if count > 1 else 'was'} "
-            f"read as {tokenizer.unk_token}."]
+    return [
+        f"{count} piece{'s' if count > 1 else ''} of the text {'are' if count > 1 else 'is'} unknown to this "
+        f"tokenizer (letters or symbols it never saw, such as emoji) and {'were' if count > 1 else 'was'} "
+        f"read as {tokenizer.unk_token}."
+    ]
 
 
 def clean_batch(items: Sequence, clean_one: Callable, errors: str):
@@ -232,6 +267,7 @@ def check_masks(text: str, mask: str) -> None:
 
 # ----- the predictor -----
 
+
 class Predictor:
     """One loaded model and tokenizer in ``eval()`` mode behind input checks, notes and a lock."""
 
@@ -247,7 +283,7 @@ class Predictor:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_checkpoint(cls, folder: str | os.PathLike, max_length: int | None = None) -> "Predictor":
+    def from_checkpoint(cls, folder: str | os.PathLike, max_length: int | None = None) -> Predictor:
         """Load a checked BertForPreTraining folder; ``max_length`` defaults to profile.json's, else the model's."""
         folder = check_checkpoint_folder(folder)
         model, tokenizer = load_pretraining(folder)
@@ -258,20 +294,25 @@ class Predictor:
 
     def _encode(self, first: Sequence[str], second: Sequence[str] | None = None) -> tuple[BatchEncoding, list[bool]]:
         """The batch for the model and, per row, whether truncation to ``max_length`` cut anything."""
-        full = self.tokenizer(list(first), None if second is None else list(second), truncation=False, padding=False,
-                              verbose=False)["input_ids"]
+        full = self.tokenizer(
+            list(first), None if second is None else list(second), truncation=False, padding=False, verbose=False
+        )["input_ids"]
         batch = encode(self.tokenizer, first, second, self.max_length).to(self.device)
         return batch, [len(ids) > self.max_length for ids in full]
 
     def _row_notes(self, batch: BatchEncoding, row: int, notes: list[str], cut_note: str | None) -> list[str]:
         """The cleaning notes of one row, plus one on unknown pieces and ``cut_note`` if truncation cut the row."""
-        return (notes + unknown_note(self.tokenizer, batch["input_ids"][row], batch["attention_mask"][row])
-                + ([cut_note] if cut_note else []))
+        return (
+            notes
+            + unknown_note(self.tokenizer, batch["input_ids"][row], batch["attention_mask"][row])
+            + ([cut_note] if cut_note else [])
+        )
 
     # ----- Next Sentence Prediction -----
 
     def predict_nsp_batch(self, pairs: Sequence[tuple[str, str]], errors: str = "raise") -> list[NSPResult]:
         """NSP for several (A, B) pairs in one pass; ``errors="return"`` puts an InferenceError in a bad pair's slot."""
+
         def clean_pair(pair: tuple[str, str]):
             a, notes_a, cut_a = clean_text(pair[0], "sentence A", self.tokenizer)
             b, notes_b, cut_b = clean_text(pair[1], "sentence B", self.tokenizer)
@@ -284,15 +325,23 @@ class Predictor:
             batch, truncated = self._encode([a for a, _ in cleaned], [b for _, b in cleaned])
             logits = nsp_logits(self.model, batch)  # (n_pairs, 2)
         probs = logits.softmax(dim=-1).tolist()
-        cut = (f"The pair is longer than the {self.max_length} tokens this model reads, so the end of the longer "
-               f"sentence was cut off.")
+        cut = (
+            f"The pair is longer than the {self.max_length} tokens this model reads, so the end of the longer "
+            f"sentence was cut off."
+        )
         for row, index in enumerate(good):
             label = int(logits[row].argmax())
-            results[index] = NSPResult(logits=(float(logits[row, 0]), float(logits[row, 1])),
-                                       probabilities={LABEL_NAMES[IS_NEXT]: probs[row][IS_NEXT],
-                                                      LABEL_NAMES[IS_RANDOM]: probs[row][IS_RANDOM]},
-                                       label=label, verdict=LABEL_NAMES[label], truncated=truncated[row] or cuts[row],
-                                       notes=self._row_notes(batch, row, notes[row], cut if truncated[row] else None))
+            results[index] = NSPResult(
+                logits=(float(logits[row, 0]), float(logits[row, 1])),
+                probabilities={
+                    LABEL_NAMES[IS_NEXT]: probs[row][IS_NEXT],
+                    LABEL_NAMES[IS_RANDOM]: probs[row][IS_RANDOM],
+                },
+                label=label,
+                verdict=LABEL_NAMES[label],
+                truncated=truncated[row] or cuts[row],
+                notes=self._row_notes(batch, row, notes[row], cut if truncated[row] else None),
+            )
         return results
 
     def predict_nsp(self, sentence_a: str, sentence_b: str) -> NSPResult:
@@ -324,13 +373,15 @@ class Predictor:
         start = 0
         for row, (index, n_read) in enumerate(zip(good, selected.sum(dim=1).tolist())):  # masks read, per text
             row_notes = self._row_notes(batch, row, notes[row], cut if truncated[row] else None)
-            results[index] = self._fill_result(cleaned[row], guesses[start:start + n_read], row_notes,
-                                               truncated[row] or cuts[row], errors)
+            results[index] = self._fill_result(
+                cleaned[row], guesses[start : start + n_read], row_notes, truncated[row] or cuts[row], errors
+            )
             start += n_read
         return results
 
-    def _fill_result(self, text: str, predictions: list, notes: list[str], truncated: bool,
-                     errors: str) -> FillMaskResult | InferenceError:
+    def _fill_result(
+        self, text: str, predictions: list, notes: list[str], truncated: bool, errors: str
+    ) -> FillMaskResult | InferenceError:
         """One text's result, with a note on [MASK]s past the tokens the model reads."""
         mask, n_typed = self.tokenizer.mask_token, text.count(self.tokenizer.mask_token)
         if not predictions:
@@ -339,8 +390,10 @@ class Predictor:
                 raise err
             return err
         if len(predictions) < n_typed:
-            notes.append(f"{n_typed - len(predictions)} of the {n_typed} {mask}s lie past the first "
-                         f"{self.max_length} tokens and were not filled.")
+            notes.append(
+                f"{n_typed - len(predictions)} of the {n_typed} {mask}s lie past the first "
+                f"{self.max_length} tokens and were not filled."
+            )
         return FillMaskResult(predictions=predictions, n_masks=n_typed, truncated=truncated, notes=notes)
 
     def fill_mask_result(self, text: str, top_k: int = 5) -> FillMaskResult:

@@ -10,8 +10,10 @@ from transformers import BertTokenizerFast, PreTrainedTokenizerBase
 
 from helpers.pairs import Pair
 
-HUB_HINT = ("Use --model scratch (a small BERT and a tokenizer trained on the corpus, no network needed) "
-            "or --model PATH to a local checkpoint directory.")
+HUB_HINT = (
+    "Use --model scratch (a small BERT and a tokenizer trained on the corpus, no network needed) "
+    "or --model PATH to a local checkpoint directory."
+)
 
 
 class ModelSourceError(RuntimeError):
@@ -24,8 +26,10 @@ def train_scratch_tokenizer(texts: Sequence[str], vocab_size: int = 8000) -> Ber
     # [UNK] at 100, [CLS] at 101, [SEP] at 102 and [MASK] at 103, exactly as in bert-base-uncased.
     specials = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     if vocab_size < len(specials) + 100:
-        raise ModelSourceError(f"--vocab-size={vocab_size} is too small: the special tokens alone take "
-                               f"{len(specials)} ids; use at least {len(specials) + 100}.")
+        raise ModelSourceError(
+            f"--vocab-size={vocab_size} is too small: the special tokens alone take "
+            f"{len(specials)} ids; use at least {len(specials) + 100}."
+        )
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -35,8 +39,9 @@ def train_scratch_tokenizer(texts: Sequence[str], vocab_size: int = 8000) -> Ber
     # makes the vocabulary identical on every run; they become ordinary entries of the final vocab.
     chars = sorted({ch for text in texts for ch in tok.normalizer.normalize_str(text) if not ch.isspace()})
     pieces = [f"##{ch}" for ch in chars]
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size + len(pieces), special_tokens=specials + pieces,
-                                        min_frequency=2, show_progress=False)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size + len(pieces), special_tokens=specials + pieces, min_frequency=2, show_progress=False
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     # Rebuild from the learned vocabulary so that only the real special tokens are special.
     vocab = tok.get_vocab()
@@ -47,11 +52,20 @@ def train_scratch_tokenizer(texts: Sequence[str], vocab_size: int = 8000) -> Ber
     tok = final
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
-    return BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
-                             cls_token="[CLS]", mask_token="[MASK]", do_lower_case=True,
-                             model_max_length=512)
+        single="[CLS]:0 $A:0 [SEP]:0",
+        pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+        do_lower_case=True,
+        model_max_length=512,
+    )
 
 
 def load_tokenizer(source: str, texts: Sequence[str] | None = None, vocab_size: int = 8000) -> PreTrainedTokenizerBase:
@@ -61,12 +75,14 @@ def load_tokenizer(source: str, texts: Sequence[str] | None = None, vocab_size: 
             raise ModelSourceError("The scratch tokenizer needs the corpus text to train on.")
         return train_scratch_tokenizer(texts, vocab_size)
     from transformers import AutoTokenizer
+
     try:
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as err:
         where = "directory" if Path(source).exists() else "hub model"
-        raise ModelSourceError(f"Could not load the tokenizer of {where} {source!r} ({str(err).splitlines()[0][:160]}). "
-                               f"{HUB_HINT}") from None
+        raise ModelSourceError(
+            f"Could not load the tokenizer of {where} {source!r} ({str(err).splitlines()[0][:160]}). {HUB_HINT}"
+        ) from None
 
 
 def model_max_length(tokenizer: PreTrainedTokenizerBase, model_limit: int | None = None) -> int:
@@ -90,12 +106,15 @@ def clip_to_tokens(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max
     that grow with the square of the length (huggingface/tokenizers#2035) on very long input.
     """
     enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-    return [text if len(offsets) <= max_tokens else text[:offsets[max_tokens - 1][1]]
-            for text, offsets in zip(texts, enc["offset_mapping"])]
+    return [
+        text if len(offsets) <= max_tokens else text[: offsets[max_tokens - 1][1]]
+        for text, offsets in zip(texts, enc["offset_mapping"])
+    ]
 
 
-def tokenize_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], max_length: int = 256,
-                   pad_to_max_length: bool = False) -> dict[str, list]:
+def tokenize_pairs(
+    tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], max_length: int = 256, pad_to_max_length: bool = False
+) -> dict[str, list]:
     """Pairs -> ``input_ids``, ``token_type_ids``, ``attention_mask``, ``special_tokens_mask`` and
     ``next_sentence_label`` lists; the longer segment is truncated first.
 
@@ -108,10 +127,17 @@ def tokenize_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], ma
     clipped = dict(zip(distinct, clip_to_tokens(tokenizer, distinct, max_length)))
     firsts, seconds = [clipped[p.sentence_a] for p in pairs], [clipped[p.sentence_b] for p in pairs]
     # split_special_tokens: "[SEP]" or "[MASK]" typed in the corpus is text, never a control token.
-    encoded = tokenizer(firsts, seconds, split_special_tokens=True,
-                        truncation="longest_first", max_length=max_length,
-                        padding="max_length" if pad_to_max_length else False,
-                        return_token_type_ids=True, return_attention_mask=True, return_special_tokens_mask=True)
+    encoded = tokenizer(
+        firsts,
+        seconds,
+        split_special_tokens=True,
+        truncation="longest_first",
+        max_length=max_length,
+        padding="max_length" if pad_to_max_length else False,
+        return_token_type_ids=True,
+        return_attention_mask=True,
+        return_special_tokens_mask=True,
+    )
     out = {key: encoded[key] for key in ("input_ids", "token_type_ids", "attention_mask", "special_tokens_mask")}
     out["next_sentence_label"] = [p.next_sentence_label for p in pairs]
     return out

@@ -53,15 +53,22 @@ class Tracker:
         import wandb
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=cfg.wandb_project, config=cfg.to_dict(), mode=self.mode, dir=str(self.dir),
-                              settings=wandb.Settings(silent=True, console="off"), reinit="finish_previous")
+        self.run = wandb.init(
+            project=cfg.wandb_project,
+            config=cfg.to_dict(),
+            mode=self.mode,
+            dir=str(self.dir),
+            settings=wandb.Settings(silent=True, console="off"),
+            reinit="finish_previous",
+        )
 
     def _guard(self, fn, *args) -> Any:
         try:
             return fn(*args)
         except Exception as err:  # noqa: BLE001 - tracking must never stop training
-            warnings.warn(f"W&B tracking stopped ({type(err).__name__}: {err}); training continues without it.",
-                          stacklevel=3)
+            warnings.warn(
+                f"W&B tracking stopped ({type(err).__name__}: {err}); training continues without it.", stacklevel=3
+            )
             self.run, self.mode = None, "disabled"
             return None
 
@@ -117,15 +124,24 @@ def sync_command(run_dir: str | os.PathLike) -> str:
 def _inspect(run_dir: Path, *flags: str) -> str:
     """``wandb leet inspect --json [flags] RUN_DIR``'s output; reads the local log only, no network."""
     try:
-        out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", *flags, str(run_dir)],
-                             capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        out = subprocess.run(
+            [sys.executable, "-m", "wandb", "leet", "inspect", "--json", *flags, str(run_dir)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired) as err:
-        raise RunReadError(f"Could not run `wandb leet inspect` ({type(err).__name__}); install wandb 0.31 "
-                           f"(pip install 'wandb>=0.31,<0.32') and try again.") from None
+        raise RunReadError(
+            f"Could not run `wandb leet inspect` ({type(err).__name__}); install wandb 0.31 "
+            f"(pip install 'wandb>=0.31,<0.32') and try again."
+        ) from None
     if out.returncode != 0:
         reason = (out.stderr.strip().splitlines() or ["no message"])[-1].removeprefix("Error: ")
-        raise RunReadError(f"W&B cannot read {run_dir} as a run ({reason[:200]}): pass the folder of one run, "
-                           f"such as TrainResult.wandb_run or runs/wandb/offline-run-..., with wandb 0.31 installed.")
+        raise RunReadError(
+            f"W&B cannot read {run_dir} as a run ({reason[:200]}): pass the folder of one run, "
+            f"such as TrainResult.wandb_run or runs/wandb/offline-run-..., with wandb 0.31 installed."
+        )
     return out.stdout
 
 
@@ -133,8 +149,10 @@ def read_run(run_dir: str | os.PathLike) -> LoggedRun:
     """Read a local (offline or synced) W&B run back with W&B's own ``wandb leet inspect``: config, history, summary."""
     run_dir = Path(run_dir).expanduser()
     if not run_dir.exists():
-        raise RunReadError(f"{run_dir} does not exist: pass the run folder that training printed "
-                           f"(TrainResult.wandb_run), such as runs/wandb/offline-run-....")
+        raise RunReadError(
+            f"{run_dir} does not exist: pass the run folder that training printed "
+            f"(TrainResult.wandb_run), such as runs/wandb/offline-run-...."
+        )
     # One JSON record per line (header, run, history, summary, ...); history items are flat {key: value} rows.
     records = [json.loads(line) for line in _inspect(run_dir).splitlines() if line.startswith("{")]
     rows = [record["history"]["item"] for record in records if record.get("type") == "history"]
@@ -143,6 +161,10 @@ def read_run(run_dir: str | os.PathLike) -> LoggedRun:
         history = history.set_index("_step").sort_index()
     # --summary: W&B's own view of the run's end: its state, its config and its summary (nested as logged).
     overview = json.loads(_inspect(run_dir, "--summary"))
-    return LoggedRun(path=run_dir, state=str(overview.get("state", "unknown")),
-                     config=dict(overview.get("config") or {}), history=history,
-                     summary=dict(overview.get("summary") or {}))
+    return LoggedRun(
+        path=run_dir,
+        state=str(overview.get("state", "unknown")),
+        config=dict(overview.get("config") or {}),
+        history=history,
+        summary=dict(overview.get("summary") or {}),
+    )

@@ -1,6 +1,6 @@
 """The training loop: BertForPreTraining with AdamW, warm-up, clipping and validation, through Accelerate.
 
-    python -m helpers.train --profile default --output runs/default
+python -m helpers.train --profile default --output runs/default
 """
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -19,12 +19,29 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, BertForPreTraining, get_scheduler, set_seed
 
 from helpers.baselines import ACCURACIES, TrainingText, count_baselines, positions_of
-from helpers.checkpoint import (CheckpointError, Progress, Resume, check_output_dir, is_checkpoint, load_resume, recover,
-                                rng_state, run_lock, save_checkpoint, set_rng_state)
+from helpers.checkpoint import (
+    CheckpointError,
+    Progress,
+    Resume,
+    check_output_dir,
+    is_checkpoint,
+    load_resume,
+    recover,
+    rng_state,
+    run_lock,
+    save_checkpoint,
+    set_rng_state,
+)
 from helpers.config import LR_SCHEDULES, Config, ConfigError, parse_args
 from helpers.corpus import CorpusError
-from helpers.dataset import (MeditationsDataset, PreparedData, make_loader, padding_counts, prepare_data,
-                             validation_batches)
+from helpers.dataset import (
+    MeditationsDataset,
+    PreparedData,
+    make_loader,
+    padding_counts,
+    prepare_data,
+    validation_batches,
+)
 from helpers.inference import nsp_probabilities, nsp_readout
 from helpers.masking import IGNORE_INDEX
 from helpers.model import PretrainingModel, load_model
@@ -119,8 +136,10 @@ def make_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device | N
             groups.setdefault((parameter_path(name), param.ndim >= 2 and "LayerNorm" not in name), []).append(param)
     lrs = {"nsp": cfg.nsp_lr or cfg.lr, "embeddings": cfg.embedding_lr or cfg.lr, "body": cfg.lr}
     decay = {"nsp": cfg.weight_decay if cfg.nsp_weight_decay is None else cfg.nsp_weight_decay}
-    params = [{"params": group, "lr": lrs[path], "weight_decay": decay.get(path, cfg.weight_decay) if decays else 0.0}
-              for (path, decays), group in groups.items()]
+    params = [
+        {"params": group, "lr": lrs[path], "weight_decay": decay.get(path, cfg.weight_decay) if decays else 0.0}
+        for (path, decays), group in groups.items()
+    ]
     # The fused kernel updates every tensor in one pass: for the default profile's 1M parameters on a CPU it
     # took 0.7 ms a step against 6.5 ms for the plain loop, a seventh of the whole step.
     fused = (device or next(model.parameters()).device).type in ("cpu", "cuda")
@@ -128,8 +147,9 @@ def make_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device | N
 
 
 @torch.inference_mode()
-def evaluate(model: PretrainingModel, batches: list[dict[str, torch.Tensor]], accelerator: Accelerator,
-             frequent: torch.Tensor) -> dict[str, float]:
+def evaluate(
+    model: PretrainingModel, batches: list[dict[str, torch.Tensor]], accelerator: Accelerator, frequent: torch.Tensor
+) -> dict[str, float]:
     """Validation metrics from the logits: each accuracy of ACCURACIES, both losses; ``frequent``: the split's tokens.
 
     MLM is scored on the batches' masked pairs; NSP on the same pairs as written (every [MASK] put back), which is
@@ -138,8 +158,12 @@ def evaluate(model: PretrainingModel, batches: list[dict[str, torch.Tensor]], ac
     was_training = model.training
     model.eval()  # dropout off
     mlm = [a for a in ACCURACIES if a.task == "mlm"]
-    sums = dict.fromkeys([a.key for a in mlm] + [f"{a.key}_n" for a in mlm] + ["mlm_loss", "mlm_n", "nsp_accuracy",
-                                                                              "nsp_loss", "nsp_n", "random"], 0.0)
+    sums = dict.fromkeys(
+        [a.key for a in mlm]
+        + [f"{a.key}_n" for a in mlm]
+        + ["mlm_loss", "mlm_n", "nsp_accuracy", "nsp_loss", "nsp_n", "random"],
+        0.0,
+    )
     for batch in batches:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
@@ -161,9 +185,14 @@ def evaluate(model: PretrainingModel, batches: list[dict[str, torch.Tensor]], ac
     model.train(was_training)
     per = lambda key, n: sums[key] / max(sums[n], 1)  # noqa: E731
     mlm_loss = per("mlm_loss", "mlm_n")
-    return {"nsp_accuracy": per("nsp_accuracy", "nsp_n"), **{a.key: per(a.key, f"{a.key}_n") for a in mlm},
-            "mlm_loss": mlm_loss, "mlm_perplexity": math.exp(min(mlm_loss, 50.0)), "nsp_loss": per("nsp_loss", "nsp_n"),
-            "nsp_answered_random": per("random", "nsp_n")}
+    return {
+        "nsp_accuracy": per("nsp_accuracy", "nsp_n"),
+        **{a.key: per(a.key, f"{a.key}_n") for a in mlm},
+        "mlm_loss": mlm_loss,
+        "mlm_perplexity": math.exp(min(mlm_loss, 50.0)),
+        "nsp_loss": per("nsp_loss", "nsp_n"),
+        "nsp_answered_random": per("random", "nsp_n"),
+    }
 
 
 @dataclass
@@ -192,10 +221,19 @@ class Run:
         return time.perf_counter() - self.started
 
 
-def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, track: bool = True, verbose: bool = True, data: PreparedData | None = None,
-          on_step: Callable[[dict[str, float]], None] | None = None,
-          on_epoch: Callable[[dict[str, float], BertForPreTraining], None] | None = None) -> TrainResult:
+def train(
+    cfg: Config | None,
+    output: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    track: bool = True,
+    verbose: bool = True,
+    data: PreparedData | None = None,
+    on_step: Callable[[dict[str, float]], None] | None = None,
+    on_epoch: Callable[[dict[str, float], BertForPreTraining], None] | None = None,
+) -> TrainResult:
     """Train ``cfg`` and save to ``output``; ``resume=True`` continues the checkpoint in ``output``.
 
     ``on_step`` is called with each step's metrics (step, epoch, losses, lr); ``on_epoch`` with each epoch's row and
@@ -210,8 +248,12 @@ def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overw
         try:
             while at.epoch < cfg.epochs and at.global_step < run.total_steps:
                 loader = epoch_loader(run, at.epoch)
-                bar = epoch_bar(len(loader), at.batches_done, f"epoch {at.epoch + 1}/{cfg.epochs}",
-                                progress and accelerator.is_main_process)
+                bar = epoch_bar(
+                    len(loader),
+                    at.batches_done,
+                    f"epoch {at.epoch + 1}/{cfg.epochs}",
+                    progress and accelerator.is_main_process,
+                )
                 model.train()  # dropout on
                 for index, batch in remaining(run, loader, at):
                     # MLM first: NSP rides on what MLM builds, and from step 0 it slows MLM (docs/experiments.md).
@@ -226,14 +268,19 @@ def train(cfg: Config | None, output: str | Path, *, resume: bool = False, overw
                     run.scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     at.step(index + 1)
-                    step_metrics = log_step(run, throughput, batch, out, at.global_step,
-                                            at.epoch + at.batches_done / len(loader))
+                    step_metrics = log_step(
+                        run, throughput, batch, out, at.global_step, at.epoch + at.batches_done / len(loader)
+                    )
                     result.history.append(step_metrics)
                     if on_step is not None:
                         on_step(step_metrics)
                     bar.update()
-                    bar.set_postfix(loss=f"{step_metrics['loss']:.3f}", mlm=f"{step_metrics['mlm_loss']:.3f}",
-                                    nsp=f"{step_metrics['nsp_loss']:.3f}", refresh=False)  # shown at the next redraw
+                    bar.set_postfix(
+                        loss=f"{step_metrics['loss']:.3f}",
+                        mlm=f"{step_metrics['mlm_loss']:.3f}",
+                        nsp=f"{step_metrics['nsp_loss']:.3f}",
+                        refresh=False,
+                    )  # shown at the next redraw
                     if at.global_step >= run.total_steps:
                         break
                 bar.close()
@@ -278,26 +325,39 @@ def measure(run: Run) -> tuple[dict[str, float], dict[str, float]]:
     return evaluate(model, run.val_batches, run.accelerator, run.frequent), {key: seen[key] for key in SEEN_METRICS}
 
 
-def end_epoch(run: Run, at: Progress, result: TrainResult, header: bool,
-              on_epoch: Callable[[dict[str, float], BertForPreTraining], None] | None) -> None:
+def end_epoch(
+    run: Run,
+    at: Progress,
+    result: TrainResult,
+    header: bool,
+    on_epoch: Callable[[dict[str, float], BertForPreTraining], None] | None,
+) -> None:
     """The epoch's row: measured, logged, printed and handed to ``on_epoch``; then the epoch's checkpoint."""
     held_out, seen = measure(run)
     at.seconds = run.clock()  # after the measurement, as the epoch's rows always counted
-    row = {"epoch": at.epoch + 1, "step": at.global_step, "seconds": round(at.seconds, 1), **held_out,
-           **{SEEN + key: value for key, value in seen.items()}}
+    row = {
+        "epoch": at.epoch + 1,
+        "step": at.global_step,
+        "seconds": round(at.seconds, 1),
+        **held_out,
+        **{SEEN + key: value for key, value in seen.items()},
+    }
     result.epochs.append(row)
     at.end_epoch()  # the row is in: a stop from here on (in on_epoch, say) continues at the next epoch
     # The baselines go beside every epoch's metrics, so W&B draws them as flat lines in the same charts.
-    run.tracker.log({f"val/{k}": v for k, v in (held_out | result.baselines).items()}
-                    | {f"seen/{k}": v for k, v in seen.items()}, step=at.global_step)
+    run.tracker.log(
+        {f"val/{k}": v for k, v in (held_out | result.baselines).items()} | {f"seen/{k}": v for k, v in seen.items()},
+        step=at.global_step,
+    )
     run.say(format_table([row], header=header))  # the header once per call of train()
     if on_epoch is not None:
         call_on_epoch(run, on_epoch, row)
     save(run, at, result)
 
 
-def call_on_epoch(run: Run, on_epoch: Callable[[dict[str, float], BertForPreTraining], None],
-                  row: dict[str, float]) -> None:
+def call_on_epoch(
+    run: Run, on_epoch: Callable[[dict[str, float], BertForPreTraining], None], row: dict[str, float]
+) -> None:
     """``on_epoch(row, model)`` with the model in eval mode; the loop switches it back to train() next epoch."""
     state = rng_state()
     try:
@@ -315,8 +375,15 @@ def epoch_bar(total: int, batches_done: int, desc: str, show: bool) -> tqdm:
     return tqdm(total=total, initial=batches_done, desc=desc, mininterval=1.0, dynamic_ncols=True, disable=not show)
 
 
-def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, track: bool, verbose: bool,
-              data: PreparedData | None) -> tuple[Run, TrainResult, Progress]:
+def start_run(
+    cfg: Config | None,
+    output: Path,
+    resume: bool,
+    overwrite: bool,
+    track: bool,
+    verbose: bool,
+    data: PreparedData | None,
+) -> tuple[Run, TrainResult, Progress]:
     """Data, model, optimizer, schedule, validation batches and baselines; the Progress the run starts from."""
     if resume:
         saved_cfg, saved = load_resume(output)  # the one read of a saved run's state
@@ -328,8 +395,10 @@ def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, t
     on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
     accelerator = Accelerator(mixed_precision=mixed_precision(cfg), cpu=on_cpu)
     say = accelerator.print if verbose else (lambda *a, **k: None)
-    say(f"Profile '{cfg.profile}' on {accelerator.device} (mixed precision: {accelerator.mixed_precision}, "
-        f"processes: {accelerator.num_processes})\n{cfg.describe()}")
+    say(
+        f"Profile '{cfg.profile}' on {accelerator.device} (mixed precision: {accelerator.mixed_precision}, "
+        f"processes: {accelerator.num_processes})\n{cfg.describe()}"
+    )
 
     set_seed(cfg.seed)  # one seed: pairs, masks, initialisation and data order
     if data is None:
@@ -337,32 +406,62 @@ def start_run(cfg: Config | None, output: Path, resume: bool, overwrite: bool, t
     # Building the measuring batches and counting the training text draw nothing from the global RNG, so the model
     # below starts from the same weights as load_model right after set_seed (record.py and notebook 04 rely on it).
     val_batches, seen_batches, text = measuring(data, cfg)
-    stock = (BertForPreTraining.from_pretrained(output, use_safetensors=True) if resume
-             else load_model(cfg, data.tokenizer, text.unigram))
+    stock = (
+        BertForPreTraining.from_pretrained(output, use_safetensors=True)
+        if resume
+        else load_model(cfg, data.tokenizer, text.unigram)
+    )
     check_max_length(cfg.max_length, data.tokenizer, stock.config.max_position_embeddings)
     say(data.summary())
     base = count_baselines(text, val_batches, data.val_pairs)
     say("Baselines on the same validation masks and pairs:\n" + format_baselines(base))
 
     steps_per_epoch = math.ceil(len(text.pairs) / (cfg.batch_size * accelerator.num_processes))
-    total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+    total_steps = (
+        steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+    )
     model = PretrainingModel(stock, cfg.nsp_dropout)
     optimizer = make_optimizer(model, cfg, accelerator.device)
     # wsd: at the peak after the warm-up, then a linear fall to 0 over the last decay_ratio of the steps.
-    wsd = {"num_decay_steps": int(cfg.decay_ratio * total_steps), "decay_type": "linear"} if cfg.lr_schedule == "wsd" else None
-    scheduler = get_scheduler(LR_SCHEDULES[cfg.lr_schedule], optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
-                              num_training_steps=total_steps, scheduler_specific_kwargs=wsd)
+    wsd = (
+        {"num_decay_steps": int(cfg.decay_ratio * total_steps), "decay_type": "linear"}
+        if cfg.lr_schedule == "wsd"
+        else None
+    )
+    scheduler = get_scheduler(
+        LR_SCHEDULES[cfg.lr_schedule],
+        optimizer,
+        num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+        scheduler_specific_kwargs=wsd,
+    )
     model, optimizer = accelerator.prepare(model, optimizer)
     if resume:
         optimizer.load_state_dict(saved.optimizer)
         scheduler.load_state_dict(saved.scheduler)
         say(f"Resuming {output} at epoch {saved.progress.epoch + 1}, step {saved.progress.global_step}.")
     tracker = Tracker(cfg, enabled=track and accelerator.is_main_process)
-    result = TrainResult(checkpoint=output, history=saved.history, epochs=saved.epochs, baselines=base,
-                         wandb_run=tracker.run_path)
-    run = Run(cfg, output, accelerator, data, model, optimizer, scheduler, val_batches, seen_batches,
-              text.frequent.to(accelerator.device), total_steps, round(cfg.mlm_only_ratio * total_steps), tracker, say,
-              started=time.perf_counter() - saved.progress.seconds, rng=saved.rng)
+    result = TrainResult(
+        checkpoint=output, history=saved.history, epochs=saved.epochs, baselines=base, wandb_run=tracker.run_path
+    )
+    run = Run(
+        cfg,
+        output,
+        accelerator,
+        data,
+        model,
+        optimizer,
+        scheduler,
+        val_batches,
+        seen_batches,
+        text.frequent.to(accelerator.device),
+        total_steps,
+        round(cfg.mlm_only_ratio * total_steps),
+        tracker,
+        say,
+        started=time.perf_counter() - saved.progress.seconds,
+        rng=saved.rng,
+    )
     return run, result, saved.progress
 
 
@@ -382,26 +481,50 @@ def epoch_loader(run: Run, epoch: int):
     # Every process must see the same order (Accelerate then hands each its own share of the batches).
     seed = cfg.seed + 7919 * epoch
     pad_multiple = 8 if accelerator.mixed_precision != "no" else None  # tensor cores like multiples of 8
-    return accelerator.prepare(make_loader(train_set, run.data.tokenizer, cfg, shuffle=True, seed=seed,
-                                           pad_to_multiple_of=pad_multiple,
-                                           mask_seed=seed + 104729 * accelerator.process_index))
+    return accelerator.prepare(
+        make_loader(
+            train_set,
+            run.data.tokenizer,
+            cfg,
+            shuffle=True,
+            seed=seed,
+            pad_to_multiple_of=pad_multiple,
+            mask_seed=seed + 104729 * accelerator.process_index,
+        )
+    )
 
 
 def check_finite(loss: torch.Tensor, step: int, output: Path) -> None:
     """Stop with TrainingError when the loss is NaN or infinite: every step after it would be garbage."""
     if not torch.isfinite(loss).item():
-        raise TrainingError(f"The loss became {loss.item()} at step {step}; training stopped and the last good "
-                            f"checkpoint in {output} (if any) is kept. Try a lower --lr or --mixed-precision no.")
+        raise TrainingError(
+            f"The loss became {loss.item()} at step {step}; training stopped and the last good "
+            f"checkpoint in {output} (if any) is kept. Try a lower --lr or --mixed-precision no."
+        )
 
 
-def log_step(run: Run, throughput: Throughput, batch: dict[str, torch.Tensor],
-             out: dict[str, torch.Tensor], step: int, epoch: float) -> dict[str, float]:
+def log_step(
+    run: Run,
+    throughput: Throughput,
+    batch: dict[str, torch.Tensor],
+    out: dict[str, torch.Tensor],
+    step: int,
+    epoch: float,
+) -> dict[str, float]:
     """The step's row of the history; every ``log_every`` steps also in W&B, with the throughput."""
     throughput.add(batch)
-    step_metrics = {"step": step, "epoch": epoch, "loss": out["loss"].item(), "mlm_loss": out["mlm_loss"].item(),
-              "nsp_loss": out["nsp_loss"].item(), "lr": run.scheduler.get_last_lr()[0]}
+    step_metrics = {
+        "step": step,
+        "epoch": epoch,
+        "loss": out["loss"].item(),
+        "mlm_loss": out["mlm_loss"].item(),
+        "nsp_loss": out["nsp_loss"].item(),
+        "lr": run.scheduler.get_last_lr()[0],
+    }
     if step % run.cfg.log_every == 0:
-        run.tracker.log({"train/" + k: v for k, v in step_metrics.items() if k != "step"} | throughput.rates(), step=step)
+        run.tracker.log(
+            {"train/" + k: v for k, v in step_metrics.items() if k != "step"} | throughput.rates(), step=step
+        )
     return step_metrics
 
 
@@ -412,12 +535,19 @@ def save(run: Run, at: Progress, result: TrainResult, final: dict[str, float] | 
     if not accelerator.is_main_process:
         return
     final = final or (result.epochs[-1] if result.epochs else {})
-    metrics = {"epochs": result.epochs, "final": final, "beside_baselines": as_json(final),
-               "baselines": result.baselines, "history": result.history}
-    state = Resume(at, rng_state(), run.optimizer.state_dict(), run.scheduler.state_dict(), result.history,
-                   result.epochs)
-    save_checkpoint(run.output, accelerator.unwrap_model(run.model).stock, run.data.tokenizer, run.cfg, metrics,
-                    state.state())
+    metrics = {
+        "epochs": result.epochs,
+        "final": final,
+        "beside_baselines": as_json(final),
+        "baselines": result.baselines,
+        "history": result.history,
+    }
+    state = Resume(
+        at, rng_state(), run.optimizer.state_dict(), run.scheduler.state_dict(), result.history, result.epochs
+    )
+    save_checkpoint(
+        run.output, accelerator.unwrap_model(run.model).stock, run.data.tokenizer, run.cfg, metrics, state.state()
+    )
 
 
 def finish(run: Run, at: Progress, result: TrainResult, throughput: Throughput) -> TrainResult:
@@ -450,12 +580,26 @@ def read_out(run: Run, model: BertForPreTraining, step: int) -> None:
     """The first validation pair read out on the console, and the first eight with their verdicts in W&B."""
     tokenizer, max_length, examples = run.data.tokenizer, run.cfg.max_length, run.data.val_pairs[:8]
     first = examples[0]
-    run.say("\nOne validation pair, read out:\n" + nsp_readout(model, tokenizer, first.sentence_a, first.sentence_b,
-                                                              first.next_sentence_label, max_length))
+    run.say(
+        "\nOne validation pair, read out:\n"
+        + nsp_readout(model, tokenizer, first.sentence_a, first.sentence_b, first.next_sentence_label, max_length)
+    )
     probs = nsp_probabilities(model, tokenizer, [(p.sentence_a, p.sentence_b) for p in examples], max_length)  # (8, 2)
-    run.tracker.table("val/examples", ["sentence_a", "sentence_b", "true", "predicted", "p_follows"],
-                      [[p.sentence_a, p.sentence_b, LABEL_NAMES[p.next_sentence_label], LABEL_NAMES[int(row.argmax())],
-                        round(row[0].item(), 4)] for p, row in zip(examples, probs)], step=step)
+    run.tracker.table(
+        "val/examples",
+        ["sentence_a", "sentence_b", "true", "predicted", "p_follows"],
+        [
+            [
+                p.sentence_a,
+                p.sentence_b,
+                LABEL_NAMES[p.next_sentence_label],
+                LABEL_NAMES[int(row.argmax())],
+                round(row[0].item(), 4),
+            ]
+            for p, row in zip(examples, probs)
+        ],
+        step=step,
+    )
 
 
 def ensure_trained(cfg: Config, output: str | Path, **kwargs: Any) -> Path:
@@ -480,8 +624,13 @@ def main(argv: list[str] | None = None) -> int:
         print("error: pass --output DIR for a new run, or --resume DIR to continue one.", file=sys.stderr)
         return 2
     try:
-        train(None if args.resume else cfg, args.resume or args.output, resume=args.resume is not None,
-              overwrite=args.overwrite, progress=not args.no_progress)
+        train(
+            None if args.resume else cfg,
+            args.resume or args.output,
+            resume=args.resume is not None,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
     except KeyboardInterrupt:
         return 130
     except (ConfigError, CorpusError, PairError, ModelSourceError, CheckpointError, TrainingError, ValueError) as err:

@@ -11,8 +11,13 @@ os.environ["PYTHONHASHSEED"] = "0"
 os.environ["BERT_MEDITATIONS_PROFILE"] = "default"
 os.environ.pop("BERT_MEDITATIONS_ARGS", None)
 # No hub, no telemetry, no progress bars from downloads: the notebooks need no network.
-for key, value in {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-                   "GRADIO_ANALYTICS_ENABLED": "False", "TOKENIZERS_PARALLELISM": "false"}.items():
+for key, value in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
     os.environ.setdefault(key, value)
 
 # W&B as `make notebooks` runs it: offline (notebook 04 trains with tracking on and reads its own run back). The helper

@@ -4,10 +4,10 @@
     python scripts/run_notebooks.py 03 05           # only the notebooks whose names contain 03 or 05
 
 The stored outputs are what nbval compares against in ``make test``, so they are produced the way the test
-runs them: the default profile (what `make lab` picks on a CPU), PYTHONHASHSEED=0, no network, a python3 kernel from this environment and the
-notebooks/ folder as working directory. Three things differ, all about how the outputs read on GitHub:
-progress bars are stored as text, a live page's iframe is not stored, and the repository URL of each
-notebook's badge and Colab cell is (re)written from REPO_URL below first.
+runs them: the default profile (what `make lab` picks on a CPU), PYTHONHASHSEED=0, no network, a python3 kernel
+from this environment and the notebooks/ folder as working directory. Three things differ, all about how the
+outputs read on GitHub: progress bars are stored as text, a live page's iframe is not stored, and the repository URL
+of each notebook's badge and Colab cell is (re)written from REPO_URL below first.
 """
 
 from __future__ import annotations
@@ -48,9 +48,15 @@ LOOPBACK_FRAME = re.compile(r"<iframe[^>]+src=\"https?://(?:127\.0\.0\.1|localho
 # The environment of `make test` (the kernel inherits it; PYTHONHASHSEED only counts before a kernel starts).
 FORCED_ENV = {"BERT_MEDITATIONS_PROFILE": "default", "BERT_MEDITATIONS_ARGS": "", "PYTHONHASHSEED": "0"}
 # Quiet and offline unless the caller says otherwise.
-DEFAULT_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-               "GRADIO_ANALYTICS_ENABLED": "False", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-               "TOKENIZERS_PARALLELISM": "false"}
+DEFAULT_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "WANDB_MODE": "offline",
+    "WANDB_SILENT": "true",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
 def select(patterns: list[str]) -> list[Path]:
@@ -60,19 +66,22 @@ def select(patterns: list[str]) -> list[Path]:
         return found
     chosen = [nb for nb in found if any(p in nb.name for p in patterns)]
     if not chosen:
-        raise SystemExit(f"error: no notebook in {NOTEBOOKS.relative_to(ROOT)}/ matches {' '.join(patterns)}; "
-                         f"pass part of a name such as 03.")
+        raise SystemExit(
+            f"error: no notebook in {NOTEBOOKS.relative_to(ROOT)}/ matches {' '.join(patterns)}; "
+            f"pass part of a name such as 03."
+        )
     return chosen
 
 
 def stamp_repo(nb: nbformat.NotebookNode, name: str) -> None:
     """Write REPO_URL into the badge of the first cell and REPO_URL / REPO_PUBLISHED into the setup cell."""
     owner_repo = REPO_URL.removeprefix("https://github.com/")
-    nb.cells[0].source = BADGE.sub(f"https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/",
-                                   nb.cells[0].source)
+    nb.cells[0].source = BADGE.sub(
+        f"https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/", nb.cells[0].source
+    )
     setup = next(cell for cell in nb.cells if cell.cell_type == "code")
     if not REPO_LINE.search(setup.source) or not PUBLISHED_LINE.search(setup.source):
-        raise SystemExit(f"error: the first code cell of {name} lacks a REPO = \"...\" or REPO_PUBLISHED = ... line.")
+        raise SystemExit(f'error: the first code cell of {name} lacks a REPO = "..." or REPO_PUBLISHED = ... line.')
     setup.source = REPO_LINE.sub(f'REPO = "{REPO_URL}"', setup.source)
     setup.source = PUBLISHED_LINE.sub(f"REPO_PUBLISHED = {REPO_PUBLISHED}", setup.source)
 
@@ -82,9 +91,12 @@ def readable_outputs(nb: nbformat.NotebookNode) -> None:
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         if cell.cell_type == "code":
-            cell.outputs = [out for out in cell.outputs
-                            if WIDGET not in out.get("data", {})
-                            and not LOOPBACK_FRAME.search(str(out.get("data", {}).get("text/html", "")))]
+            cell.outputs = [
+                out
+                for out in cell.outputs
+                if WIDGET not in out.get("data", {})
+                and not LOOPBACK_FRAME.search(str(out.get("data", {}).get("text/html", "")))
+            ]
 
 
 def in_steps(get_msg, step: float = 1.0):
@@ -99,6 +111,7 @@ def in_steps(get_msg, step: float = 1.0):
             except Empty:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
+
     return get_msg_in_steps
 
 
@@ -117,8 +130,15 @@ def execute(path: Path, timeout: int) -> float:
     """Run every cell of ``path`` in a fresh kernel and write the outputs back; return the seconds taken."""
     nb = nbformat.read(path, as_version=4)
     stamp_repo(nb, path.name)
-    client = SteadyClient(nb, timeout=timeout, kernel_name="python3", record_timing=False, coalesce_streams=True,
-                          extra_arguments=[TEXT_BARS], resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client = SteadyClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        record_timing=False,
+        coalesce_streams=True,
+        extra_arguments=[TEXT_BARS],
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
     started = time.perf_counter()
     try:
         client.execute()
@@ -145,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         except CellExecutionError as err:
             print("FAILED")
             print(str(err).strip().splitlines()[-1], file=sys.stderr)
-            print(f"error: a cell of {path.relative_to(ROOT)} raised (the traceback is stored in the notebook).",
-                  file=sys.stderr)
+            print(
+                f"error: a cell of {path.relative_to(ROOT)} raised (the traceback is stored in the notebook).",
+                file=sys.stderr,
+            )
             return 1
         total += seconds
         print(f"{seconds:.1f} s")

@@ -18,9 +18,15 @@ import pytest
 from helpers.config import ROOT, get_profile
 
 # Everything the demo's processes need to stay offline and quiet.
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "GRADIO_ANALYTICS_ENABLED": "False",
-               "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "DO_NOT_TRACK": "1",
-               "TOKENIZERS_PARALLELISM": "false"}
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "WANDB_MODE": "disabled",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "DO_NOT_TRACK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 for _key, _value in OFFLINE_ENV.items():
     os.environ.setdefault(_key, _value)
 
@@ -37,6 +43,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 def build_tiny_checkpoint(folder: Path) -> Path:
     """Train the tiny profile into ``folder`` (about 5 s)."""
     from helpers.train import train
+
     train(get_profile("tiny"), folder, track=False, progress=False, verbose=False)
     return folder
 
@@ -70,8 +77,14 @@ class Server:
 def start_process(args: list[str], log: Path, **env: str) -> subprocess.Popen:
     """``python ARGS`` from the repository root, output to ``log``."""
     with open(log, "wb") as handle:
-        return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=subprocess_env(**env), stdout=handle,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=subprocess_env(**env),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 def stop_process(process: subprocess.Popen) -> None:

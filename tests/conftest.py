@@ -15,11 +15,11 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
-import pytest  # noqa: E402
+import pytest
 
-from helpers.config import ROOT, Config, get_profile  # noqa: E402
-from helpers.corpus import SHA256, read_paragraphs, sha256_of  # noqa: E402
-from helpers.pairs import split_corpus  # noqa: E402
+from helpers.config import ROOT, Config, get_profile
+from helpers.corpus import SHA256, read_paragraphs, sha256_of
+from helpers.pairs import split_corpus
 
 CORPUS = ROOT / "data" / "meditations.txt"
 
@@ -28,7 +28,9 @@ CORPUS = ROOT / "data" / "meditations.txt"
 def corpus_file():
     """The checked corpus in data/; the tests never download it."""
     if not CORPUS.is_file():
-        pytest.fail(f"{CORPUS} is missing: run `python -c 'import helpers.corpus as c; c.ensure_corpus()'` once online.")
+        pytest.fail(
+            f"{CORPUS} is missing: run `python -c 'import helpers.corpus as c; c.ensure_corpus()'` once online."
+        )
     assert sha256_of(CORPUS) == SHA256, f"{CORPUS} is not the expected Meditations text"
     return CORPUS
 
@@ -107,7 +109,7 @@ notebook_client = run_notebooks.SteadyClient  # the tests that start a kernel ru
 
 @pytest.fixture(scope="session")
 def default_run():
-    """A finished run of the default profile (checkpoint, final, epochs, baselines): notebook 04's, else trained here."""
+    """A finished run of the default profile (checkpoint, final, epochs, baselines): notebook 04's, else one here."""
     from types import SimpleNamespace
 
     from helpers.checkpoint import read_json
@@ -120,8 +122,9 @@ def default_run():
     same = {k: v for k, v in saved.items() if k not in ("corpus", "wandb")} == record_profile(cfg)
     folder = NOTEBOOK_RUN if same or not NOTEBOOK_RUN.exists() else ROOT / "runs" / "tests-default"
     metrics = read_json(ensure_trained(cfg, folder, progress=False, verbose=False, track=False) / "metrics.json")
-    return SimpleNamespace(checkpoint=folder, final=metrics["final"], epochs=metrics["epochs"],
-                           baselines=metrics["baselines"])
+    return SimpleNamespace(
+        checkpoint=folder, final=metrics["final"], epochs=metrics["epochs"], baselines=metrics["baselines"]
+    )
 
 
 @pytest.fixture

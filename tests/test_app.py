@@ -17,8 +17,8 @@ import pytest
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertForPreTraining
 
 from helpers.config import ROOT, Config
-from helpers.serving import Predictor
 from helpers.pairs import IS_NEXT, IS_RANDOM, LABEL_NAMES
+from helpers.serving import Predictor
 from tests.app_fixtures import demo_server, free_port, subprocess_env, tiny_checkpoint  # noqa: F401
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -138,15 +138,22 @@ def test_endpoints_have_names(client):
 
 def test_served_on_loopback_only(server):
     assert server.url.startswith("http://127.0.0.1:")
-    listening = [c for c in psutil.Process(server.process.pid).net_connections(kind="inet")
-                 if c.status == psutil.CONN_LISTEN]
+    listening = [
+        c for c in psutil.Process(server.process.pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
+    ]
     assert listening and all(is_loopback(c.laddr.ip) for c in listening)
 
 
-@pytest.mark.parametrize("a, b", [
-    ("Remember how long you have been putting off these things.", "You must now perceive of what universe you are a part."),
-    ("Everything is opinion.", "The sun warms the stones of the road."),
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        (
+            "Remember how long you have been putting off these things.",
+            "You must now perceive of what universe you are a part.",
+        ),
+        ("Everything is opinion.", "The sun warms the stones of the road."),
+    ],
+)
 def test_next_sentence_tab(client, predictor, tiny_checkpoint, a, b):  # noqa: F811
     answer = client.predict(a, b, api_name="/nsp")
     check_nsp(answer, predictor, a, b)
@@ -171,12 +178,15 @@ def test_fill_mask_tab(client, predictor, text, k):
     assert answer[0].count("**") == 2 * text.count("[MASK]")  # every mask shown filled, in bold
 
 
-@pytest.mark.parametrize("a, b, message", [
-    ("", "Something.", "Sentence A is empty"),
-    ("   \n  ", "Something.", "Sentence A is empty"),
-    ("Something.", "", "Sentence B is empty"),
-    ("[CLS] [SEP]", "Something.", "Sentence A is empty"),
-])
+@pytest.mark.parametrize(
+    "a, b, message",
+    [
+        ("", "Something.", "Sentence A is empty"),
+        ("   \n  ", "Something.", "Sentence A is empty"),
+        ("Something.", "", "Sentence B is empty"),
+        ("[CLS] [SEP]", "Something.", "Sentence A is empty"),
+    ],
+)
 def test_next_sentence_bad_input(client, server, a, b, message):
     label_value, verdict = client.predict(a, b, api_name="/nsp")
     assert message in verdict and "Traceback" not in verdict
@@ -184,13 +194,16 @@ def test_next_sentence_bad_input(client, server, a, b, message):
     assert server.process.poll() is None
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "The text is empty"),
-    ("  \t ", "The text is empty"),
-    ("No mask in this sentence.", "has no [MASK]"),
-    ("A lower-case [mask].", "exactly as [MASK]"),
-    ("justice " * 300 + "[MASK]", "past the first 64 tokens"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "The text is empty"),
+        ("  \t ", "The text is empty"),
+        ("No mask in this sentence.", "has no [MASK]"),
+        ("A lower-case [mask].", "exactly as [MASK]"),
+        ("justice " * 300 + "[MASK]", "past the first 64 tokens"),
+    ],
+)
 def test_fill_mask_bad_input(client, server, text, message):
     shown, table = client.predict(text, 5, api_name="/fill_mask")
     assert message in shown and "Traceback" not in shown
@@ -230,7 +243,8 @@ def test_typed_special_tokens_are_explained(client, predictor):
     check_nsp(answer, predictor, a, b)
     assert "[CLS], [SEP] typed in sentence A" in answer[1] and "[PAD] typed in sentence B" in answer[1]
     assert confidences(answer[0]) == pytest.approx(
-        predictor.predict_nsp("The soul is dyed by its thoughts.", "So think well.").probabilities, abs=1e-5)
+        predictor.predict_nsp("The soul is dyed by its thoughts.", "So think well.").probabilities, abs=1e-5
+    )
     text = "[CLS] The [MASK] is short. [SEP]"
     shown, table = client.predict(text, 3, api_name="/fill_mask")
     check_fill((shown, table), predictor, text, 3)
@@ -251,7 +265,9 @@ def test_load_many_concurrent_requests_all_correct(server, predictor):
     # One Client per thread, as browsers are: a single Client shared by many threads sometimes cancels its own
     # event-stream reader (concurrent.futures.CancelledError) although the server answered every request.
     local = threading.local()
-    nsp_inputs = [(f"On the {i}th day the emperor wrote about duty.", f"Then he rested {i % 7} hours.") for i in range(80)]
+    nsp_inputs = [
+        (f"On the {i}th day the emperor wrote about duty.", f"Then he rested {i % 7} hours.") for i in range(80)
+    ]
     fill_inputs = [(f"The [MASK] of day {i} is [MASK].", 1 + i % 5) for i in range(36)]
     bad_inputs = [("", "x")] * 2 + [("no mask here", 3)] * 2
 
@@ -261,9 +277,16 @@ def test_load_many_concurrent_requests_all_correct(server, predictor):
             local.client = gradio_client.Client(server.url, verbose=False)
         return kind, args, local.client.predict(*args, api_name="/nsp" if kind in ("nsp", "bad_nsp") else "/fill_mask")
 
-    jobs = ([("nsp", args) for args in nsp_inputs] + [("fill", args) for args in fill_inputs]
-            + [("bad_nsp", bad_inputs[0]), ("bad_nsp", bad_inputs[1]), ("bad_fill", bad_inputs[2]),
-               ("bad_fill", bad_inputs[3])])
+    jobs = (
+        [("nsp", args) for args in nsp_inputs]
+        + [("fill", args) for args in fill_inputs]
+        + [
+            ("bad_nsp", bad_inputs[0]),
+            ("bad_nsp", bad_inputs[1]),
+            ("bad_fill", bad_inputs[2]),
+            ("bad_fill", bad_inputs[3]),
+        ]
+    )
     assert len(jobs) >= 100
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         answers = list(pool.map(call, jobs))
@@ -282,22 +305,28 @@ def test_load_many_concurrent_requests_all_correct(server, predictor):
 
 # ----- build_demo in this process -----
 
+
 def _components(demo, kind):
     return [block for block in demo.blocks.values() if isinstance(block, kind)]
 
 
 def test_panel_names_checkpoint_profile_and_metrics(tiny_checkpoint):  # noqa: F811
     import gradio as gr
+
     from helpers.app import build_demo
+
     demo = build_demo(tiny_checkpoint)
     info = next(b for b in _components(demo, gr.Markdown) if b.elem_id == "checkpoint-info").value
     final = json.loads((tiny_checkpoint / "metrics.json").read_text())["final"]
     assert str(tiny_checkpoint) in info and "profile **tiny**" in info
-    assert (f"MLM accuracy at [MASK] {final['mlm_accuracy_at_mask']:.3f} (unigram {final['baseline_unigram']:.3f}, "
-            f"neighbour counting {final['baseline_neighbours']:.3f})") in info
+    assert (
+        f"MLM accuracy at [MASK] {final['mlm_accuracy_at_mask']:.3f} (unigram {final['baseline_unigram']:.3f}, "
+        f"neighbour counting {final['baseline_neighbours']:.3f})"
+    ) in info
     assert "most frequent tokens" not in info  # the split of MLM accuracy is in metrics.json, not on the panel
-    assert (f"NSP accuracy {final['nsp_accuracy']:.3f} (word overlap {final['baseline_word_overlap']:.3f}, "
-            f"chance 0.500)") in info
+    assert (
+        f"NSP accuracy {final['nsp_accuracy']:.3f} (word overlap {final['baseline_word_overlap']:.3f}, chance 0.500)"
+    ) in info
     assert f"MLM perplexity {final['mlm_perplexity']:,.1f}" in info
     assert "held-out validation paragraphs" in info
     assert demo.predictor.max_length == 64
@@ -309,9 +338,11 @@ def _nsp_fn(demo):
 
 def test_every_nsp_answer_carries_the_held_out_accuracy_and_baselines(tiny_checkpoint):  # noqa: F811
     from helpers.app import build_demo
+
     demo = build_demo(tiny_checkpoint)
-    labels, verdicts = _nsp_fn(demo)(["Everything is opinion.", "Short.", ""],
-                                     ["The sun warms the stones.", "B.", "B."])
+    labels, verdicts = _nsp_fn(demo)(
+        ["Everything is opinion.", "Short.", ""], ["The sun warms the stones.", "B.", "B."]
+    )
     assert labels[2] is None and "Sentence A is empty" in verdicts[2]  # an error is no answer: no record
     for verdict in verdicts[:2]:
         assert verdict.startswith("### ")
@@ -321,6 +352,7 @@ def test_every_nsp_answer_carries_the_held_out_accuracy_and_baselines(tiny_check
 def test_older_metrics_show_what_is_there():
     from helpers.app import validation_markdown
     from helpers.report import nsp_in_words
+
     old = {"nsp_accuracy": 0.61, "mlm_accuracy": 0.15, "mlm_perplexity": 900.0, "nsp_loss": 0.69}
     assert nsp_in_words(old) == "This checkpoint is right on 0.61 of held-out pairs; chance is 0.50."
     assert "NSP accuracy 0.610 (chance 0.500)" in validation_markdown(old)
@@ -333,10 +365,13 @@ def test_older_metrics_show_what_is_there():
 def test_examples_are_held_out_pairs_both_true_and_random(tiny_checkpoint):  # noqa: F811
     from helpers.app import held_out_examples
     from helpers.dataset import prepare_data
+
     predictor_tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
     cfg = Config(**json.loads((tiny_checkpoint / "profile.json").read_text()))
     examples = held_out_examples(tiny_checkpoint, cfg, predictor_tokenizer)
-    val = {(p.sentence_a, p.sentence_b): p.next_sentence_label for p in prepare_data(cfg, predictor_tokenizer).val_pairs}
+    val = {
+        (p.sentence_a, p.sentence_b): p.next_sentence_label for p in prepare_data(cfg, predictor_tokenizer).val_pairs
+    }
     assert len(examples.pairs) >= 4
     truths = set()
     for a, b, truth in examples.pairs:
@@ -365,6 +400,7 @@ def test_examples_fall_back_without_the_corpus_and_never_download(tiny_checkpoin
 def test_user_text_is_shown_literally_not_as_markdown():
     from helpers.app import fill_markdown
     from helpers.serving import FillMaskResult
+
     result = FillMaskResult(predictions=[[("word", 0.5)], [("##s", 0.2)]], n_masks=3)
     shown = fill_markdown("# A *title* [MASK] <b>x</b> [MASK] and [MASK]", result, "[MASK]")
     assert shown.splitlines()[1] == "> \\# A \\*title\\* **word** \\<b\\>x\\</b\\> **##s** and \\[MASK\\]"
@@ -372,11 +408,16 @@ def test_user_text_is_shown_literally_not_as_markdown():
 
 def test_any_bert_with_an_nsp_head_gets_a_demo(tiny_checkpoint, tmp_path):  # noqa: F811
     import gradio as gr
+
     from helpers.app import build_demo
+
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
     folder = tmp_path / "plain-bert"
-    BertForPreTraining(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
-                                  num_attention_heads=2, intermediate_size=32)).save_pretrained(folder)
+    BertForPreTraining(
+        BertConfig(
+            vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+    ).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     demo = build_demo(folder)
     info = next(b for b in _components(demo, gr.Markdown) if b.elem_id == "checkpoint-info").value
@@ -387,6 +428,7 @@ def test_any_bert_with_an_nsp_head_gets_a_demo(tiny_checkpoint, tmp_path):  # no
 def test_notebook_use_serves_without_blocking_and_stops_quietly(tiny_checkpoint, capsys):  # noqa: F811
     """What notebook 06 does: build, serve in the background, call it, stop it."""
     from helpers.app import build_demo, serve, stop
+
     demo = build_demo(tiny_checkpoint)
     url = serve(demo, inline=False)
     try:
@@ -404,16 +446,27 @@ def test_notebook_use_serves_without_blocking_and_stops_quietly(tiny_checkpoint,
 
 # ----- the command line -----
 
+
 def _run(args, timeout=180, **env):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=subprocess_env(**env), capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=subprocess_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _masked_lm_folder(tmp_path, tiny):
     tokenizer = AutoTokenizer.from_pretrained(tiny)
     folder = tmp_path / "masked-lm"
-    BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                               intermediate_size=32)).save_pretrained(folder)
+    BertForMaskedLM(
+        BertConfig(
+            vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+    ).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -427,11 +480,15 @@ def _cut_folder(tmp_path, tiny):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("make, message", [
-    (lambda tmp, tiny: tmp / "nowhere", "does not exist"),
-    (_masked_lm_folder, "has no next-sentence-prediction head"),
-    (_cut_folder, "model.safetensors is damaged"),  # its recorded sha256 no longer matches
-], ids=["missing", "masked-lm", "truncated"])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda tmp, tiny: tmp / "nowhere", "does not exist"),
+        (_masked_lm_folder, "has no next-sentence-prediction head"),
+        (_cut_folder, "model.safetensors is damaged"),  # its recorded sha256 no longer matches
+    ],
+    ids=["missing", "masked-lm", "truncated"],
+)
 def test_unusable_checkpoint_stops_with_one_sentence(tmp_path, tiny_checkpoint, make, message):  # noqa: F811
     result = _run(["-m", "helpers.app", "--checkpoint", str(make(tmp_path, tiny_checkpoint)), "--port", "0"])
     assert result.returncode == 1
@@ -453,6 +510,7 @@ def test_busy_port_is_one_sentence(tiny_checkpoint):  # noqa: F811
 
 def test_help(capsys):
     from helpers.app import main
+
     with pytest.raises(SystemExit) as exit:
         main(["--help"])
     printed = capsys.readouterr().out
@@ -462,8 +520,22 @@ def test_help(capsys):
 @pytest.mark.slow
 def test_main_trains_when_empty_then_reuses_and_serves(tmp_path):
     folder = tmp_path / "runs" / "tiny"
-    first = _run(["-m", "helpers.main", "--profile", "tiny", "--checkpoint", str(folder), "--no-serve",
-                  "--no-progress", "--wandb", "disabled", "--epochs", "1"])
+    first = _run(
+        [
+            "-m",
+            "helpers.main",
+            "--profile",
+            "tiny",
+            "--checkpoint",
+            str(folder),
+            "--no-serve",
+            "--no-progress",
+            "--wandb",
+            "disabled",
+            "--epochs",
+            "1",
+        ]
+    )
     assert first.returncode == 0, first.stderr
     assert "training profile 'tiny'" in first.stdout and "Held-out MLM accuracy at [MASK]" in first.stdout
     assert (folder / "checkpoint.json").is_file()
@@ -471,11 +543,16 @@ def test_main_trains_when_empty_then_reuses_and_serves(tmp_path):
     second = _run(["-m", "helpers.main", "--profile", "tiny", "--checkpoint", str(folder), "--no-serve"])
     assert second.returncode == 0 and "already trained" in second.stdout
     final = json.loads((folder / "metrics.json").read_text())["final"]
-    assert re.search(rf"nsp_accuracy +{final['nsp_accuracy']:.4f}  \(baselines: word overlap "
-                     rf"{final['baseline_word_overlap']:.4f}, chance 0\.5000\)", second.stdout), second.stdout
-    assert re.search(rf"mlm_accuracy_at_mask +{final['mlm_accuracy_at_mask']:.4f}  \(baselines: unigram "
-                     rf"{final['baseline_unigram']:.4f}, neighbour counting {final['baseline_neighbours']:.4f}\)",
-                     second.stdout)
+    assert re.search(
+        rf"nsp_accuracy +{final['nsp_accuracy']:.4f}  \(baselines: word overlap "
+        rf"{final['baseline_word_overlap']:.4f}, chance 0\.5000\)",
+        second.stdout,
+    ), second.stdout
+    assert re.search(
+        rf"mlm_accuracy_at_mask +{final['mlm_accuracy_at_mask']:.4f}  \(baselines: unigram "
+        rf"{final['baseline_unigram']:.4f}, neighbour counting {final['baseline_neighbours']:.4f}\)",
+        second.stdout,
+    )
     assert "Held-out MLM accuracy" not in second.stdout  # not trained again
     args = ["-m", "helpers.main", "--checkpoint", str(folder), "--port", str(free_port())]
     with demo_server(args) as running:
@@ -489,16 +566,24 @@ def test_runs_with_no_network_at_all(tiny_checkpoint):  # noqa: F811
     """Inside a network namespace with only loopback up: the demo starts and answers."""
     if shutil.which("unshare") is None or _run_plain(["unshare", "-n", "true"]).returncode != 0:
         pytest.skip("unshare -n is not available here (it needs root or user namespaces)")
-    script = (f"from helpers.app import build_demo, serve, stop\n"
-              f"from gradio_client import Client\n"
-              f"demo = build_demo({str(tiny_checkpoint)!r})\n"
-              f"url = serve(demo)\n"
-              f"try:\n"
-              f"    print('ANSWER', Client(url, verbose=False).predict('A.', 'B.', api_name='/nsp')[0]['label'])\n"
-              f"finally:\n"
-              f"    stop(demo)\n")
-    result = subprocess.run(["unshare", "-n", "sh", "-c", f'ip link set lo up && exec "{sys.executable}" -c "$0"',
-                             script], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    script = (
+        f"from helpers.app import build_demo, serve, stop\n"
+        f"from gradio_client import Client\n"
+        f"demo = build_demo({str(tiny_checkpoint)!r})\n"
+        f"url = serve(demo)\n"
+        f"try:\n"
+        f"    print('ANSWER', Client(url, verbose=False).predict('A.', 'B.', api_name='/nsp')[0]['label'])\n"
+        f"finally:\n"
+        f"    stop(demo)\n"
+    )
+    result = subprocess.run(
+        ["unshare", "-n", "sh", "-c", f'ip link set lo up && exec "{sys.executable}" -c "$0"', script],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert any(line.startswith("ANSWER B ") for line in result.stdout.splitlines())
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers.baselines import (FREQUENT_TOKENS, NeighbourGuess, OverlapBaseline, TrainingText, UnigramGuess,
-                                count_baselines)
+from helpers.baselines import (
+    FREQUENT_TOKENS,
+    NeighbourGuess,
+    OverlapBaseline,
+    TrainingText,
+    UnigramGuess,
+    count_baselines,
+)
 from helpers.config import get_profile
 from helpers.dataset import prepare_data, validation_batches
 from helpers.masking import IGNORE_INDEX
@@ -40,7 +46,9 @@ def test_unigram_guesses_the_most_frequent_training_token(scratch_tokenizer):
 
 def test_neighbours_use_both_sides_then_back_off(scratch_tokenizer):
     tok = scratch_tokenizer
-    the, gods, are, life, a, man, is_ = (tok.convert_tokens_to_ids(w) for w in ("the", "gods", "are", "life", "a", "man", "is"))
+    the, gods, are, life, a, man, is_ = (
+        tok.convert_tokens_to_ids(w) for w in ("the", "gods", "are", "life", "a", "man", "is")
+    )
     assert tok.unk_token_id not in (the, gods, are, life, a, man, is_)  # whole words of this vocabulary
     text = _text(tok, ["the gods are just", "a man is good", "a man is good", "the life are just"])
     base = NeighbourGuess(text)

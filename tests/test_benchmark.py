@@ -12,10 +12,31 @@ from helpers.config import ROOT
 
 pytestmark = pytest.mark.slow
 
-PATH_FIELDS = {"status", "description", "pairs_per_s", "tokens_per_s", "seconds_per_step", "padding_efficiency",
-               "pairs", "real_tokens", "positions", "loss_positions", "steps", "warmup_steps", "repeats",
-               "warmup_seconds", "peak_rss_mb", "rss_before_mb", "cuda_peak_mb", "cpu_utilisation", "torch_threads",
-               "attn_implementation", "n_parameters", "final_loss", "runs"}
+PATH_FIELDS = {
+    "status",
+    "description",
+    "pairs_per_s",
+    "tokens_per_s",
+    "seconds_per_step",
+    "padding_efficiency",
+    "pairs",
+    "real_tokens",
+    "positions",
+    "loss_positions",
+    "steps",
+    "warmup_steps",
+    "repeats",
+    "warmup_seconds",
+    "peak_rss_mb",
+    "rss_before_mb",
+    "cuda_peak_mb",
+    "cpu_utilisation",
+    "torch_threads",
+    "attn_implementation",
+    "n_parameters",
+    "final_loss",
+    "runs",
+}
 SPREAD_FIELDS = {"median", "min", "max", "runs"}
 
 
@@ -28,16 +49,36 @@ def report(tmp_path_factory):
     """One quick run (tiny model, 2 steps, 1 repeat, max_length 128) in a subprocess; its JSON."""
     out = tmp_path_factory.mktemp("bench") / "results.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "| tiny | fast |" in done.stdout  # the table is printed
     return json.loads(out.read_text())
 
 
 def test_top_level_fields(report):
-    for key in ("schema", "command", "date", "git_commit", "git_dirty", "machine", "loadavg_before", "loadavg_after",
-                "wall_seconds", "settings", "sizes", "ablation", "inference", "targets"):
+    for key in (
+        "schema",
+        "command",
+        "date",
+        "git_commit",
+        "git_dirty",
+        "machine",
+        "loadavg_before",
+        "loadavg_after",
+        "wall_seconds",
+        "settings",
+        "sizes",
+        "ablation",
+        "inference",
+        "targets",
+    ):
         assert key in report, key
     machine = report["machine"]
     for key in ("device", "cpu_model", "logical_cpus", "usable_cpus", "torch_threads", "torch", "transformers"):
@@ -71,8 +112,9 @@ def test_speedup_is_a_positive_ratio_of_the_medians(report):
     ratio = result["speedup_fast_vs_reference"]
     assert positive(ratio["pairs_per_s"]) and positive(ratio["tokens_per_s"])
     paths = result["paths"]
-    assert ratio["pairs_per_s"] == pytest.approx(paths["fast"]["pairs_per_s"]["median"]
-                                                 / paths["reference"]["pairs_per_s"]["median"])
+    assert ratio["pairs_per_s"] == pytest.approx(
+        paths["fast"]["pairs_per_s"]["median"] / paths["reference"]["pairs_per_s"]["median"]
+    )
     for stage in report["ablation"]["stages"]:
         assert positive(stage["speedup_vs_reference"]) and positive(stage["pairs_per_s"])
 
@@ -95,10 +137,17 @@ def test_padding_efficiency(report):
 
 def test_ablation_and_notes(report):
     ablation = report["ablation"]
-    assert [s["variant"] for s in ablation["stages"]] == ["reference", "dynamic_padding", "dynamic_padding_bucketing",
-                                                          "fast"]
+    assert [s["variant"] for s in ablation["stages"]] == [
+        "reference",
+        "dynamic_padding",
+        "dynamic_padding_bucketing",
+        "fast",
+    ]
     assert ablation["torch_compile"]["status"] == "skipped" and ablation["torch_compile"]["recommendation"] == "off"
-    assert ablation["pad_to_multiple_of_8"]["measured"] is False and "mixed precision" in ablation["pad_to_multiple_of_8"]["note"]
+    assert (
+        ablation["pad_to_multiple_of_8"]["measured"] is False
+        and "mixed precision" in ablation["pad_to_multiple_of_8"]["note"]
+    )
     assert positive(ablation["sdpa_vs_eager_attention"]["pairs_per_s"])
 
 
@@ -111,8 +160,14 @@ def test_inference_latency(report):
 
 def test_bad_option_is_one_clear_sentence():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--sizes", "huge", "--out", os.devnull], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--sizes", "huge", "--out", os.devnull],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "unknown size 'huge'" in done.stderr
 
@@ -126,8 +181,15 @@ def test_time_to_quality_compares_both_defaults_and_times_every_part(report):
         assert run["variant"] == ttq["compared"][label] and run["epochs"] == 1 and positive(run["train_seconds"])
         parts = run["parts"]
         # The loop's parts, each timed once (a forward pass inside the measurement counts as measurement).
-        for part in ("forward", "backward", "optimizer step (fused AdamW)", "measurement (held-out and seen pairs)",
-                     "checkpoint saves", "batches padded and masked", "progress bar"):
+        for part in (
+            "forward",
+            "backward",
+            "optimizer step (fused AdamW)",
+            "measurement (held-out and seen pairs)",
+            "checkpoint saves",
+            "batches padded and masked",
+            "progress bar",
+        ):
             assert parts.get(part, 0) > 0, (part, parts)
         assert sum(parts.values()) == pytest.approx(run["wall_seconds"])
         assert run["peak"] >= run["final"] > 0 and run["curve"][-1]["mlm_accuracy_at_mask"] == run["final"]

@@ -21,8 +21,16 @@ import pytest
 
 from helpers import app
 from helpers.app import PAGE_IDLE as IDLE  # no output of the page is waiting for the server
-from helpers.app import (ScreenshotError, ask_next_sentence, build_demo, chromium_page, find_chromium, screenshot_demo,
-                         serve, stop)
+from helpers.app import (
+    ScreenshotError,
+    ask_next_sentence,
+    build_demo,
+    chromium_page,
+    find_chromium,
+    screenshot_demo,
+    serve,
+    stop,
+)
 from helpers.config import ROOT
 from helpers.serving import Predictor
 from tests.app_fixtures import demo_server, free_port, tiny_checkpoint  # noqa: F401
@@ -47,7 +55,8 @@ def wait_for_verdict(page, expected) -> None:
         " const p = document.querySelector('#nsp-verdict p');"
         f" return {IDLE} && h && p && h.innerText.trim() === want.verdict && p.innerText.includes(want.pct); }}",
         arg={"verdict": expected.verdict, "pct": f"{expected.probabilities[expected.verdict]:.1%}"},
-        timeout=60_000)
+        timeout=60_000,
+    )
 
 
 @pytest.mark.browser
@@ -59,9 +68,13 @@ def test_type_a_pair_click_and_read_the_verdict(tiny_checkpoint, tmp_path):  # n
     expected = predictor.predict_nsp(SENTENCE_A, SENTENCE_B)
     args = ["-m", "helpers.app", "--checkpoint", str(checkpoint), "--port", str(free_port())]
     hosts: set[str] = set()
-    with (demo_server(args) as server, sync_api.sync_playwright() as playwright,
-          chromium_page(playwright, server.url,
-                        on_request=lambda request: hosts.add(urlparse(request.url).hostname or request.url)) as page):
+    with (
+        demo_server(args) as server,
+        sync_api.sync_playwright() as playwright,
+        chromium_page(
+            playwright, server.url, on_request=lambda request: hosts.add(urlparse(request.url).hostname or request.url)
+        ) as page,
+    ):
         # A pair typed by hand: the shared steps of screenshot_demo, then the exact verdict and probability.
         shown = ask_next_sentence(page, SENTENCE_A, SENTENCE_B)
         assert shown.splitlines()[0] == expected.verdict
@@ -72,8 +85,10 @@ def test_type_a_pair_click_and_read_the_verdict(tiny_checkpoint, tmp_path):  # n
         # Bad input: a clear sentence in the page, and the page keeps working.
         page.locator("#sentence-a textarea").fill("   ")
         page.locator("#nsp-button").click()
-        page.wait_for_function(f"() => {IDLE} && document.querySelector('#nsp-verdict').innerText"
-                               f".includes('Sentence A is empty')", timeout=60_000)
+        page.wait_for_function(
+            f"() => {IDLE} && document.querySelector('#nsp-verdict').innerText.includes('Sentence A is empty')",
+            timeout=60_000,
+        )
         assert page.locator("#nsp-verdict h3").count() == 0
         # A held-out example: clicking it fills both sentences and the label it has in the data.
         page.get_by_text("held-out true pair: B follows A").first.click()
@@ -156,18 +171,22 @@ def test_screenshot_demo_works_inside_a_jupyter_kernel(tiny_checkpoint):  # noqa
     chromium_or_skip()
     nbformat = pytest.importorskip("nbformat")
     pytest.importorskip("nbclient")
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell.format(checkpoint=str(tiny_checkpoint)))
-                                               for cell in KERNEL_CELLS])
-    notebook_client(notebook, timeout=300, kernel_name="python3",
-                    resources={"metadata": {"path": str(ROOT)}}).execute()
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(cell.format(checkpoint=str(tiny_checkpoint))) for cell in KERNEL_CELLS]
+    )
+    notebook_client(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     text = ["".join(out.get("text", "")) for cell in notebook.cells for out in cell.outputs]
     assert "asyncio loop running in this thread: True\n" in text
     # Where the sync API is refused, screenshot_demo still returns both tabs, shown as images.
-    assert any(t.startswith("refused: It looks like you are using Playwright Sync API inside the asyncio loop")
-               for t in text), text
+    assert any(
+        t.startswith("refused: It looks like you are using Playwright Sync API inside the asyncio loop") for t in text
+    ), text
     assert "['Next sentence', 'Fill the mask']\n" in text
-    images = [base64.b64decode(out["data"]["image/png"]) for out in notebook.cells[2].outputs
-              if "image/png" in out.get("data", {})]
+    images = [
+        base64.b64decode(out["data"]["image/png"])
+        for out in notebook.cells[2].outputs
+        if "image/png" in out.get("data", {})
+    ]
     assert [_png_size(png) for png in images] == [(1280, 900), (1280, 900)]
 
 
@@ -182,7 +201,10 @@ def test_screenshot_demo_without_chromium_says_what_to_install(monkeypatch, tmp_
     # No system Chromium, and no browser of Playwright's own download: a learner's fresh laptop.
     monkeypatch.setattr(app, "find_chromium", lambda: None)
     monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path / "no-browsers"))
-    with pytest.raises(ScreenshotError, match=r"because no Chromium was found; install it \(apt-get install "
-                                              r"chromium, or `playwright install chromium`\)\.$") as caught:
+    with pytest.raises(
+        ScreenshotError,
+        match=r"because no Chromium was found; install it \(apt-get install "
+        r"chromium, or `playwright install chromium`\)\.$",
+    ) as caught:
         screenshot_demo("http://127.0.0.1:9/")
     assert "\n" not in str(caught.value)

@@ -12,16 +12,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from matplotlib import pyplot as plt  # noqa: E402
+import pytest
+import torch
+from matplotlib import pyplot as plt
 
-import helpers.baselines  # noqa: E402
-from helpers.baselines import BASELINES, Baseline, MaskGuess, NeighbourGuess  # noqa: E402
-from helpers.config import get_profile  # noqa: E402
-from helpers.masking import IGNORE_INDEX, MaskingRule  # noqa: E402
-from helpers.tracking import Tracker  # noqa: E402
-from helpers.train import train  # noqa: E402
+import helpers.baselines
+from helpers.baselines import BASELINES, Baseline, MaskGuess, NeighbourGuess
+from helpers.config import get_profile
+from helpers.masking import IGNORE_INDEX, MaskingRule
+from helpers.tracking import Tracker
+from helpers.train import train
 
 
 class LeftNeighbourGuess(MaskGuess):
@@ -35,8 +35,15 @@ class LeftNeighbourGuess(MaskGuess):
         return self.after.get(left, self.top)
 
 
-LEFT = Baseline("left", "left neighbour", "guesses the token seen most often after the left neighbour", "mlm",
-                "tab:green", "-.", count=LeftNeighbourGuess)
+LEFT = Baseline(
+    "left",
+    "left neighbour",
+    "guesses the token seen most often after the left neighbour",
+    "mlm",
+    "tab:green",
+    "-.",
+    count=LeftNeighbourGuess,
+)
 
 
 @pytest.fixture
@@ -45,11 +52,13 @@ def with_left_baseline(monkeypatch):
     monkeypatch.setattr(helpers.baselines, "BASELINES", (*BASELINES, LEFT))
 
 
-def test_a_new_baseline_reaches_printout_metrics_card_wandb_plot_panel_and_curves(with_left_baseline, tmp_path,
-                                                                                  capsys, monkeypatch):
+def test_a_new_baseline_reaches_printout_metrics_card_wandb_plot_panel_and_curves(
+    with_left_baseline, tmp_path, capsys, monkeypatch
+):
     from benchmarks.learning import plot
     from helpers.app import validation_markdown
     from helpers.plots import plot_validation
+
     logged = []
     monkeypatch.setattr(Tracker, "log", lambda self, metrics, step: logged.append(metrics))
     result = train(get_profile("tiny", epochs=1, wandb="disabled"), tmp_path / "run", progress=False, track=False)
@@ -67,8 +76,13 @@ def test_a_new_baseline_reaches_printout_metrics_card_wandb_plot_panel_and_curve
     fig = plot_validation(result.epochs, result.baselines)
     drawn = {line.get_label(): line.get_linestyle() for line in fig.axes[0].lines}
     assert drawn[f"MLM baseline: left neighbour ({values['']:.3f})"] == "-."
-    run = {"variant": "round4_default", "seed": 42, "baselines": result.baselines, "cpu": "test",
-           "curve": result.epochs}
+    run = {
+        "variant": "round4_default",
+        "seed": 42,
+        "baselines": result.baselines,
+        "cpu": "test",
+        "curve": result.epochs,
+    }
     monkeypatch.setattr(plt, "close", lambda *args: None)  # keep benchmarks/learning.py's figure open to read it
     plot({"runs": [run]}, tmp_path / "curves.png")
     assert "left neighbour (42)" in [text.get_text() for text in plt.gcf().axes[0].texts]
@@ -89,6 +103,7 @@ class SkipPunctuation(MaskingRule):
             batch["input_ids"][dropped] = batch["labels"][dropped]  # shown as itself, and not scored
             batch["labels"][dropped] = IGNORE_INDEX
             return batch
+
         return collate
 
 
@@ -97,23 +112,33 @@ def _punctuation(tokenizer) -> torch.Tensor:
 
 
 def _labelled_punctuation(batches, tokenizer) -> int:
-    return sum(int(torch.isin(b["labels"][b["labels"] != IGNORE_INDEX], _punctuation(tokenizer)).sum()) for b in batches)
+    return sum(
+        int(torch.isin(b["labels"][b["labels"] != IGNORE_INDEX], _punctuation(tokenizer)).sum()) for b in batches
+    )
 
 
 def test_a_new_masking_rule_reaches_training_batches_validation_masks_and_the_loop(monkeypatch, tmp_path):
     from helpers import dataset, masking
     from helpers.model import PretrainingModel
+
     cfg = get_profile("tiny", epochs=1, wandb="disabled")
     data = dataset.prepare_data(cfg)
     train_set = dataset.MeditationsDataset.from_pairs(data.tokenizer, data.train_pairs(cfg, 0), cfg.max_length)
-    before = [list(dataset.make_loader(train_set, data.tokenizer, cfg, shuffle=True)),
-              dataset.validation_batches(data, cfg)]
+    before = [
+        list(dataset.make_loader(train_set, data.tokenizer, cfg, shuffle=True)),
+        dataset.validation_batches(data, cfg),
+    ]
     assert all(_labelled_punctuation(batches, data.tokenizer) > 10 for batches in before)  # so the check can fail
     # The change: a rule in masking.py, chosen by the config (here the test stands in for the config's new field).
-    monkeypatch.setattr(dataset, "masking_rule",
-                        lambda cfg, validation=False: SkipPunctuation(**asdict(masking.masking_rule(cfg, validation))))
-    after = [list(dataset.make_loader(train_set, data.tokenizer, cfg, shuffle=True)),
-             dataset.validation_batches(data, cfg)]
+    monkeypatch.setattr(
+        dataset,
+        "masking_rule",
+        lambda cfg, validation=False: SkipPunctuation(**asdict(masking.masking_rule(cfg, validation))),
+    )
+    after = [
+        list(dataset.make_loader(train_set, data.tokenizer, cfg, shuffle=True)),
+        dataset.validation_batches(data, cfg),
+    ]
     assert [_labelled_punctuation(batches, data.tokenizer) for batches in after] == [0, 0]
     seen = {"training": 0, "evaluation": 0}
     forward = PretrainingModel.forward
@@ -131,6 +156,7 @@ def test_a_new_masking_rule_reaches_training_batches_validation_masks_and_the_lo
 def test_a_new_profile_reaches_the_command_line_the_notebooks_and_a_run(monkeypatch, tmp_path, capsys):
     from helpers import config
     from helpers.config import notebook_config, parse_args
+
     # The change: one entry in PROFILES and one sentence in EXPECT, both in helpers/config.py.
     monkeypatch.setitem(config.PROFILES, "small", dict(config.PROFILES["tiny"], hidden_size=48, epochs=1))
     monkeypatch.setitem(config.EXPECT, "small", "a test's profile: seconds, and nothing learned.")

@@ -63,22 +63,27 @@ class FakeColab:
         self.calls.append(f"%{name} {line}")
 
 
-def run_on_colab(monkeypatch, before: dict[str, str], after: dict[str, str], tops: dict[str, list[str]],
-                 published: bool = True) -> FakeColab:
+def run_on_colab(
+    monkeypatch, before: dict[str, str], after: dict[str, str], tops: dict[str, list[str]], published: bool = True
+) -> FakeColab:
     """Execute the first cell of notebook 01 as Colab would, with REPO_PUBLISHED set to ``published``."""
     from IPython.core.inputtransformer2 import TransformerManager
 
-    source = setup_cell(NOTEBOOKS[0]).replace(f"REPO_PUBLISHED = {run_notebooks.REPO_PUBLISHED}",
-                                              f"REPO_PUBLISHED = {published}")
+    source = setup_cell(NOTEBOOKS[0]).replace(
+        f"REPO_PUBLISHED = {run_notebooks.REPO_PUBLISHED}", f"REPO_PUBLISHED = {published}"
+    )
     namespace: dict = {}
     shell = FakeColab(namespace, before, after)
     namespace["get_ipython"] = lambda: shell
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     monkeypatch.setattr(sys, "path", list(sys.path))  # the cell puts the clone first
-    monkeypatch.setattr(importlib.metadata, "distributions",
-                        lambda: [FakeDist(name, version) for name, version in shell.installed.items()])
+    monkeypatch.setattr(
+        importlib.metadata,
+        "distributions",
+        lambda: [FakeDist(name, version) for name, version in shell.installed.items()],
+    )
     monkeypatch.setattr(importlib.metadata, "packages_distributions", lambda: tops)
-    exec(TransformerManager().transform_cell(source), namespace)  # noqa: S102 - the notebook's own cell
+    exec(TransformerManager().transform_cell(source), namespace)  # the notebook's own cell
     return shell
 
 
@@ -88,8 +93,12 @@ TOPS = {"torch": ["torch"], "numpy": ["numpy"], "ipywidgets": ["ipywidgets"], "g
 
 def test_the_colab_branch_clones_and_installs_the_repository_with_its_notebooks_extra(monkeypatch, capsys):
     monkeypatch.delitem(sys.modules, "not_imported_here", raising=False)
-    shell = run_on_colab(monkeypatch, COLAB, {**COLAB, "gradio": "6.31.0", "not-imported-here": "2.0"},
-                         {**TOPS, "not_imported_here": ["not-imported-here"]})
+    shell = run_on_colab(
+        monkeypatch,
+        COLAB,
+        {**COLAB, "gradio": "6.31.0", "not-imported-here": "2.0"},
+        {**TOPS, "not_imported_here": ["not-imported-here"]},
+    )
     clone, pip = shell.calls  # nothing else runs in a shell
     assert shlex.split(clone) == ["git", "clone", "--quiet", "--depth", "1", run_notebooks.REPO_URL, CLONE]
     args = shlex.split(pip)
@@ -133,5 +142,5 @@ def test_off_colab_the_cell_does_and_prints_nothing(monkeypatch, capsys):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     calls = []
     shell = types.SimpleNamespace(system=calls.append, run_line_magic=lambda *a: calls.append(a))
-    exec(TransformerManager().transform_cell(setup_cell(NOTEBOOKS[0])), {"get_ipython": lambda: shell})  # noqa: S102
+    exec(TransformerManager().transform_cell(setup_cell(NOTEBOOKS[0])), {"get_ipython": lambda: shell})
     assert calls == [] and capsys.readouterr().out == ""

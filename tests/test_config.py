@@ -40,6 +40,7 @@ def test_every_profile_builds(name):
 @pytest.mark.parametrize("name", list(PROFILES))
 def test_every_profile_has_what_notebook_config_needs(name, monkeypatch):
     from helpers.config import notebook_config
+
     monkeypatch.setenv("BERT_MEDITATIONS_PROFILE", name)
     monkeypatch.delenv("BERT_MEDITATIONS_ARGS", raising=False)
     cfg, about = notebook_config()
@@ -48,6 +49,7 @@ def test_every_profile_has_what_notebook_config_needs(name, monkeypatch):
 
 def test_a_profile_without_an_expectation_is_one_sentence(monkeypatch):
     from helpers.config import notebook_config
+
     monkeypatch.setitem(PROFILES, "small", dict(PROFILES["tiny"]))
     monkeypatch.setenv("BERT_MEDITATIONS_PROFILE", "small")
     monkeypatch.delenv("BERT_MEDITATIONS_ARGS", raising=False)
@@ -60,7 +62,12 @@ def test_the_three_profiles():
     assert {"tiny", "default", "bert-base"} <= set(PROFILES)
     base = get_profile("bert-base")
     assert (base.model, base.max_length, base.batch_size, base.epochs, base.lr) == (
-        "bert-base-uncased", 256, 16, 2, 5e-5)
+        "bert-base-uncased",
+        256,
+        16,
+        2,
+        5e-5,
+    )
     tiny = get_profile("tiny")
     assert tiny.model == "scratch" and tiny.hidden_size == 32 and tiny.num_hidden_layers == 1
     assert get_profile("default").model == "scratch"
@@ -78,24 +85,66 @@ def test_overrides_and_unknown_names():
 
 
 BAD_VALUES = [
-    ("splitter", "comma"), ("mixed_precision", "fp8"), ("wandb", "maybe"), ("lr_schedule", "exponential"),
-    ("max_length", 7), ("max_length", 0), ("max_length", "long"),
-    ("pairs_per_paragraph", 0), ("epochs", 0), ("epochs", -1), ("epochs", "3"), ("epochs", 2.5), ("epochs", True),
-    ("batch_size", 0), ("vocab_size", 0), ("hidden_size", 0), ("num_hidden_layers", 0),
-    ("num_attention_heads", 0), ("intermediate_size", 0), ("log_every", 0),
-    ("max_steps", 0), ("max_steps", 1.5), ("max_paragraphs", 1),
+    ("splitter", "comma"),
+    ("mixed_precision", "fp8"),
+    ("wandb", "maybe"),
+    ("lr_schedule", "exponential"),
+    ("max_length", 7),
+    ("max_length", 0),
+    ("max_length", "long"),
+    ("pairs_per_paragraph", 0),
+    ("epochs", 0),
+    ("epochs", -1),
+    ("epochs", "3"),
+    ("epochs", 2.5),
+    ("epochs", True),
+    ("batch_size", 0),
+    ("vocab_size", 0),
+    ("hidden_size", 0),
+    ("num_hidden_layers", 0),
+    ("num_attention_heads", 0),
+    ("intermediate_size", 0),
+    ("log_every", 0),
+    ("max_steps", 0),
+    ("max_steps", 1.5),
+    ("max_paragraphs", 1),
     ("hidden_size", 33),
-    ("val_fraction", 0.0), ("val_fraction", 1.0), ("val_fraction", "0.2"),
-    ("mlm_probability", 0.0), ("mlm_probability", 1.0),
-    ("mask_replace_prob", -0.1), ("mask_replace_prob", 1.5), ("random_replace_prob", 0.5),
-    ("warmup_ratio", 2.0), ("lr", 0.0), ("lr", -1e-4), ("lr", "1e-3"),
-    ("weight_decay", -0.1), ("max_grad_norm", 0.0), ("initializer_range", 0.0), ("initializer_range", -0.02),
-    ("resample_pairs", "yes"), ("bucket_by_length", 1),
-    ("model", None), ("seed", None), ("corpus", 5),
-    ("position_dims", 3), ("position_dims", -2), ("position_dims", 32), ("neighbour_offsets", "left,right"),
-    ("neighbour_offsets", "-1,1,2,3"), ("neighbour_layer", 1), ("neighbour_layer", -1), ("neighbour_scale", 0.0),
-    ("nsp_dropout", 1.0), ("nsp_lr", 0.0), ("nsp_weight_decay", -1.0),
-    ("decay_ratio", 0.0), ("decay_ratio", 1.5), ("embedding_lr", 0.0), ("embedding_lr", -1e-3),
+    ("val_fraction", 0.0),
+    ("val_fraction", 1.0),
+    ("val_fraction", "0.2"),
+    ("mlm_probability", 0.0),
+    ("mlm_probability", 1.0),
+    ("mask_replace_prob", -0.1),
+    ("mask_replace_prob", 1.5),
+    ("random_replace_prob", 0.5),
+    ("warmup_ratio", 2.0),
+    ("lr", 0.0),
+    ("lr", -1e-4),
+    ("lr", "1e-3"),
+    ("weight_decay", -0.1),
+    ("max_grad_norm", 0.0),
+    ("initializer_range", 0.0),
+    ("initializer_range", -0.02),
+    ("resample_pairs", "yes"),
+    ("bucket_by_length", 1),
+    ("model", None),
+    ("seed", None),
+    ("corpus", 5),
+    ("position_dims", 3),
+    ("position_dims", -2),
+    ("position_dims", 32),
+    ("neighbour_offsets", "left,right"),
+    ("neighbour_offsets", "-1,1,2,3"),
+    ("neighbour_layer", 1),
+    ("neighbour_layer", -1),
+    ("neighbour_scale", 0.0),
+    ("nsp_dropout", 1.0),
+    ("nsp_lr", 0.0),
+    ("nsp_weight_decay", -1.0),
+    ("decay_ratio", 0.0),
+    ("decay_ratio", 1.5),
+    ("embedding_lr", 0.0),
+    ("embedding_lr", -1e-3),
     ("output_bias_init", "frequency"),
 ]
 
@@ -118,21 +167,44 @@ def test_every_bad_value_is_one_sentence_naming_the_option(name, value):
 
 
 def test_good_edge_values_pass():
-    get_profile("tiny", max_length=8, mask_replace_prob=1.0, random_replace_prob=0.0, warmup_ratio=0.0,
-                weight_decay=0.0, lr=1, max_steps=1, max_paragraphs=2, val_fraction=0.5, corpus=None)
+    get_profile(
+        "tiny",
+        max_length=8,
+        mask_replace_prob=1.0,
+        random_replace_prob=0.0,
+        warmup_ratio=0.0,
+        weight_decay=0.0,
+        lr=1,
+        max_steps=1,
+        max_paragraphs=2,
+        val_fraction=0.5,
+        corpus=None,
+    )
 
 
 def _alternative(cfg: Config, name: str):
     """A valid value for ``name`` that differs from the profile's, as (command-line text, parsed value)."""
-    special = {"profile": None, "corpus": ("my/corpus.txt", "my/corpus.txt"), "splitter": ("period", "period"),
-               "mixed_precision": ("bf16", "bf16"), "wandb": ("offline", "offline"), "model": ("some/dir", "some/dir"),
-               "wandb_project": ("other-project", "other-project"), "max_paragraphs": ("50", 50),
-               "max_steps": ("7", 7), "hidden_size": ("256", 256), "num_attention_heads": ("4", 4),
-               "position_init": ("sinusoidal", "sinusoidal"), "lr_schedule": ("cosine", "cosine"),
-               "position_dims": ("32", 32), "neighbour_offsets": ("-2,-1", "-2,-1"), "nsp_lr": ("1e-4", 1e-4),
-               "nsp_weight_decay": ("0.5", 0.5),
-               "output_bias_init": ("zero", "zero") if cfg.output_bias_init == "unigram" else ("unigram", "unigram"),
-               "embedding_lr": ("3e-3", 3e-3)}
+    special = {
+        "profile": None,
+        "corpus": ("my/corpus.txt", "my/corpus.txt"),
+        "splitter": ("period", "period"),
+        "mixed_precision": ("bf16", "bf16"),
+        "wandb": ("offline", "offline"),
+        "model": ("some/dir", "some/dir"),
+        "wandb_project": ("other-project", "other-project"),
+        "max_paragraphs": ("50", 50),
+        "max_steps": ("7", 7),
+        "hidden_size": ("256", 256),
+        "num_attention_heads": ("4", 4),
+        "position_init": ("sinusoidal", "sinusoidal"),
+        "lr_schedule": ("cosine", "cosine"),
+        "position_dims": ("32", 32),
+        "neighbour_offsets": ("-2,-1", "-2,-1"),
+        "nsp_lr": ("1e-4", 1e-4),
+        "nsp_weight_decay": ("0.5", 0.5),
+        "output_bias_init": ("zero", "zero") if cfg.output_bias_init == "unigram" else ("unigram", "unigram"),
+        "embedding_lr": ("3e-3", 3e-3),
+    }
     if name in special:
         return special[name]
     value = getattr(cfg, name)
@@ -181,13 +253,16 @@ def test_cli_examples_from_the_readme():
     assert cfg == get_profile("default")
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--epochs", "0"], "--epochs=0 is invalid"),
-    (["--epochs", "two"], "invalid int value"),
-    (["--bucket-by-length", "perhaps"], "expected true or false"),
-    (["--profile", "huge"], "unknown profile 'huge'"),
-    (["--no-such-option", "1"], "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--epochs", "0"], "--epochs=0 is invalid"),
+        (["--epochs", "two"], "invalid int value"),
+        (["--bucket-by-length", "perhaps"], "expected true or false"),
+        (["--profile", "huge"], "unknown profile 'huge'"),
+        (["--no-such-option", "1"], "unrecognized arguments"),
+    ],
+)
 def test_cli_bad_values_exit_with_a_message(argv, words, capsys):
     with pytest.raises(SystemExit) as info:
         parse_args(argv)
@@ -214,8 +289,14 @@ def test_help_lists_every_field_with_its_default():
 
 def test_train_help_in_a_subprocess():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    done = subprocess.run([sys.executable, "-m", "helpers.train", "--help"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "helpers.train", "--help"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     options = set(re.findall(r"--[a-z][a-z0-9-]*", done.stdout))
     missing = [name for name in FIELDS if _option(name) not in options]

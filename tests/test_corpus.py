@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 import helpers.corpus as corpus
-from helpers.corpus import CorpusError, SHA256, download, ensure_corpus, load_paragraphs, read_paragraphs, sha256_of
+from helpers.corpus import SHA256, CorpusError, download, ensure_corpus, load_paragraphs, read_paragraphs, sha256_of
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -18,7 +18,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     body: bytes = b""
     hits: Counter = Counter()
 
-    def do_GET(self):  # noqa: N802 (http.server's name)
+    def do_GET(self):  # http.server's name
         self.hits[self.path] += 1
         if self.path == "/good":
             self._send(self.body)
@@ -106,11 +106,14 @@ def test_download_right_bytes_then_cached_without_a_request(server, data_dir, re
     assert hits["/good"] == 1
 
 
-@pytest.mark.parametrize("route, words", [
-    ("/wrong", "sha256"),
-    ("/truncated", "cut short"),
-    ("/missing", "HTTP 404"),
-])
+@pytest.mark.parametrize(
+    "route, words",
+    [
+        ("/wrong", "sha256"),
+        ("/truncated", "cut short"),
+        ("/missing", "HTTP 404"),
+    ],
+)
 def test_failed_downloads_raise_and_leave_no_file(server, data_dir, route, words, real_corpus_unchanged):
     base, hits = server
     with pytest.raises(CorpusError, match=words) as info:
@@ -170,16 +173,20 @@ def test_env_var_and_explicit_path_are_honoured(tmp_path, data_dir, monkeypatch)
 def _one_sentence(message: str) -> bool:
     # One sentence: ends with '.', and no '. ' followed by a capital starts a second one.
     body = message.replace("e.g.", "eg").replace("i.e.", "ie")
-    return body.endswith(".") and not any(body[i:i + 2] == ". " and body[i + 2:i + 3].isupper()
-                                          for i in range(len(body) - 2))
+    return body.endswith(".") and not any(
+        body[i : i + 2] == ". " and body[i + 2 : i + 3].isupper() for i in range(len(body) - 2)
+    )
 
 
-@pytest.mark.parametrize("name, content, words", [
-    ("empty.txt", b"", "holds no text"),
-    ("blank.txt", b"  \n\t\n   \r\n", "holds no text"),
-    ("binary.bin", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
-    ("latin1.txt", "Marc Aurèle, Pensées.\n".encode("latin-1"), "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "name, content, words",
+    [
+        ("empty.txt", b"", "holds no text"),
+        ("blank.txt", b"  \n\t\n   \r\n", "holds no text"),
+        ("binary.bin", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+        ("latin1.txt", "Marc Aurèle, Pensées.\n".encode("latin-1"), "not UTF-8"),
+    ],
+)
 def test_bad_files_raise_one_clear_sentence(tmp_path, name, content, words, real_corpus_unchanged):
     path = tmp_path / name
     path.write_bytes(content)

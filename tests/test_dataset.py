@@ -1,4 +1,4 @@
-"""MeditationsDataset, prepare_data and make_loader: features, dynamic padding, seeded masks, bucketing, a forward pass."""
+"""MeditationsDataset, prepare_data and make_loader: features, dynamic padding, seeded masks, bucketing, a forward."""
 
 import math
 
@@ -29,8 +29,14 @@ def test_items_carry_every_feature(tiny):
     item = dataset[0]
     assert set(item) == {"input_ids", "token_type_ids", "attention_mask", "special_tokens_mask", "next_sentence_label"}
     assert item["next_sentence_label"] == pairs[0].next_sentence_label
-    assert len(item["input_ids"]) == len(item["token_type_ids"]) == len(item["attention_mask"]) \
-        == len(item["special_tokens_mask"]) == dataset.lengths[0] <= cfg.max_length
+    assert (
+        len(item["input_ids"])
+        == len(item["token_type_ids"])
+        == len(item["attention_mask"])
+        == len(item["special_tokens_mask"])
+        == dataset.lengths[0]
+        <= cfg.max_length
+    )
     assert [dataset[i]["next_sentence_label"] for i in range(len(dataset))] == [p.next_sentence_label for p in pairs]
     with pytest.raises(ValueError, match="one value per pair"):
         MeditationsDataset({"input_ids": [[1, 2]], "next_sentence_label": [0, 1]})
@@ -56,7 +62,7 @@ def test_batches_are_consistent_dynamically_padded_tensors(tiny, scratch_tokeniz
         assert set(batch) == BATCH_KEYS
         assert all(isinstance(value, torch.Tensor) and value.dtype == torch.long for value in batch.values())
         size = batch["input_ids"].shape[0]
-        lengths = dataset.lengths[start:start + size]
+        lengths = dataset.lengths[start : start + size]
         # Dynamic padding: as wide as the longest pair of this batch, not max_length.
         assert batch["input_ids"].shape == (size, max(lengths))
         for key in ("token_type_ids", "attention_mask", "labels"):
@@ -66,8 +72,9 @@ def test_batches_are_consistent_dynamically_padded_tensors(tiny, scratch_tokeniz
         padding = batch["attention_mask"] == 0
         assert (batch["labels"][padding] == IGNORE_INDEX).all()
         assert (batch["token_type_ids"][padding] == 0).all()
-        assert batch["next_sentence_label"].tolist() == [dataset[i]["next_sentence_label"]
-                                                         for i in range(start, start + size)]
+        assert batch["next_sentence_label"].tolist() == [
+            dataset[i]["next_sentence_label"] for i in range(start, start + size)
+        ]
         start += size
     assert start == len(dataset)
     assert any(b["input_ids"].shape[1] < cfg.max_length for b in batches)
@@ -85,8 +92,9 @@ def _all_batches(dataset, tokenizer, cfg, seed, shuffle=True):
 
 
 def _same(first, second):
-    return len(first) == len(second) and all(a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
-                                             for a, b in zip(first, second))
+    return len(first) == len(second) and all(
+        a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a) for a, b in zip(first, second)
+    )
 
 
 @pytest.mark.parametrize("bucket", [True, False])
@@ -111,7 +119,7 @@ def test_bucket_sampler_visits_every_pair_once_in_batches_of_similar_length():
     sampler = BucketSampler(lengths, batch_size=16, generator=torch.Generator().manual_seed(0), window_batches=50)
     order = list(sampler)
     assert sorted(order) == list(range(1000)) and len(sampler) == 1000
-    batches = [order[i:i + 16] for i in range(0, 1000, 16)]
+    batches = [order[i : i + 16] for i in range(0, 1000, 16)]
     # Only the last batch is short, and each batch spans a narrow band of lengths.
     assert [len(b) for b in batches[:-1]] == [16] * 62 and len(batches[-1]) == 1000 % 16
     spans = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches]
@@ -139,8 +147,9 @@ def test_bucketing_removes_most_padding(full_corpus):
         bucketed = _all_batches(dataset, tok, cfg, seed)
         assert sum(b["input_ids"].shape[0] for b in bucketed) == len(dataset)
         assert padding_efficiency(bucketed) >= 0.9
-    dynamic = _all_batches(dataset, tok, get_profile("default", max_length=256, batch_size=16,
-                                                     bucket_by_length=False), 0)
+    dynamic = _all_batches(
+        dataset, tok, get_profile("default", max_length=256, batch_size=16, bucket_by_length=False), 0
+    )
     assert padding_efficiency(dynamic) < 0.9
     # The reference recipe: every pair padded to max_length.
     reference = MeditationsDataset.from_pairs(tok, pairs, cfg.max_length, pad_to_max_length=True)
@@ -159,9 +168,16 @@ def test_a_batch_feeds_a_tiny_bert(tiny, scratch_tokenizer):
     cfg, _, dataset = tiny
     batch = next(iter(make_loader(dataset, scratch_tokenizer, cfg, shuffle=True, seed=0)))
     torch.manual_seed(0)
-    model = BertForPreTraining(BertConfig(vocab_size=len(scratch_tokenizer), hidden_size=32, num_hidden_layers=1,
-                                          num_attention_heads=2, intermediate_size=64,
-                                          pad_token_id=scratch_tokenizer.pad_token_id))
+    model = BertForPreTraining(
+        BertConfig(
+            vocab_size=len(scratch_tokenizer),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            pad_token_id=scratch_tokenizer.pad_token_id,
+        )
+    )
     out = model(**batch)
     size, width = batch["input_ids"].shape
     assert out.prediction_logits.shape == (size, width, len(scratch_tokenizer))

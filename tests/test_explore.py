@@ -7,9 +7,24 @@ import torch
 from matplotlib import pyplot as plt
 
 from helpers.config import PROFILES, ROOT, get_profile
-from helpers.explore import (KEPT, MASKED, RANDOM, REFERENCE_RULE, SPECIAL, UNCHANGED, attention_explorer,
-                             attention_figure, describe_rule, fill_mask_explorer, fill_mask_frame, mask_sentence,
-                             masking_explorer, masking_rules, pair_tokens, pair_tokens_explorer)
+from helpers.explore import (
+    KEPT,
+    MASKED,
+    RANDOM,
+    REFERENCE_RULE,
+    SPECIAL,
+    UNCHANGED,
+    attention_explorer,
+    attention_figure,
+    describe_rule,
+    fill_mask_explorer,
+    fill_mask_frame,
+    mask_sentence,
+    masking_explorer,
+    masking_rules,
+    pair_tokens,
+    pair_tokens_explorer,
+)
 from helpers.inference import fill_mask_top_k, pair_attentions
 from helpers.masking import IGNORE_INDEX, MaskingRule, mask_tokens, masking_rule
 from helpers.serving import Predictor
@@ -20,8 +35,10 @@ widgets = pytest.importorskip("ipywidgets", reason="the notebooks extra (ipywidg
 
 A = "Look within; within is the fountain of good."
 B = "And it will ever bubble up, if thou wilt ever dig."
-LONG = ("Begin the morning by saying to thyself, I shall meet with the busy-body, the ungrateful, arrogant, deceitful, "
-        "envious, unsocial; all these things happen to them by reason of their ignorance of what is good and evil.")
+LONG = (
+    "Begin the morning by saying to thyself, I shall meet with the busy-body, the ungrateful, arrogant, deceitful, "
+    "envious, unsocial; all these things happen to them by reason of their ignorance of what is good and evil."
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +54,7 @@ def controls(widget) -> dict:
 
 # Notebook 02: a pair's tokens.
 
+
 def test_pair_tokens_rebuild_the_tokenizers_own_encoding(scratch_tokenizer):
     table = pair_tokens(scratch_tokenizer, A, B)
     encoded = scratch_tokenizer(A, B, return_token_type_ids=True, return_special_tokens_mask=True)
@@ -44,7 +62,7 @@ def test_pair_tokens_rebuild_the_tokenizers_own_encoding(scratch_tokenizer):
         assert table[field].tolist() == encoded[field], field
     assert table["token"].tolist() == scratch_tokenizer.convert_ids_to_tokens(encoded["input_ids"])
     first_sep = table["token"].tolist().index(scratch_tokenizer.sep_token)
-    assert set(table["token_type_ids"][:first_sep + 1]) == {0} and set(table["token_type_ids"][first_sep + 1:]) == {1}
+    assert set(table["token_type_ids"][: first_sep + 1]) == {0} and set(table["token_type_ids"][first_sep + 1 :]) == {1}
 
 
 def test_pair_tokens_pad_and_truncate_as_training_does(scratch_tokenizer):
@@ -79,6 +97,7 @@ def test_pair_tokens_explorer_reruns_when_a_control_moves(scratch_tokenizer, cap
 
 # Notebook 03: one sentence masked.
 
+
 def test_the_rules_are_read_from_the_profiles(monkeypatch):
     rules = masking_rules()
     assert rules["default profile"][1:] == ("bert", masking_rule(get_profile("default")))
@@ -86,8 +105,11 @@ def test_the_rules_are_read_from_the_profiles(monkeypatch):
     assert rules["bert-base profile"][1:] == ("bert", masking_rule(get_profile("bert-base")))
     assert rules["reference"][1:] == ("reference", REFERENCE_RULE)
     # A changed profile reaches the explorer's rule, its label and what masks the sentence: nothing is copied.
-    monkeypatch.setitem(PROFILES, "default", {**PROFILES["default"], "mlm_probability": 0.3,
-                                              "mask_replace_prob": 0.5, "random_replace_prob": 0.25})
+    monkeypatch.setitem(
+        PROFILES,
+        "default",
+        {**PROFILES["default"], "mlm_probability": 0.3, "mask_replace_prob": 0.5, "random_replace_prob": 0.25},
+    )
     label, _, rule = masking_rules()["default profile"]
     assert rule == MaskingRule(0.3, 0.5, 0.25)
     assert label == "the default profile, training: 30% selected; 50% [MASK], 25% a random token, 25% unchanged"
@@ -111,8 +133,9 @@ def test_masking_at_rate_zero_changes_nothing(scratch_tokenizer):
 def test_masking_at_rate_one_under_all_mask_masks_every_non_special_token(scratch_tokenizer):
     ids = scratch_tokenizer(LONG)["input_ids"]
     special = [i in scratch_tokenizer.all_special_ids for i in ids]
-    table = mask_sentence(scratch_tokenizer, LONG, MaskingRule(1.0, mask_replace_prob=1.0, random_replace_prob=0.0),
-                          seed=3)
+    table = mask_sentence(
+        scratch_tokenizer, LONG, MaskingRule(1.0, mask_replace_prob=1.0, random_replace_prob=0.0), seed=3
+    )
     for row, original, is_special in zip(table.itertuples(index=False), ids, special):
         if is_special:
             assert (row.input_ids, row.labels, row[3]) == (original, IGNORE_INDEX, SPECIAL)
@@ -125,8 +148,9 @@ def test_a_named_rule_masks_at_its_own_rate_unless_a_rate_is_given(scratch_token
     for name, (_, mode, rule) in masking_rules().items():
         for rate, applied in ((None, rule), (0.7, MaskingRule(0.7, rule.mask_replace_prob, rule.random_replace_prob))):
             table = mask_sentence(scratch_tokenizer, LONG, name, mlm_probability=rate, seed=11)
-            masked, labels = mask_tokens(ids, scratch_tokenizer, applied, mode=mode,
-                                         generator=torch.Generator().manual_seed(11))
+            masked, labels = mask_tokens(
+                ids, scratch_tokenizer, applied, mode=mode, generator=torch.Generator().manual_seed(11)
+            )
             assert table["input_ids"].tolist() == masked[0].tolist(), (name, rate)
             assert table["labels"].tolist() == labels[0].tolist(), (name, rate)
     # A MaskingRule itself (masking_rule(cfg) in the notebook) is applied as the training batches apply it.
@@ -137,8 +161,13 @@ def test_a_named_rule_masks_at_its_own_rate_unless_a_rate_is_given(scratch_token
 def test_masking_rows_are_mask_tokens_own_result_read_out(scratch_tokenizer):
     ids = torch.tensor([scratch_tokenizer(LONG)["input_ids"]])
     table = mask_sentence(scratch_tokenizer, LONG, "bert-base profile", mlm_probability=1.0, seed=5)
-    masked, labels = mask_tokens(ids, scratch_tokenizer, MaskingRule(1.0, mask_replace_prob=0.8, random_replace_prob=0.1),
-                                 mode="bert", generator=torch.Generator().manual_seed(5))
+    masked, labels = mask_tokens(
+        ids,
+        scratch_tokenizer,
+        MaskingRule(1.0, mask_replace_prob=0.8, random_replace_prob=0.1),
+        mode="bert",
+        generator=torch.Generator().manual_seed(5),
+    )
     assert table["input_ids"].tolist() == masked[0].tolist() and table["labels"].tolist() == labels[0].tolist()
     assert table["model reads"].tolist() == scratch_tokenizer.convert_ids_to_tokens(masked[0])
     outcomes = table["what happened"]
@@ -150,8 +179,11 @@ def test_masking_rows_are_mask_tokens_own_result_read_out(scratch_tokenizer):
 
 
 def test_masking_bad_input_is_one_sentence(scratch_tokenizer):
-    with pytest.raises(ValueError, match=r"rule='bert' is not one of the rules: use one of 'default profile', "
-                                         r"'validation', 'bert-base profile', 'reference'\.$"):
+    with pytest.raises(
+        ValueError,
+        match=r"rule='bert' is not one of the rules: use one of 'default profile', "
+        r"'validation', 'bert-base profile', 'reference'\.$",
+    ):
         mask_sentence(scratch_tokenizer, A, "bert")
     with pytest.raises(ValueError, match="mlm_probability=1.5 is not a rate"):
         mask_sentence(scratch_tokenizer, A, mlm_probability=1.5)
@@ -184,6 +216,7 @@ def test_masking_explorer_reruns_when_a_control_moves(scratch_tokenizer):
 
 # Notebook 05: a trained model's fill-mask and attention.
 
+
 def test_fill_mask_rows_agree_with_fill_mask_top_k(predictor):
     model, tokenizer = predictor.model, predictor.tokenizer
     text = "The [MASK] of a man is the work of his [MASK]."
@@ -193,13 +226,20 @@ def test_fill_mask_rows_agree_with_fill_mask_top_k(predictor):
     assert list(zip(table["token"], table["probability"])) == [guess for options in expected for guess in options]
 
 
-@pytest.mark.parametrize("text, k, max_length, message", [
-    ("A sentence without a mask.", 5, None, r"The text has no \[MASK\]: put \[MASK\] where a word is missing"),
-    ("   ", 5, None, "The text is empty"),
-    ("one two three four five six seven eight nine ten [MASK]", 5, 8,
-     r"The text's \[MASK\] comes after its first 8 tokens"),
-    ("The [MASK] is short.", 0, None, "k=0 asks for no guesses"),
-])
+@pytest.mark.parametrize(
+    "text, k, max_length, message",
+    [
+        ("A sentence without a mask.", 5, None, r"The text has no \[MASK\]: put \[MASK\] where a word is missing"),
+        ("   ", 5, None, "The text is empty"),
+        (
+            "one two three four five six seven eight nine ten [MASK]",
+            5,
+            8,
+            r"The text's \[MASK\] comes after its first 8 tokens",
+        ),
+        ("The [MASK] is short.", 0, None, "k=0 asks for no guesses"),
+    ],
+)
 def test_fill_mask_bad_input_is_one_sentence(predictor, text, k, max_length, message):
     with pytest.raises(ValueError, match=message):
         fill_mask_frame(predictor.model, predictor.tokenizer, text, k=k, max_length=max_length)
@@ -238,8 +278,10 @@ def test_attention_explorer_reruns_when_a_control_moves(predictor):
     model, tokenizer = predictor.model, predictor.tokenizer
     explorer = attention_explorer(model, tokenizer, A, B)
     found = controls(explorer)
-    assert (found["layer"].max, found["head"].max) == (model.config.num_hidden_layers - 1,
-                                                        model.config.num_attention_heads - 1)
+    assert (found["layer"].max, found["head"].max) == (
+        model.config.num_hidden_layers - 1,
+        model.config.num_attention_heads - 1,
+    )
     assert explorer.result.axes[0].get_title().startswith("head 0")
     found["head"].value = 1
     assert explorer.result.axes[0].get_title().startswith("head 1")
@@ -263,17 +305,29 @@ KERNEL_CELLS = [
 def test_explorers_show_their_output_inside_a_jupyter_kernel(tiny_checkpoint):  # noqa: F811
     nbformat = pytest.importorskip("nbformat")
     pytest.importorskip("nbclient")
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell.format(checkpoint=str(tiny_checkpoint)))
-                                               for cell in KERNEL_CELLS])
-    notebook_client(notebook, timeout=300, kernel_name="python3", store_widget_state=True,
-                    resources={"metadata": {"path": str(ROOT)}}).execute()
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(cell.format(checkpoint=str(tiny_checkpoint))) for cell in KERNEL_CELLS]
+    )
+    notebook_client(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(ROOT)}},
+    ).execute()
     for cell in notebook.cells[1:4]:  # each explorer is a widget view
         assert any("application/vnd.jupyter.widget-view+json" in out.get("data", {}) for out in cell.outputs)
     state = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
-    shown = [[(out["output_type"], sorted(out.get("data", {})) or out.get("text")) for out in model["state"]["outputs"]]
-             for model in state.values() if model["model_name"] == "OutputModel"]
+    shown = [
+        [(out["output_type"], sorted(out.get("data", {})) or out.get("text")) for out in model["state"]["outputs"]]
+        for model in state.values()
+        if model["model_name"] == "OutputModel"
+    ]
     message = "The text has no [MASK]: put [MASK] where a word is missing, as in 'The [MASK] is short.'\n"
     # The figure once (not again by pyplot), the bad input's sentence alone, the table as HTML.
-    assert shown == [[("display_data", ["image/png", "text/plain"])], [("stream", message)],
-                     [("display_data", ["text/html", "text/plain"])]]
+    assert shown == [
+        [("display_data", ["image/png", "text/plain"])],
+        [("stream", message)],
+        [("display_data", ["text/html", "text/plain"])],
+    ]
     assert notebook.cells[4].outputs[0]["text"] == "open figures: []\n"

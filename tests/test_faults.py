@@ -21,10 +21,9 @@ import torch
 from transformers import AutoTokenizer, BertForPreTraining
 
 import helpers.corpus as corpus
-from helpers.checkpoint import (CheckpointError, is_checkpoint, load_training_state, recover, run_lock,
-                                save_checkpoint)
+from helpers.checkpoint import CheckpointError, is_checkpoint, load_training_state, recover, run_lock, save_checkpoint
 from helpers.config import ROOT, get_profile
-from helpers.corpus import CorpusError, SHA256, ensure_corpus, sha256_of
+from helpers.corpus import SHA256, CorpusError, ensure_corpus, sha256_of
 from helpers.serving import Predictor
 from tests.app_fixtures import subprocess_env, tiny_checkpoint  # noqa: F401
 
@@ -33,12 +32,18 @@ EPOCHS = 6
 
 # ----- SIGKILL during training, then --resume -----
 
+
 def _train(args: list[str], log: Path) -> subprocess.Popen:
     """``python -m helpers.train ARGS`` on the tiny profile, offline, output to ``log``."""
     with open(log, "ab") as handle:
-        return subprocess.Popen([sys.executable, "-m", "helpers.train", *args, "--no-progress"], cwd=ROOT,
-                                env=subprocess_env(WANDB_MODE="disabled"), stdout=handle, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [sys.executable, "-m", "helpers.train", *args, "--no-progress"],
+            cwd=ROOT,
+            env=subprocess_env(WANDB_MODE="disabled"),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 def _siblings(folder: Path, kind: str) -> list[Path]:
@@ -99,11 +104,19 @@ SOAK = os.environ.get("BERT_MEDITATIONS_SOAK") == "1"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed, moments", [
-    (0, ["save", "random"]),
-    pytest.param(1, ["random", "save", "random"], marks=pytest.mark.skipif(
-        not SOAK, reason="a second kill schedule (a minute); set BERT_MEDITATIONS_SOAK=1 to run it")),
-])
+@pytest.mark.parametrize(
+    "seed, moments",
+    [
+        (0, ["save", "random"]),
+        pytest.param(
+            1,
+            ["random", "save", "random"],
+            marks=pytest.mark.skipif(
+                not SOAK, reason="a second kill schedule (a minute); set BERT_MEDITATIONS_SOAK=1 to run it"
+            ),
+        ),
+    ],
+)
 def test_sigkill_at_random_moments_then_resume_finishes(tmp_path, seed, moments):
     rng = random.Random(seed)
     folder, log = tmp_path / "runs" / "tiny", tmp_path / "train.log"
@@ -116,8 +129,14 @@ def test_sigkill_at_random_moments_then_resume_finishes(tmp_path, seed, moments)
         else:
             # Killed before the first checkpoint was whole: nothing to resume, and --resume says so in one line.
             if kills:
-                refused = subprocess.run([sys.executable, "-m", "helpers.train", "--resume", str(folder)], cwd=ROOT,
-                                         env=subprocess_env(), capture_output=True, text=True, timeout=120)
+                refused = subprocess.run(
+                    [sys.executable, "-m", "helpers.train", "--resume", str(folder)],
+                    cwd=ROOT,
+                    env=subprocess_env(),
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
                 assert refused.returncode == 1 and "Traceback" not in refused.stderr
                 assert "no complete checkpoint to resume" in refused.stderr
             process = _train(fresh + (["--overwrite"] if folder.exists() else []), log)
@@ -141,8 +160,10 @@ def test_sigkill_at_random_moments_then_resume_finishes(tmp_path, seed, moments)
 
 
 def _load(checkpoint: Path):
-    return (BertForPreTraining.from_pretrained(checkpoint, use_safetensors=True),
-            AutoTokenizer.from_pretrained(checkpoint))
+    return (
+        BertForPreTraining.from_pretrained(checkpoint, use_safetensors=True),
+        AutoTokenizer.from_pretrained(checkpoint),
+    )
 
 
 CRASH_BETWEEN_RENAMES = """
@@ -167,8 +188,14 @@ def test_crash_between_the_two_renames_is_recovered(tiny_checkpoint, tmp_path): 
     model, tokenizer = _load(tiny_checkpoint)
     folder = tmp_path / "ckpt"
     save_checkpoint(folder, model, tokenizer, get_profile("tiny"), {"mark": "A"}, {"epoch": 1, "x": torch.zeros(1)})
-    crashed = subprocess.run([sys.executable, "-c", CRASH_BETWEEN_RENAMES, str(tiny_checkpoint), str(folder)], cwd=ROOT,
-                             env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH_BETWEEN_RENAMES, str(tiny_checkpoint), str(folder)],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert crashed.returncode == 9, crashed.stderr[-2000:]
     assert not folder.exists() and _siblings(folder, "old") and _siblings(folder, "tmp")
     cfg, state = load_training_state(folder)  # recovers first
@@ -178,6 +205,7 @@ def test_crash_between_the_two_renames_is_recovered(tiny_checkpoint, tmp_path): 
 
 
 # ----- damaged checkpoints are refused with one clear sentence -----
+
 
 def _damage(path: Path, how: str) -> None:
     data = path.read_bytes()
@@ -200,6 +228,7 @@ def damaged_copy(tiny_checkpoint, tmp_path):  # noqa: F811
         shutil.copytree(tiny_checkpoint, folder)
         _damage(folder / name, how)
         return folder
+
     return make
 
 
@@ -252,8 +281,14 @@ def test_damaged_training_state_without_checksums_is_still_refused(damaged_copy)
 
 def test_resume_of_damaged_checkpoint_is_one_line_on_the_command_line(damaged_copy):
     folder = damaged_copy("model.safetensors", "truncated")
-    result = subprocess.run([sys.executable, "-m", "helpers.train", "--resume", str(folder)], cwd=ROOT,
-                            env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers.train", "--resume", str(folder)],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().startswith("error:") and "model.safetensors" in result.stderr
 
@@ -271,8 +306,14 @@ with run_lock(sys.argv[1]):
 
 def test_a_live_runs_folder_is_refused_until_that_run_dies(tmp_path):
     folder = tmp_path / "runs" / "live"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], cwd=ROOT, env=subprocess_env(),
-                              stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(folder)],
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(CheckpointError) as caught:
@@ -303,13 +344,14 @@ def test_other_ranks_of_a_distributed_run_share_rank_0s_lock(tmp_path, monkeypat
 
 # ----- a download cut mid-transfer -----
 
+
 class _Corpus(http.server.BaseHTTPRequestHandler):
     """/half: promises the whole file, sends half, closes. /half-unsized: no Content-Length, half, closes.
     /stall: headers, then nothing. /good: the real bytes."""
 
     body = b""
 
-    def do_GET(self):  # noqa: N802 (http.server's name)
+    def do_GET(self):  # http.server's name
         self.send_response(200)
         if self.path != "/half-unsized":
             self.send_header("Content-Length", str(len(self.body)))
@@ -353,8 +395,9 @@ def empty_data_dir(tmp_path, monkeypatch, corpus_file):
     assert sha256_of(corpus_file) == SHA256
 
 
-@pytest.mark.parametrize("route, words", [("/half", "cut short"), ("/half-unsized", "nothing was saved"),
-                                          ("/stall", "timed out")])
+@pytest.mark.parametrize(
+    "route, words", [("/half", "cut short"), ("/half-unsized", "nothing was saved"), ("/stall", "timed out")]
+)
 def test_cut_download_leaves_nothing_and_the_next_run_retries(http_corpus, empty_data_dir, route, words):
     with pytest.raises(CorpusError) as caught:
         corpus.download(corpus.default_path(), http_corpus + route, timeout=1.0)
@@ -370,6 +413,7 @@ def test_cut_download_leaves_nothing_and_the_next_run_retries(http_corpus, empty
 
 # ----- a full disk -----
 
+
 def _tree(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
@@ -379,8 +423,12 @@ def _no_space(*args, **kwargs):
 
 
 @pytest.mark.parametrize("target", ["torch.save", "save_pretrained"])
-def test_disk_full_on_save_is_reported_and_the_previous_checkpoint_survives(tiny_checkpoint, tmp_path, monkeypatch,  # noqa: F811
-                                                                            target):
+def test_disk_full_on_save_is_reported_and_the_previous_checkpoint_survives(
+    tiny_checkpoint,  # noqa: F811 - the fixture imported above
+    tmp_path,
+    monkeypatch,
+    target,
+):
     model, tokenizer = _load(tiny_checkpoint)
     folder = tmp_path / "ckpt"
     save_checkpoint(folder, model, tokenizer, get_profile("tiny"), {"mark": "A"}, {"epoch": 1})
@@ -405,8 +453,9 @@ def small_tmpfs(tmp_path):
     mount.mkdir()
     if shutil.which("mount") is None or os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root and the mount command")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"could not mount a tmpfs here: {done.stderr.strip()}")
     try:
@@ -423,10 +472,14 @@ def test_disk_full_on_a_real_small_filesystem(tiny_checkpoint, small_tmpfs):  # 
     model, tokenizer = _load(tiny_checkpoint)
     folder = small_tmpfs / "ckpt"
     # The first checkpoint (about 0.9 MB) fits; the second cannot, as it is written beside the first.
-    save_checkpoint(folder, model, tokenizer, get_profile("tiny"), {"mark": "A"}, {"epoch": 1, "w": torch.zeros(150_000)})
+    save_checkpoint(
+        folder, model, tokenizer, get_profile("tiny"), {"mark": "A"}, {"epoch": 1, "w": torch.zeros(150_000)}
+    )
     before = _tree(folder)
     with pytest.raises(CheckpointError) as caught:
-        save_checkpoint(folder, model, tokenizer, get_profile("tiny"), {"mark": "B"}, {"epoch": 2, "w": torch.zeros(150_000)})
+        save_checkpoint(
+            folder, model, tokenizer, get_profile("tiny"), {"mark": "B"}, {"epoch": 2, "w": torch.zeros(150_000)}
+        )
     assert "No space left on device" in _one_sentence(caught.value)
     assert _tree(folder) == before and sorted(os.listdir(small_tmpfs)) == ["ckpt"]
     assert load_training_state(folder)[1]["epoch"] == 1

@@ -13,12 +13,15 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining
 
 from helpers.checkpoint import CheckpointError
-from helpers.serving import MAX_CHARS, FillMaskResult, InferenceError, NSPResult, Predictor
 from helpers.pairs import IS_NEXT, IS_RANDOM, LABEL_NAMES
+from helpers.serving import MAX_CHARS, FillMaskResult, InferenceError, NSPResult, Predictor
 from tests.app_fixtures import tiny_checkpoint  # noqa: F401 - a fixture
 
 PAIRS = [
-    ("Remember how long you have been putting off these things.", "You must now at last perceive of what universe you are a part."),
+    (
+        "Remember how long you have been putting off these things.",
+        "You must now at last perceive of what universe you are a part.",
+    ),
     ("Everything is opinion.", "The sun warms the stones of the road."),
     ("Short.", "A second sentence that is a good deal longer than the first one, with several clauses in it."),
     ("The mind is its own place.", "Be like the rocky headland on which the waves constantly break."),
@@ -119,6 +122,7 @@ def test_fill_mask_batch_equals_one_by_one(predictor):
 def test_the_core_functions_give_the_predictors_answers_without_its_plumbing(predictor):
     """helpers.inference's few-line core is what Predictor serves: same probabilities, same top-k per mask."""
     from helpers.inference import fill_mask_top_k, nsp_probabilities
+
     probs = nsp_probabilities(predictor.model, predictor.tokenizer, PAIRS, predictor.max_length)
     assert probs.shape == (len(PAIRS), 2)
     for pair, row in zip(PAIRS, probs):
@@ -176,15 +180,18 @@ def test_huge_text_is_cut_before_tokenizing(predictor):
     assert result.truncated and any(f"{MAX_CHARS:,} characters" in note for note in result.notes)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "The text is empty"),
-    ("   \n\t ", "The text is empty"),
-    ("No mask in this sentence.", "has no [MASK]"),
-    ("A lower-case [mask] here.", "exactly as [MASK]"),
-    ("An xml-style <mask> here.", "exactly as [MASK]"),
-    ("[CLS] [SEP] [PAD]", "The text is empty"),
-    (None, "must be text"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "The text is empty"),
+        ("   \n\t ", "The text is empty"),
+        ("No mask in this sentence.", "has no [MASK]"),
+        ("A lower-case [mask] here.", "exactly as [MASK]"),
+        ("An xml-style <mask> here.", "exactly as [MASK]"),
+        ("[CLS] [SEP] [PAD]", "The text is empty"),
+        (None, "must be text"),
+    ],
+)
 def test_fill_mask_bad_input_is_one_clear_sentence(predictor, text, message):
     with pytest.raises(InferenceError) as caught:
         predictor.fill_mask(text)
@@ -192,12 +199,15 @@ def test_fill_mask_bad_input_is_one_clear_sentence(predictor, text, message):
     assert "\n" not in str(caught.value) and str(caught.value).endswith(".")
 
 
-@pytest.mark.parametrize("a, b, message", [
-    ("", "Something.", "Sentence A is empty"),
-    ("Something.", "   ", "Sentence B is empty"),
-    ("[SEP]", "Something.", "Sentence A is empty"),
-    (42, "Something.", "Sentence A must be text"),
-])
+@pytest.mark.parametrize(
+    "a, b, message",
+    [
+        ("", "Something.", "Sentence A is empty"),
+        ("Something.", "   ", "Sentence B is empty"),
+        ("[SEP]", "Something.", "Sentence A is empty"),
+        (42, "Something.", "Sentence A must be text"),
+    ],
+)
 def test_nsp_bad_input_is_one_clear_sentence(predictor, a, b, message):
     with pytest.raises(InferenceError, match=message):
         predictor.predict_nsp(a, b)
@@ -240,14 +250,16 @@ def test_threads_get_the_same_answers(predictor):
 
 # ----- checkpoints that are not usable -----
 
+
 def _copy(src, dst):
     shutil.copytree(src, dst)
     return dst
 
 
 def _tiny_config(tokenizer) -> BertConfig:
-    return BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                      intermediate_size=32)
+    return BertConfig(
+        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
 
 
 def _masked_lm(tmp_path, tiny):
@@ -325,23 +337,41 @@ def _no_tokenizer(tmp_path, tiny):
     return folder
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda tmp, tiny: tmp / "does-not-exist", "does not exist"),
-    (lambda tmp, tiny: tiny / "config.json", "is a file"),
-    (lambda tmp, tiny: tmp, "holds no config.json"),
-    (_random_files, "holds no config.json"),
-    (_bad_config, "not valid JSON"),
-    (_gpt2, "not BERT"),
-    (_masked_lm, "BertForMaskedLM, which has no next-sentence-prediction head"),
-    (_nsp_only, "has no masked-word (MLM) head"),
-    (_masked_lm_without_architectures, "has no next-sentence-prediction head"),
-    (_truncated, "is damaged"),  # caught by the sha256 that checkpoint.json recorded
-    (_truncated_foreign, "could not be read"),
-    (_garbage_weights, "is damaged"),
-    (_pickled_only, "only pickled weights"),
-    (_no_tokenizer, "tokenizer.json is missing"),  # its checksum was recorded at save time
-], ids=["missing", "file", "empty", "random-files", "bad-json", "gpt2", "masked-lm", "nsp-only",
-        "masked-lm-no-arch", "truncated", "truncated-foreign", "garbage", "pickled", "no-tokenizer"])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda tmp, tiny: tmp / "does-not-exist", "does not exist"),
+        (lambda tmp, tiny: tiny / "config.json", "is a file"),
+        (lambda tmp, tiny: tmp, "holds no config.json"),
+        (_random_files, "holds no config.json"),
+        (_bad_config, "not valid JSON"),
+        (_gpt2, "not BERT"),
+        (_masked_lm, "BertForMaskedLM, which has no next-sentence-prediction head"),
+        (_nsp_only, "has no masked-word (MLM) head"),
+        (_masked_lm_without_architectures, "has no next-sentence-prediction head"),
+        (_truncated, "is damaged"),  # caught by the sha256 that checkpoint.json recorded
+        (_truncated_foreign, "could not be read"),
+        (_garbage_weights, "is damaged"),
+        (_pickled_only, "only pickled weights"),
+        (_no_tokenizer, "tokenizer.json is missing"),  # its checksum was recorded at save time
+    ],
+    ids=[
+        "missing",
+        "file",
+        "empty",
+        "random-files",
+        "bad-json",
+        "gpt2",
+        "masked-lm",
+        "nsp-only",
+        "masked-lm-no-arch",
+        "truncated",
+        "truncated-foreign",
+        "garbage",
+        "pickled",
+        "no-tokenizer",
+    ],
+)
 def test_unusable_checkpoint_is_one_clear_sentence(tmp_path, tiny_checkpoint, make, message):  # noqa: F811
     folder = make(tmp_path, tiny_checkpoint)
     with pytest.raises(CheckpointError) as caught:
@@ -373,12 +403,14 @@ def hand_embedded(scratch_tokenizer):
     """
     from helpers.config import get_profile
     from helpers.model import scratch_config
+
     tokenizer = scratch_tokenizer
     model = BertForPreTraining(scratch_config(get_profile("tiny"), tokenizer))
     table = torch.zeros_like(model.get_input_embeddings().weight)  # (vocab, 32)
     table[:, 2:] = torch.randn(table.shape[0], 30, generator=torch.Generator().manual_seed(0))  # orthogonal to e0
-    ids = dict(zip(["soul", "mind", "reason", "nature"], tokenizer.convert_tokens_to_ids(["soul", "mind", "reason",
-                                                                                          "nature"])))
+    ids = dict(
+        zip(["soul", "mind", "reason", "nature"], tokenizer.convert_tokens_to_ids(["soul", "mind", "reason", "nature"]))
+    )
     for word, lean in [("soul", 0.0), ("mind", 0.1), ("reason", 0.5), ("nature", 1.0)]:
         table[ids[word]] = 0
         table[ids[word], 0], table[ids[word], 1] = 1.0, lean
@@ -391,6 +423,7 @@ def hand_embedded(scratch_tokenizer):
 
 def test_nearest_tokens_are_the_closest_rows_in_order(hand_embedded):
     from helpers.inference import nearest_tokens
+
     model, tokenizer = hand_embedded
     found = nearest_tokens(model, tokenizer, ["soul", "Mind"], k=5)
     assert list(found) == ["soul", "Mind"]
@@ -407,6 +440,7 @@ def test_nearest_tokens_are_the_closest_rows_in_order(hand_embedded):
 
 def test_nearest_tokens_of_every_row_leave_out_specials_and_the_word(hand_embedded):
     from helpers.inference import nearest_tokens
+
     model, tokenizer = hand_embedded
     everything = nearest_tokens(model, tokenizer, ["soul"], k=len(tokenizer))["soul"]
     assert len(everything) == len(tokenizer) - len(set(tokenizer.all_special_ids)) - 1
@@ -416,6 +450,7 @@ def test_nearest_tokens_of_every_row_leave_out_specials_and_the_word(hand_embedd
 @pytest.mark.parametrize("word, shown", [("unintelligible", "'un', '##in'"), ("☃", "'[UNK]'")])
 def test_nearest_tokens_of_a_word_that_is_not_one_token_is_one_clear_sentence(hand_embedded, word, shown):
     from helpers.inference import nearest_tokens
+
     model, tokenizer = hand_embedded
     with pytest.raises(ValueError) as info:
         nearest_tokens(model, tokenizer, ["soul", word])
@@ -427,6 +462,7 @@ def test_nearest_tokens_of_a_word_that_is_not_one_token_is_one_clear_sentence(ha
 def test_word_ranks_read_the_word_off_the_stock_forwards_full_ranking(predictor):
     """Rank 1 is the top guess; a word's rank and probability are its place in the MLM head's softmax at the [MASK]."""
     from helpers.inference import word_ranks
+
     model, tokenizer = predictor.model, predictor.tokenizer
     texts = ["The [MASK] of the universe.", "Live according to [MASK].", "Nothing is [MASK] to the soul."]
     checked = 0
@@ -436,8 +472,9 @@ def test_word_ranks_read_the_word_off_the_stock_forwards_full_ranking(predictor)
             logits = model(**enc).prediction_logits[0]  # (seq_len, vocab)
         probs = logits[enc["input_ids"][0] == tokenizer.mask_token_id][0].softmax(-1)  # (vocab,)
         order = probs.argsort(descending=True).tolist()  # every token, likeliest first
-        typed = [i for i, token in enumerate(tokenizer.convert_ids_to_tokens(order))
-                 if tokenizer.tokenize(token) == [token]]  # places of the tokens a learner can type as a word
+        typed = [
+            i for i, token in enumerate(tokenizer.convert_ids_to_tokens(order)) if tokenizer.tokenize(token) == [token]
+        ]  # places of the tokens a learner can type as a word
         for index in (typed[0], typed[len(typed) // 2], typed[-1]):  # near the top, the middle and the bottom
             word = tokenizer.convert_ids_to_tokens(order[index])
             (found,) = word_ranks(model, tokenizer, [text], [word])
@@ -454,13 +491,17 @@ def test_word_ranks_read_the_word_off_the_stock_forwards_full_ranking(predictor)
         assert together.probability == pytest.approx(alone.probability, abs=1e-5)
 
 
-@pytest.mark.parametrize("texts, words, message", [
-    (["The [MASK] of things."], ["unintelligible"], "'unintelligible' is not one token"),
-    (["No mask here."], ["soul"], "holds 0 [MASK] tokens"),
-    (["Two [MASK] and [MASK]."], ["soul"], "holds 2 [MASK] tokens"),
-    (["The [MASK].", "A [MASK]."], ["soul"], "2 texts and 1 words"),
-])
+@pytest.mark.parametrize(
+    "texts, words, message",
+    [
+        (["The [MASK] of things."], ["unintelligible"], "'unintelligible' is not one token"),
+        (["No mask here."], ["soul"], "holds 0 [MASK] tokens"),
+        (["Two [MASK] and [MASK]."], ["soul"], "holds 2 [MASK] tokens"),
+        (["The [MASK].", "A [MASK]."], ["soul"], "2 texts and 1 words"),
+    ],
+)
 def test_word_ranks_bad_input_is_one_clear_sentence(predictor, texts, words, message):
     from helpers.inference import word_ranks
+
     with pytest.raises(ValueError, match=re.escape(message)):
         word_ranks(predictor.model, predictor.tokenizer, texts, words)

@@ -62,7 +62,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
     def visit(node: str, path: list[str]) -> list[str] | None:
         if node in path:
-            return path[path.index(node):] + [node]
+            return path[path.index(node) :] + [node]
         if node in done:
             return None
         for target in sorted(graph.get(node, ())):
@@ -135,9 +135,10 @@ def takes_the_config() -> set[str]:
         for prefix, body in scopes:
             for node in body:
                 if isinstance(node, ast.FunctionDef) and any(
-                        arg.arg == "cfg" or (arg.annotation is not None and
-                                             ast.unparse(arg.annotation).replace(" | None", "") == "Config")
-                        for arg in node.args.args + node.args.kwonlyargs):
+                    arg.arg == "cfg"
+                    or (arg.annotation is not None and ast.unparse(arg.annotation).replace(" | None", "") == "Config")
+                    for arg in node.args.args + node.args.kwonlyargs
+                ):
                     found.add(f"{path.stem}.{prefix}{node.name}")
     return found
 
@@ -145,5 +146,7 @@ def takes_the_config() -> set[str]:
 def test_the_config_reaches_only_the_functions_that_say_why():
     found = takes_the_config()
     assert {"train.train", "masking.masking_rule", "dataset.PreparedData.train_pairs"} <= found  # the scan works
-    assert found == set(TAKES_THE_CONFIG), (f"taking the whole Config without a reason: {sorted(found - set(TAKES_THE_CONFIG))}; "
-                                            f"listed but no longer taking it: {sorted(set(TAKES_THE_CONFIG) - found)}")
+    assert found == set(TAKES_THE_CONFIG), (
+        f"taking the whole Config without a reason: {sorted(found - set(TAKES_THE_CONFIG))}; "
+        f"listed but no longer taking it: {sorted(set(TAKES_THE_CONFIG) - found)}"
+    )

@@ -15,8 +15,10 @@ def test_the_default_recipe_beats_neighbour_counting_at_mask(default_run):
     # neighbours in the training paragraphs. Measured on the 2-core machine (Intel Xeon, 2026-12-06), the default of
     # round 5 (docs/experiments.md): about 0.238 against 0.222.
     assert accuracy > base["baseline_neighbours"], (
-        f"held-out accuracy at [MASK] {accuracy:.3f} is not above neighbour counting ({base['baseline_neighbours']:.3f}; "
-        f"unigram {base['baseline_unigram']:.3f}): the recipe learns no more than a lookup table of neighbours")
+        f"held-out accuracy at [MASK] {accuracy:.3f} is not above neighbour counting "
+        f"({base['baseline_neighbours']:.3f}; unigram {base['baseline_unigram']:.3f}): the recipe learns no more "
+        f"than a lookup table of neighbours"
+    )
     # It went on learning after its first epochs (measured: about 0.20 by epoch 3, 0.238 at the end) ...
     curve = [row["mlm_accuracy_at_mask"] for row in default_run.epochs]
     assert curve[-1] > max(curve[:3]) + 0.02, curve

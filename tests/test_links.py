@@ -37,10 +37,10 @@ def prose_lines(text: str) -> list[str]:
 
 def slug(heading: str) -> str:
     """GitHub's anchor for a heading: its text, lowercased, punctuation dropped, spaces as hyphens."""
-    text = re.sub(r"(`+)(.*?)\1", r"\2", heading)           # code spans keep their text
+    text = re.sub(r"(`+)(.*?)\1", r"\2", heading)  # code spans keep their text
     text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", text)  # links keep their text
-    text = re.sub(r"<[^>]+>", "", text).strip().lower()     # HTML tags go
-    text = re.sub(r"[^\w\- ]", "", text)                    # \w keeps letters, digits and _ (unicode too)
+    text = re.sub(r"<[^>]+>", "", text).strip().lower()  # HTML tags go
+    text = re.sub(r"[^\w\- ]", "", text)  # \w keeps letters, digits and _ (unicode too)
     return text.replace(" ", "-")
 
 
@@ -106,8 +106,11 @@ def tracked_markdown() -> list[Path]:
     if out.returncode == 0:
         return [ROOT / name for name in out.stdout.split("\0") if name]
     skip = {"data", "runs", "node_modules"}
-    return [p for p in ROOT.rglob("*.md")
-            if not any(part.startswith(".") or part in skip for part in p.relative_to(ROOT).parts[:-1])]
+    return [
+        p
+        for p in ROOT.rglob("*.md")
+        if not any(part.startswith(".") or part in skip for part in p.relative_to(ROOT).parts[:-1])
+    ]
 
 
 def test_every_relative_link_and_image_in_the_tracked_markdown_resolves():
@@ -132,28 +135,34 @@ def test_the_checker_finds_a_broken_link(tmp_path):
         "# Title\n\n"
         "[fine](docs/page.md) [fine](docs/page.md#fourth-round-where-it-starts) [fine](docs/page.md#twice-1)\n"
         "![fine](figure.png) [fine](#title) [fine](https://example.org/missing.md) [fine](docs/)\n"
-        "[gone](docs/missing.md) ![gone](<img/missing.png> \"a title\")\n"
+        '[gone](docs/missing.md) ![gone](<img/missing.png> "a title")\n'
         "[no such heading](docs/page.md#fifth-round) [no such heading](#nowhere)\n"
-        "<img src=\"gone.svg\"> [outside](../elsewhere.md)\n"
-        "`[in code](not/checked.md)`\n\n```\n[in a fence](not/checked.md)\n```\n[ref]: docs/gone-too.md\n")
+        '<img src="gone.svg"> [outside](../elsewhere.md)\n'
+        "`[in code](not/checked.md)`\n\n```\n[in a fence](not/checked.md)\n```\n[ref]: docs/gone-too.md\n"
+    )
     problems = broken_links(readme, tmp_path)
-    assert sorted(p.split(": ", 1)[1] for p in problems) == sorted([
-        "docs/missing.md does not exist",
-        "img/missing.png does not exist",
-        "docs/page.md#fifth-round: page.md has no heading with the anchor #fifth-round",
-        "#nowhere: README.md has no heading with the anchor #nowhere",
-        "docs/gone-too.md does not exist",
-        "gone.svg does not exist",
-        "../elsewhere.md points outside the repository",
-    ])
+    assert sorted(p.split(": ", 1)[1] for p in problems) == sorted(
+        [
+            "docs/missing.md does not exist",
+            "img/missing.png does not exist",
+            "docs/page.md#fifth-round: page.md has no heading with the anchor #fifth-round",
+            "#nowhere: README.md has no heading with the anchor #nowhere",
+            "docs/gone-too.md does not exist",
+            "gone.svg does not exist",
+            "../elsewhere.md points outside the repository",
+        ]
+    )
 
 
-@pytest.mark.parametrize("heading, anchor", [
-    ("From the tutorial's recipe to ours", "from-the-tutorials-recipe-to-ours"),
-    ("The lowest versions (`make test-lowest`)", "the-lowest-versions-make-test-lowest"),
-    ("Fourth round: where attention starts", "fourth-round-where-attention-starts"),
-    ("MLM@[MASK] and 80/10/10", "mlmmask-and-801010"),
-    ("snake_case stays", "snake_case-stays"),
-])
+@pytest.mark.parametrize(
+    "heading, anchor",
+    [
+        ("From the tutorial's recipe to ours", "from-the-tutorials-recipe-to-ours"),
+        ("The lowest versions (`make test-lowest`)", "the-lowest-versions-make-test-lowest"),
+        ("Fourth round: where attention starts", "fourth-round-where-attention-starts"),
+        ("MLM@[MASK] and 80/10/10", "mlmmask-and-801010"),
+        ("snake_case stays", "snake_case-stays"),
+    ],
+)
 def test_slugs_follow_github(heading, anchor):
     assert slug(heading) == anchor

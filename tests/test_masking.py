@@ -9,8 +9,15 @@ import math
 import pytest
 import torch
 
-from helpers.masking import (IGNORE_INDEX, MaskingRule, mask_tokens, masking_rule, pad_loss_share, select_positions,
-                             special_positions)
+from helpers.masking import (
+    IGNORE_INDEX,
+    MaskingRule,
+    mask_tokens,
+    masking_rule,
+    pad_loss_share,
+    select_positions,
+    special_positions,
+)
 from helpers.pairs import make_pairs
 from helpers.tokens import tokenize_pairs
 
@@ -34,8 +41,12 @@ def features(scratch_tokenizer, period_sentences):
 @pytest.fixture(scope="module")
 def batch(scratch_tokenizer, features):
     """The same pairs padded into one (n_pairs, 64) batch: [CLS], [SEP] and plenty of [PAD]."""
-    padded = scratch_tokenizer.pad({"input_ids": features["input_ids"], "attention_mask": features["attention_mask"]},
-                                   padding="max_length", max_length=64, return_tensors="pt")
+    padded = scratch_tokenizer.pad(
+        {"input_ids": features["input_ids"], "attention_mask": features["attention_mask"]},
+        padding="max_length",
+        max_length=64,
+        return_tensors="pt",
+    )
     return padded["input_ids"], padded["attention_mask"]
 
 
@@ -124,8 +135,9 @@ def test_random_replacements_are_never_special(batch, scratch_tokenizer):
     tok = scratch_tokenizer
     generator = torch.Generator().manual_seed(3)
     # Every selected token gets a random replacement: tens of thousands of draws from the vocabulary.
-    masked, labels = mask_tokens(input_ids, tok, MaskingRule(0.99, mask_replace_prob=0.0, random_replace_prob=1.0),
-                                 generator=generator)
+    masked, labels = mask_tokens(
+        input_ids, tok, MaskingRule(0.99, mask_replace_prob=0.0, random_replace_prob=1.0), generator=generator
+    )
     selected = labels != IGNORE_INDEX
     assert selected.sum() > 15_000
     assert not torch.isin(masked[selected], _special_ids(tok)).any()
@@ -189,8 +201,13 @@ def _shares(masked, labels, original, attention_mask, tokenizer):
     assert labels[selected].equal(original[selected])
     is_mask = selected & (masked == tokenizer.mask_token_id)
     same = selected & (masked == original)
-    return {"ordinary": int(ordinary.sum()), "selected": int(selected.sum()), "mask": int(is_mask.sum()),
-            "random": int((selected & ~is_mask & ~same).sum()), "same": int(same.sum())}
+    return {
+        "ordinary": int(ordinary.sum()),
+        "selected": int(selected.sum()),
+        "mask": int(is_mask.sum()),
+        "random": int((selected & ~is_mask & ~same).sum()),
+        "same": int(same.sum()),
+    }
 
 
 def test_hand_written_bert_mode_agrees_with_the_collator(features, scratch_tokenizer):
@@ -202,19 +219,25 @@ def test_hand_written_bert_mode_agrees_with_the_collator(features, scratch_token
     theirs = dict(ours)
     for _ in range(4):
         for start in range(0, len(items), 64):
-            chunk = items[start:start + 64]
+            chunk = items[start : start + 64]
             batch = collator(chunk)  # pads, masks; keeps token_type_ids and next_sentence_label
             assert set(batch) == {"input_ids", "token_type_ids", "attention_mask", "labels", "next_sentence_label"}
             original = tok.pad({"input_ids": [item["input_ids"] for item in chunk]}, return_tensors="pt")["input_ids"]
             assert original.shape == batch["input_ids"].shape
-            for key, value in _shares(batch["input_ids"], batch["labels"], original, batch["attention_mask"], tok).items():
+            for key, value in _shares(
+                batch["input_ids"], batch["labels"], original, batch["attention_mask"], tok
+            ).items():
                 theirs[key] += value
             masked, labels = mask_tokens(original, tok, mode="bert", generator=generator)
             for key, value in _shares(masked, labels, original, batch["attention_mask"], tok).items():
                 ours[key] += value
     assert ours["ordinary"] == theirs["ordinary"] > 40_000
-    for name, hits, n, p in (("selected", "selected", "ordinary", 0.15), ("[MASK]", "mask", "selected", 0.8),
-                             ("random", "random", "selected", 0.1), ("unchanged", "same", "selected", 0.1)):
+    for name, hits, n, p in (
+        ("selected", "selected", "ordinary", 0.15),
+        ("[MASK]", "mask", "selected", 0.8),
+        ("random", "random", "selected", 0.1),
+        ("unchanged", "same", "selected", 0.1),
+    ):
         # Each against the expected value, and the two against each other (difference of two binomials).
         assert_share(ours[hits], ours[n], p, f"hand-written {name} share")
         assert_share(theirs[hits], theirs[n], p, f"collator {name} share")
@@ -225,6 +248,7 @@ def test_hand_written_bert_mode_agrees_with_the_collator(features, scratch_token
 
 def test_the_config_chooses_the_rule_for_training_and_for_the_fixed_validation_masks():
     from helpers.config import get_profile
+
     default, paper = get_profile("default"), get_profile("bert-base")
     assert masking_rule(paper) == MaskingRule(0.15, 0.8, 0.1)  # BERT's recipe
     assert masking_rule(default) == MaskingRule(default.mlm_probability, 1.0, 0.0)  # 40%, every one a [MASK]
@@ -235,6 +259,7 @@ def test_the_config_chooses_the_rule_for_training_and_for_the_fixed_validation_m
 def test_training_and_validation_batches_follow_the_rule_the_config_chooses(scratch_tokenizer, smart_sentences):
     from helpers.config import get_profile
     from helpers.dataset import MeditationsDataset, make_loader
+
     cfg = get_profile("default")
     pairs = make_pairs({i: smart_sentences[i] for i in range(120)}, seed=0)
     dataset = MeditationsDataset.from_pairs(scratch_tokenizer, pairs, max_length=cfg.max_length)
@@ -243,7 +268,15 @@ def test_training_and_validation_batches_follow_the_rule_the_config_chooses(scra
         assert len(batches[0]["input_ids"]) == (64 if validation else cfg.batch_size)
         labelled = torch.cat([b["labels"].flatten() != IGNORE_INDEX for b in batches])
         shown = torch.cat([b["input_ids"].flatten() for b in batches])[labelled]
-        ordinary = sum(int((~special_positions(torch.where(b["labels"] != IGNORE_INDEX, b["labels"], b["input_ids"]),
-                                                scratch_tokenizer)).sum()) for b in batches)
+        ordinary = sum(
+            int(
+                (
+                    ~special_positions(
+                        torch.where(b["labels"] != IGNORE_INDEX, b["labels"], b["input_ids"]), scratch_tokenizer
+                    )
+                ).sum()
+            )
+            for b in batches
+        )
         assert_share(int(labelled.sum()), ordinary, share, f"selected share (validation={validation})")
         assert (shown == scratch_tokenizer.mask_token_id).all()  # the default profile and validation: all [MASK]

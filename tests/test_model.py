@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import BertForPreTraining
 
 from helpers.config import get_profile
-import math
-
 from helpers.model import PretrainingModel, load_model, sinusoidal_positions_, sinusoids
 
 
@@ -82,7 +82,9 @@ def _step0_attention(model: BertForPreTraining, layer: int, seed: int = 0) -> to
 
 @pytest.mark.parametrize("offsets, heads, layer", [("-1,1", 2, 0), ("-2,-1,1,2", 4, 0), ("-1,1", 2, 1)])
 def test_neighbour_heads_attend_where_they_are_set_at_step_0(scratch_tokenizer, offsets, heads, layer):
-    cfg = get_profile("default", output_bias_init="zero", num_attention_heads=heads, neighbour_offsets=offsets, neighbour_layer=layer)
+    cfg = get_profile(
+        "default", output_bias_init="zero", num_attention_heads=heads, neighbour_offsets=offsets, neighbour_layer=layer
+    )
     torch.manual_seed(0)
     attention = _step0_attention(load_model(cfg, scratch_tokenizer), layer)  # (4, heads, 96, 96)
     queries = torch.arange(2, 94)  # every query whose neighbours at -2..+2 exist
@@ -114,7 +116,9 @@ def test_neighbour_scale_sets_the_share_on_the_neighbour(scratch_tokenizer):
 def test_a_random_start_attends_nowhere_in_particular(scratch_tokenizer):
     # The control: BERT's random start puts about 1/96 on each token, nothing on the neighbour.
     torch.manual_seed(0)
-    model = load_model(get_profile("default", output_bias_init="zero", position_dims=0, neighbour_offsets=""), scratch_tokenizer)
+    model = load_model(
+        get_profile("default", output_bias_init="zero", position_dims=0, neighbour_offsets=""), scratch_tokenizer
+    )
     attention = _step0_attention(model, 0)
     i = torch.arange(1, 95)
     assert attention[:, 0, i, i - 1].mean() < 0.05
@@ -130,9 +134,11 @@ def test_positions_own_their_dimensions_and_the_checkpoint_is_stock(scratch_toke
     table = embeddings.position_embeddings.weight
     assert not table[:, dims:].any()  # zero outside the position dimensions
     waves = sinusoids(table.shape[0], dims // 2, cfg.hidden_size)  # (max_positions, dims), the 32 highest frequencies
-    assert torch.allclose(table[:, :dims] / (table[:, :dims].norm() / waves.norm()), waves, atol=1e-5)  # sinusoids there
+    assert torch.allclose(
+        table[:, :dims] / (table[:, :dims].norm() / waves.norm()), waves, atol=1e-5
+    )  # sinusoids there
     # Each position row is as long as a random row of spread initializer_range.
-    assert abs(table.norm(dim=1).mean().item() / (cfg.initializer_range * cfg.hidden_size ** 0.5) - 1) < 0.01
+    assert abs(table.norm(dim=1).mean().item() / (cfg.initializer_range * cfg.hidden_size**0.5) - 1) < 0.01
     # <p_i, p_(i+1)> is the same for every i: what lets one rotation find "the next token" anywhere.
     gram = table[:200] @ table[:200].T
     along = torch.diagonal(gram, 1)
@@ -140,13 +146,15 @@ def test_positions_own_their_dimensions_and_the_checkpoint_is_stock(scratch_toke
     before = _step0_attention(model, 0)
     model.save_pretrained(tmp_path)
     again = BertForPreTraining.from_pretrained(tmp_path)  # stock transformers, no project code
-    assert torch.equal(again.bert.encoder.layer[0].attention.self.query.weight,
-                       model.bert.encoder.layer[0].attention.self.query.weight)
+    assert torch.equal(
+        again.bert.encoder.layer[0].attention.self.query.weight, model.bert.encoder.layer[0].attention.self.query.weight
+    )
     assert torch.allclose(_step0_attention(again, 0), before, atol=1e-6)
 
 
 def test_the_unigram_start_makes_the_first_guess_the_unigram_baselines(tiny_cfg):
     from helpers.dataset import prepare_data, validation_batches
+
     cfg = get_profile("tiny", output_bias_init="unigram")
     data = prepare_data(cfg)
     text = data.training_text(cfg)

@@ -19,8 +19,14 @@ NOTEBOOKS = ROOT / "notebooks"
 _spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
 run_notebooks = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(run_notebooks)
-EXPECTED = ["01_pairing.ipynb", "02_tokenizing.ipynb", "03_masking.ipynb", "04_training.ipynb",
-            "05_inference.ipynb", "06_gradio_demo.ipynb"]
+EXPECTED = [
+    "01_pairing.ipynb",
+    "02_tokenizing.ipynb",
+    "03_masking.ipynb",
+    "04_training.ipynb",
+    "05_inference.ipynb",
+    "06_gradio_demo.ipynb",
+]
 IGNORE_MARKER = "# NBVAL_IGNORE_OUTPUT"
 # Folders of this machine (or a user's) that must never show up in a committed output.
 # A library warning names its file (/usr/lib/..., /opt/conda/...); macOS keeps homes in /Users and temp files in /var.
@@ -54,9 +60,11 @@ def helper_names() -> set[str]:
     names = set()
     for path in (ROOT / "helpers").glob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        names |= {node.name for node in tree.body
-                  if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                  and not node.name.startswith("_")}
+        names |= {
+            node.name
+            for node in tree.body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_")
+        }
     return names
 
 
@@ -81,7 +89,7 @@ def skeleton_problems(nb, name: str) -> list[str]:
     if not cells or cells[0].cell_type != "markdown":
         return ["the first cell must be Markdown: the Colab badge, the title and what the notebook teaches"]
     opening = cells[0].source
-    if f"colab.research.google.com/github/" not in opening or f"/notebooks/{name})" not in opening:
+    if "colab.research.google.com/github/" not in opening or f"/notebooks/{name})" not in opening:
         problems.append("the first cell lacks an 'Open in Colab' badge linking to this notebook")
     if not re.search(r"^# \S", opening, re.MULTILINE):
         problems.append("the first cell lacks a '# ' title")
@@ -107,20 +115,29 @@ def skeleton_problems(nb, name: str) -> list[str]:
             problems.append(f"'## Exercises' should list 2 or 3 numbered exercises, not {len(items)}")
         if summary and summary[-1] > index:
             problems.append("'## Summary' should come before '## Exercises'")
-        problems += solution_problems(cells[index + 1:], len(items))
+        problems += solution_problems(cells[index + 1 :], len(items))
     return problems
 
 
 def solution_problems(after: list, exercises: int) -> list[str]:
     """After the Exercises: '### Solution 1', '### Solution 2', ... in order, one per exercise, each with code."""
-    titles = [(i, m.group(1)) for i, c in enumerate(after) if c.cell_type == "markdown"
-              for m in [re.match(r"### Solution (\d+)\s*$", c.source.splitlines()[0] if c.source else "")] if m]
+    titles = [
+        (i, m.group(1))
+        for i, c in enumerate(after)
+        if c.cell_type == "markdown"
+        for m in [re.match(r"### Solution (\d+)\s*$", c.source.splitlines()[0] if c.source else "")]
+        if m
+    ]
     if [number for _, number in titles] != [str(n) for n in range(1, exercises + 1)]:
-        return [f"after '## Exercises' the solutions should be '### Solution 1' to '### Solution {exercises}', in "
-                f"order; found {[f'Solution {number}' for _, number in titles]}"]
-    return [f"'### Solution {number}' has no code cell after it" for (i, number), end
-            in zip(titles, [j for j, _ in titles[1:]] + [len(after)])
-            if not any(c.cell_type == "code" for c in after[i + 1:end])]
+        return [
+            f"after '## Exercises' the solutions should be '### Solution 1' to '### Solution {exercises}', in "
+            f"order; found {[f'Solution {number}' for _, number in titles]}"
+        ]
+    return [
+        f"'### Solution {number}' has no code cell after it"
+        for (i, number), end in zip(titles, [j for j, _ in titles[1:]] + [len(after)])
+        if not any(c.cell_type == "code" for c in after[i + 1 : end])
+    ]
 
 
 def prose_words(nb) -> int:
@@ -133,8 +150,10 @@ def privacy_problems(nb) -> list[str]:
     for number, cell in enumerate(nb.cells):
         for text in output_texts(cell) if cell.cell_type == "code" else []:
             if match := MACHINE_PATH.search(text):
-                problems.append(f"cell {number}: an output shows a machine path ({match.group()}...); print paths "
-                                f"relative to helpers.config.ROOT")
+                problems.append(
+                    f"cell {number}: an output shows a machine path ({match.group()}...); print paths "
+                    f"relative to helpers.config.ROOT"
+                )
             if WANDB_KEY.search(text):
                 problems.append(f"cell {number}: an output holds what looks like a W&B API key")
         if WANDB_KEY.search(cell.source):
@@ -149,8 +168,9 @@ def redefinition_problems(nb, names: set[str]) -> list[str]:
             continue
         for name in DEF.findall(cell.source):
             if name in names:
-                problems.append(f"cell {number} redefines helpers' {name}; import it (or show it with "
-                                f"inspect.getsource) instead")
+                problems.append(
+                    f"cell {number} redefines helpers' {name}; import it (or show it with inspect.getsource) instead"
+                )
     return problems
 
 
@@ -160,7 +180,9 @@ def volatile_problems(nb) -> list[str]:
     for number, cell in enumerate(nb.cells):
         if cell.cell_type != "code" or IGNORE_MARKER in cell.source.splitlines():
             continue
-        widget = any("application/vnd.jupyter.widget-view+json" in out.get("data", {}) for out in cell.get("outputs", []))
+        widget = any(
+            "application/vnd.jupyter.widget-view+json" in out.get("data", {}) for out in cell.get("outputs", [])
+        )
         if widget or any(PROGRESS_TEXT.search(text) for text in output_texts(cell)):
             problems.append(f"cell {number} shows a progress bar but is not marked {IGNORE_MARKER}")
     return problems
@@ -172,7 +194,9 @@ def repo_problems(nb, name: str) -> list[str]:
     owner_repo = run_notebooks.REPO_URL.removeprefix("https://github.com/")
     badge = f"(https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{name})"
     if badge not in nb.cells[0].source:
-        problems.append(f"the Colab badge does not link to {badge[1:-1]} (run `make notebooks` after changing REPO_URL)")
+        problems.append(
+            f"the Colab badge does not link to {badge[1:-1]} (run `make notebooks` after changing REPO_URL)"
+        )
     setup = next((c.source for c in nb.cells if c.cell_type == "code"), "")
     for line in (f'REPO = "{run_notebooks.REPO_URL}"', f"REPO_PUBLISHED = {run_notebooks.REPO_PUBLISHED}"):
         if line not in setup.splitlines():
@@ -208,20 +232,32 @@ def import_problems(nb) -> list[str]:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 for alias in node.names:
                     imported[(alias.asname or alias.name).split(".")[0]] = number
-                    if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("helpers") \
-                            and alias.name.startswith("_"):
-                        problems.append(f"cell {number} imports the private helpers name {alias.name}; show what "
-                                        f"the public functions do instead")
+                    if (
+                        isinstance(node, ast.ImportFrom)
+                        and (node.module or "").startswith("helpers")
+                        and alias.name.startswith("_")
+                    ):
+                        problems.append(
+                            f"cell {number} imports the private helpers name {alias.name}; show what "
+                            f"the public functions do instead"
+                        )
             elif isinstance(node, ast.Name):
                 used.add(node.id)
-            elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Call) \
-                    and "getsource" in ast.unparse(node.value.func):
+            elif (
+                isinstance(node, ast.Subscript)
+                and isinstance(node.value, ast.Call)
+                and "getsource" in ast.unparse(node.value.func)
+            ):
                 problems.append(f"cell {number} slices a function's source; show whole functions, or write it out")
-            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
-                    and "getsource" in ast.unparse(node.value.func):
+            elif (
+                isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Call)
+                and "getsource" in ast.unparse(node.value.func)
+            ):
                 problems.append(f"cell {number} keeps a function's source to cut it; print whole functions only")
-    problems += [f"cell {number} imports {name}, which no cell uses" for name, number in imported.items()
-                 if name not in used]
+    problems += [
+        f"cell {number} imports {name}, which no cell uses" for name, number in imported.items() if name not in used
+    ]
     return problems
 
 
@@ -247,9 +283,16 @@ def test_notebook_as_stored(name, helpers_public):
     nb = read(path)
     nbformat.validate(nb)
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
-    problems = (execution_problems(nb) + skeleton_problems(nb, name) + privacy_problems(nb)
-                + redefinition_problems(nb, helpers_public) + volatile_problems(nb) + repo_problems(nb, name)
-                + readable_problems(nb) + import_problems(nb))
+    problems = (
+        execution_problems(nb)
+        + skeleton_problems(nb, name)
+        + privacy_problems(nb)
+        + redefinition_problems(nb, helpers_public)
+        + volatile_problems(nb)
+        + repo_problems(nb, name)
+        + readable_problems(nb)
+        + import_problems(nb)
+    )
     assert not problems, f"{name}:\n  " + "\n  ".join(problems)
 
 
@@ -263,7 +306,9 @@ def test_stored_outputs_come_from_the_default_profile():
                 for text in output_texts(cell):
                     for profile in re.findall(r"profile '([\w-]+)'", text):
                         seen.setdefault(profile, set()).add(path.name)
-    assert set(seen) == {"default"}, f"stored outputs name the profiles {sorted(seen)}; regenerate with `make notebooks`"
+    assert set(seen) == {"default"}, (
+        f"stored outputs name the profiles {sorted(seen)}; regenerate with `make notebooks`"
+    )
     assert {"02_tokenizing.ipynb", "04_training.ipynb", "05_inference.ipynb", "06_gradio_demo.ipynb"} <= seen["default"]
 
 
@@ -274,9 +319,15 @@ def test_prose_a_learner_can_get_through():
 
 
 def test_the_stored_outputs_hold_at_least_twelve_figures():
-    figures = {path.name: sum("image/png" in out.get("data", {}) for cell in read(path).cells
-                              if cell.cell_type == "code" for out in cell.get("outputs", []))
-               for path in notebook_paths()}
+    figures = {
+        path.name: sum(
+            "image/png" in out.get("data", {})
+            for cell in read(path).cells
+            if cell.cell_type == "code"
+            for out in cell.get("outputs", [])
+        )
+        for path in notebook_paths()
+    }
     assert sum(figures.values()) >= 12, figures
 
 
@@ -302,14 +353,22 @@ def _notebook(*cells) -> nbformat.NotebookNode:
 
 
 def _good_cells(name: str = "99_x.ipynb") -> list:
-    return [nbformat.v4.new_markdown_cell(
-                f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-                f"(https://colab.research.google.com/github/o/r/blob/main/notebooks/{name})\n\n# Title\n\n**Needs:** nothing."),
-            nbformat.v4.new_code_cell('import sys\nREPO = "https://example.org/r"\nif "google.colab" in sys.modules:\n    pass'),
-            nbformat.v4.new_markdown_cell("## Summary\n\n- done"),
-            nbformat.v4.new_markdown_cell("## Exercises\n\n1. one\n2. two"),
-            nbformat.v4.new_markdown_cell("### Solution 1\n\nOne way:"), nbformat.v4.new_code_cell("print(1)"),
-            nbformat.v4.new_markdown_cell("### Solution 2"), nbformat.v4.new_code_cell("print(2)")]
+    return [
+        nbformat.v4.new_markdown_cell(
+            f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"(https://colab.research.google.com/github/o/r/blob/main/notebooks/{name})"
+            "\n\n# Title\n\n**Needs:** nothing."
+        ),
+        nbformat.v4.new_code_cell(
+            'import sys\nREPO = "https://example.org/r"\nif "google.colab" in sys.modules:\n    pass'
+        ),
+        nbformat.v4.new_markdown_cell("## Summary\n\n- done"),
+        nbformat.v4.new_markdown_cell("## Exercises\n\n1. one\n2. two"),
+        nbformat.v4.new_markdown_cell("### Solution 1\n\nOne way:"),
+        nbformat.v4.new_code_cell("print(1)"),
+        nbformat.v4.new_markdown_cell("### Solution 2"),
+        nbformat.v4.new_code_cell("print(2)"),
+    ]
 
 
 def test_checks_pass_a_good_notebook():
@@ -340,13 +399,25 @@ def test_checks_catch_missing_and_empty_solutions():
     swapped = cells[:4] + cells[6:8] + cells[4:6]
     assert any("in order" in p for p in skeleton_problems(_notebook(*swapped), "99_x.ipynb"))
     no_code = cells[:5] + cells[6:7]
-    assert skeleton_problems(_notebook(*no_code), "99_x.ipynb") == ["'### Solution 1' has no code cell after it",
-                                                                     "'### Solution 2' has no code cell after it"]
+    assert skeleton_problems(_notebook(*no_code), "99_x.ipynb") == [
+        "'### Solution 1' has no code cell after it",
+        "'### Solution 2' has no code cell after it",
+    ]
 
 
-@pytest.mark.parametrize("leak", ["/root/.cache/x", "Checkpoint: /work/main/runs/a", "/tmp/tmpab12/model",
-                                  "/home/me/bert", "/usr/lib/python3.11/site-packages/torch/x.py:12: UserWarning",
-                                  "/opt/conda/lib/python3.11/y.py", "/Users/me/bert", "/var/folders/ab/T/x"])
+@pytest.mark.parametrize(
+    "leak",
+    [
+        "/root/.cache/x",
+        "Checkpoint: /work/main/runs/a",
+        "/tmp/tmpab12/model",
+        "/home/me/bert",
+        "/usr/lib/python3.11/site-packages/torch/x.py:12: UserWarning",
+        "/opt/conda/lib/python3.11/y.py",
+        "/Users/me/bert",
+        "/var/folders/ab/T/x",
+    ],
+)
 def test_checks_catch_machine_paths(leak):
     nb = _notebook(*_good_cells())
     nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"saved to {leak}\n")]
@@ -355,20 +426,26 @@ def test_checks_catch_machine_paths(leak):
 
 def test_checks_catch_a_wandb_key():
     nb = _notebook(*_good_cells())
-    nb.cells[1].outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "WANDB_API_KEY='" + "a1" * 20 + "'"})]
+    nb.cells[1].outputs = [
+        nbformat.v4.new_output("execute_result", data={"text/plain": "WANDB_API_KEY='" + "a1" * 20 + "'"})
+    ]
     assert any("API key" in p for p in privacy_problems(nb))
 
 
 def test_checks_catch_a_redefined_helper(helpers_public):
-    nb = _notebook(nbformat.v4.new_code_cell("def make_pairs(sentences):\n    return []"),
-                   nbformat.v4.new_code_cell("def my_plot():\n    pass"))
+    nb = _notebook(
+        nbformat.v4.new_code_cell("def make_pairs(sentences):\n    return []"),
+        nbformat.v4.new_code_cell("def my_plot():\n    pass"),
+    )
     problems = redefinition_problems(nb, helpers_public)
     assert len(problems) == 1 and "make_pairs" in problems[0]
 
 
 def test_checks_catch_an_unmarked_progress_bar():
     cell = nbformat.v4.new_code_cell("train(cfg, out)")
-    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="epoch 1/2:  40%|####      | 2/5 [00:01<00:02]")]
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="epoch 1/2:  40%|####      | 2/5 [00:01<00:02]")
+    ]
     assert volatile_problems(_notebook(cell))
     cell.source = IGNORE_MARKER + "\n" + cell.source
     assert not volatile_problems(_notebook(cell))
@@ -404,10 +481,10 @@ def test_setup_cell_on_colab(published, monkeypatch):
     monkeypatch.setitem(sys.modules, "google.colab", object())
     if not published:
         with pytest.raises(SystemExit, match=r"^Set REPO in this cell .* is a placeholder, not a real repository\.$"):
-            exec(code, namespace)  # noqa: S102 - the notebook's own cell
+            exec(code, namespace)  # the notebook's own cell
         assert shell.calls == []
     else:
-        exec(code, namespace)  # noqa: S102
+        exec(code, namespace)  # the notebook's own cell
         assert any(run_notebooks.REPO_URL in call and "git clone" in call for call in shell.calls)
         assert any("pip install" in call for call in shell.calls)
 
@@ -417,7 +494,7 @@ def test_setup_cell_does_nothing_off_colab(monkeypatch):
 
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     shell = _FakeShell()
-    exec(TransformerManager().transform_cell(_setup_cell(False)), {"get_ipython": lambda: shell})  # noqa: S102
+    exec(TransformerManager().transform_cell(_setup_cell(False)), {"get_ipython": lambda: shell})
     assert shell.calls == []
 
 
@@ -435,9 +512,12 @@ def test_stored_outputs_are_cleaned_of_widgets_and_dead_pages():
     cell = nbformat.v4.new_code_cell("url = serve(demo)")
     cell.outputs = [
         nbformat.v4.new_output("display_data", data={run_notebooks.WIDGET: {"model_id": "x"}, "text/plain": "0/4"}),
-        nbformat.v4.new_output("display_data", data={"text/html": '<div><iframe src="http://127.0.0.1:41831/" '
-                                                                  'width="100%"></iframe></div>'}),
-        nbformat.v4.new_output("stream", name="stdout", text="serving at http://127.0.0.1:41831/\n")]
+        nbformat.v4.new_output(
+            "display_data",
+            data={"text/html": '<div><iframe src="http://127.0.0.1:41831/" width="100%"></iframe></div>'},
+        ),
+        nbformat.v4.new_output("stream", name="stdout", text="serving at http://127.0.0.1:41831/\n"),
+    ]
     nb = _notebook(cell)
     nb.metadata["widgets"] = {"state": {}}
     assert len(readable_problems(nb)) == 3
@@ -446,8 +526,12 @@ def test_stored_outputs_are_cleaned_of_widgets_and_dead_pages():
 
 
 def test_checks_catch_unused_and_private_imports_and_sliced_source():
-    nb = _notebook(nbformat.v4.new_code_cell("import os\nimport inspect\nfrom helpers.pairs import _random_other, make_pairs\n"
-                                             "print(inspect.getsource(make_pairs)[:40])\n!echo {make_pairs}"))
+    nb = _notebook(
+        nbformat.v4.new_code_cell(
+            "import os\nimport inspect\nfrom helpers.pairs import _random_other, make_pairs\n"
+            "print(inspect.getsource(make_pairs)[:40])\n!echo {make_pairs}"
+        )
+    )
     problems = import_problems(nb)
     assert any("imports os" in p for p in problems)
     assert any("_random_other" in p and "private" in p for p in problems)
@@ -459,6 +543,7 @@ def test_the_notebooks_and_the_tests_that_read_their_checkpoint_share_one_worker
     """make test's scheduler: notebook 04 trains the checkpoint that 05, 06 and the readers use, so they run together,
     in order, on one worker; every other test file is a unit of its own."""
     from tests.conftest import NOTEBOOK_READERS, work_unit
+
     uses = re.compile(r"def \w+\([^)]*\bdefault_run\b")  # a test or fixture that takes the default_run fixture
     readers = {path.name for path in (ROOT / "tests").glob("test_*.py") if uses.search(path.read_text())}
     assert readers == set(NOTEBOOK_READERS), "list every test file that reads default_run in NOTEBOOK_READERS"
@@ -473,6 +558,7 @@ def test_make_tests_workers_share_the_cores():
     import os
 
     import torch
+
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     assert torch.get_num_threads() * workers <= max(cores, workers)
@@ -485,6 +571,7 @@ def test_the_notebook_client_reads_a_reply_a_missed_wake_up_left_waiting():
     from queue import Empty
 
     from tests.conftest import run_notebooks
+
     in_steps = run_notebooks.in_steps
     calls = []
 

@@ -11,8 +11,18 @@ from packaging.version import Version
 
 from helpers.config import ROOT
 
-KEY_PACKAGES = ["torch", "transformers", "tokenizers", "accelerate", "wandb", "gradio", "jupyterlab", "nbval",
-                "ipywidgets", "pytest"]
+KEY_PACKAGES = [
+    "torch",
+    "transformers",
+    "tokenizers",
+    "accelerate",
+    "wandb",
+    "gradio",
+    "jupyterlab",
+    "nbval",
+    "ipywidgets",
+    "pytest",
+]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +84,8 @@ def test_every_pyproject_dependency_is_satisfied_by_the_lock(lock, pyproject):
             name = canonicalize_name(requirement.name)
             assert name in lock, f"pyproject [{group}] needs {text}, and requirements.lock does not pin {name}"
             assert requirement.specifier.contains(lock[name], prereleases=True), (
-                f"pyproject [{group}] needs {text}, and requirements.lock pins {name}=={lock[name]}")
+                f"pyproject [{group}] needs {text}, and requirements.lock pins {name}=={lock[name]}"
+            )
             checked += 1
     assert checked >= 15
 
@@ -83,7 +94,11 @@ def test_pyproject_torch_range_admits_the_pin_and_colab(pyproject):
     # The lock pins torch exactly; pyproject stays loose so that Colab keeps its own (CUDA) torch.
     torch = next(Requirement(t) for t in pyproject["project"]["dependencies"] if Requirement(t).name == "torch")
     # 2.4 is the lowest the code needs (fused AdamW on a CPU, docs/engineering.md); 2.3 lacks it.
-    assert torch.specifier.contains("2.13.0") and torch.specifier.contains("2.4.0") and not torch.specifier.contains("2.3.0")
+    assert (
+        torch.specifier.contains("2.13.0")
+        and torch.specifier.contains("2.4.0")
+        and not torch.specifier.contains("2.3.0")
+    )
 
 
 def test_environment_yml_pins_match_the_lock(lock, environment):
@@ -102,7 +117,8 @@ def test_environment_yml_pins_match_the_lock(lock, environment):
         assert len(specs) == 1 and specs[0].operator == "==", f"environment.yml: {requirement} is not an exact pin"
         assert name in lock, f"environment.yml names {name}, which requirements.lock does not pin"
         assert Version(specs[0].version) == lock[name], (
-            f"environment.yml pins {requirement}, requirements.lock pins {name}=={lock[name]}")
+            f"environment.yml pins {requirement}, requirements.lock pins {name}=={lock[name]}"
+        )
 
 
 def test_python_is_3_11_everywhere(environment, pyproject):

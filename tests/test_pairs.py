@@ -8,13 +8,25 @@ import pytest
 import helpers.pairs as pairs_module
 from helpers.config import get_profile
 from helpers.dataset import prepare_data
-from helpers.pairs import (IS_NEXT, IS_RANDOM, PairError, build_bag, count_leaks, make_pairs, reference_pairs,
-                           split_corpus, split_period, split_smart, train_val_split)
+from helpers.pairs import (
+    IS_NEXT,
+    IS_RANDOM,
+    PairError,
+    build_bag,
+    count_leaks,
+    make_pairs,
+    reference_pairs,
+    split_corpus,
+    split_period,
+    split_smart,
+    train_val_split,
+)
 
 SEEDS = range(20)
 
 
 # --- splitters ---------------------------------------------------------------------------------
+
 
 def test_period_splitter_is_the_reference_one():
     assert split_period("Is it so? Yes; it is. Ask Mr. Rusticus.") == ["Is it so? Yes; it is", "Ask Mr", "Rusticus"]
@@ -34,19 +46,22 @@ def test_default_splitter_is_documented_as_period():
     assert get_profile("bert-base").splitter == "period"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Is it so? Yes; it is. Ask Mr. Rusticus.", ["Is it so?", "Yes; it is.", "Ask Mr. Rusticus."]),
-    ("Wait! Then think: is it good? It is.", ["Wait!", "Then think: is it good?", "It is."]),
-    ("From M. Antoninus I learned this. Then more.", ["From M. Antoninus I learned this.", "Then more."]),
-    ("Dr. Who met St. Paul at no. 5. Fine.", ["Dr. Who met St. Paul at no. 5.", "Fine."]),
-    ("See e.g. this one. And i.e. that.", ["See e.g. this one.", "And i.e. that."]),
-    ('He said "Go." Then he left.', ['He said "Go."', "Then he left."]),
-    ("It costs 3.5 obols. Cheap.", ["It costs 3.5 obols.", "Cheap."]),
-    ("First; second; third.", ["First; second; third."]),
-    ("No full stop at the end", ["No full stop at the end"]),
-    ("Wait... what? No!", ["Wait... what?", "No!"]),
-    ("Begin. and go on. Then stop.", ["Begin. and go on.", "Then stop."]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Is it so? Yes; it is. Ask Mr. Rusticus.", ["Is it so?", "Yes; it is.", "Ask Mr. Rusticus."]),
+        ("Wait! Then think: is it good? It is.", ["Wait!", "Then think: is it good?", "It is."]),
+        ("From M. Antoninus I learned this. Then more.", ["From M. Antoninus I learned this.", "Then more."]),
+        ("Dr. Who met St. Paul at no. 5. Fine.", ["Dr. Who met St. Paul at no. 5.", "Fine."]),
+        ("See e.g. this one. And i.e. that.", ["See e.g. this one.", "And i.e. that."]),
+        ('He said "Go." Then he left.', ['He said "Go."', "Then he left."]),
+        ("It costs 3.5 obols. Cheap.", ["It costs 3.5 obols.", "Cheap."]),
+        ("First; second; third.", ["First; second; third."]),
+        ("No full stop at the end", ["No full stop at the end"]),
+        ("Wait... what? No!", ["Wait... what?", "No!"]),
+        ("Begin. and go on. Then stop.", ["Begin. and go on.", "Then stop."]),
+    ],
+)
 def test_smart_splitter(text, expected):
     assert split_smart(text) == expected
     # Nothing is lost: the sentences rebuild the text up to whitespace.
@@ -62,8 +77,9 @@ def test_smart_splitter_keeps_all_text_of_the_corpus(paragraphs, smart_sentences
     for index, paragraph in enumerate(paragraphs):
         joined = "".join(smart_sentences[index]).replace(" ", "")
         assert joined == "".join(ch for ch in paragraph if ch != " "), index
-    assert all(s[-1] in ".?!\"')’”]" or s is smart_sentences[i][-1]
-               for i in smart_sentences for s in smart_sentences[i])
+    assert all(
+        s[-1] in ".?!\"')’”]" or s is smart_sentences[i][-1] for i in smart_sentences for s in smart_sentences[i]
+    )
 
 
 def test_unknown_splitter():
@@ -72,6 +88,7 @@ def test_unknown_splitter():
 
 
 # --- make_pairs --------------------------------------------------------------------------------
+
 
 def _check_pair(pair, sentences):
     own = sentences[pair.paragraph_a]
@@ -99,8 +116,11 @@ def test_labels_mean_what_they_say_over_many_seeds(paragraphs, splitter):
             _check_pair(pair, sentences)
         counts = Counter(p.next_sentence_label for p in pairs)
         assert abs(counts[IS_NEXT] - counts[IS_RANDOM]) <= 1, counts
-        assert count_leaks(pairs, sentences) == {"random_pairs": counts[IS_RANDOM], "same_paragraph": 0,
-                                                 "true_next_labelled_random": 0}
+        assert count_leaks(pairs, sentences) == {
+            "random_pairs": counts[IS_RANDOM],
+            "same_paragraph": 0,
+            "true_next_labelled_random": 0,
+        }
 
 
 def test_exhaustive_pairs_use_every_position_twice(period_sentences):
@@ -144,6 +164,7 @@ def test_several_pairs_per_paragraph(period_sentences, per_paragraph):
 
 
 # --- epochs and the split ----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny_data(scratch_tokenizer):
@@ -190,6 +211,7 @@ def test_train_val_split_is_seeded_and_complete():
 
 # --- the reference recipe's flaw ---------------------------------------------------------------
 
+
 def test_reference_bag_hands_back_same_paragraph_sentences(period_sentences):
     same, true_next, random_pairs = 0, 0, 0
     for seed in range(200):
@@ -201,8 +223,10 @@ def test_reference_bag_hands_back_same_paragraph_sentences(period_sentences):
     assert same > 0
     assert true_next <= same
     assert 0.4 < random_pairs / (200 * 317) < 0.6
-    assert sum(count_leaks(make_pairs(period_sentences, seed=s), period_sentences)["same_paragraph"]
-               for s in range(200)) == 0
+    assert (
+        sum(count_leaks(make_pairs(period_sentences, seed=s), period_sentences)["same_paragraph"] for s in range(200))
+        == 0
+    )
 
 
 def test_reference_pairs_are_otherwise_well_formed(period_sentences):
@@ -220,24 +244,33 @@ def test_reference_pairs_are_otherwise_well_formed(period_sentences):
 def test_count_leaks_counts():
     sentences = {0: ["a", "b", "c"], 1: ["x", "y"]}
     from helpers.pairs import Pair
-    pairs = [Pair("a", "b", IS_RANDOM, 0, 0), Pair("a", "c", IS_RANDOM, 0, 0), Pair("a", "x", IS_RANDOM, 0, 1),
-             Pair("a", "b", IS_NEXT, 0, 0)]
+
+    pairs = [
+        Pair("a", "b", IS_RANDOM, 0, 0),
+        Pair("a", "c", IS_RANDOM, 0, 0),
+        Pair("a", "x", IS_RANDOM, 0, 1),
+        Pair("a", "b", IS_NEXT, 0, 0),
+    ]
     assert count_leaks(pairs, sentences) == {"random_pairs": 3, "same_paragraph": 2, "true_next_labelled_random": 1}
 
 
 # --- corpora that cannot give pairs ------------------------------------------------------------
 
-@pytest.mark.parametrize("paragraphs, words", [
-    (["One sentence only.", "Another single one.", "A third"], "No paragraph holds two or more sentences"),
-    (["Only one paragraph. With two sentences. Or three."], "at least two paragraphs"),
-    ([], "No paragraph holds two or more sentences"),
-])
+
+@pytest.mark.parametrize(
+    "paragraphs, words",
+    [
+        (["One sentence only.", "Another single one.", "A third"], "No paragraph holds two or more sentences"),
+        (["Only one paragraph. With two sentences. Or three."], "at least two paragraphs"),
+        ([], "No paragraph holds two or more sentences"),
+    ],
+)
 def test_corpora_without_pairs(paragraphs, words):
     for splitter in ("period", "smart"):
         sentences = split_corpus(paragraphs, splitter)
-        for call in (lambda: make_pairs(sentences, seed=0), lambda: make_pairs(sentences, exhaustive=True)):
+        for kwargs in ({"seed": 0}, {"exhaustive": True}):
             with pytest.raises(PairError, match=words) as info:
-                call()
+                make_pairs(sentences, **kwargs)
             assert str(info.value).endswith(".")
 
 

@@ -6,18 +6,18 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: draw into memory
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from matplotlib import pyplot as plt  # noqa: E402
-from transformers import BertForPreTraining, set_seed  # noqa: E402
+import numpy as np
+import pytest
+import torch
+from matplotlib import pyplot as plt
+from transformers import BertForPreTraining, set_seed
 
-from helpers import plots  # noqa: E402
-from helpers.dataset import MeditationsDataset, make_loader, padding_efficiency  # noqa: E402
-from helpers.inference import pair_attentions  # noqa: E402
-from helpers.masking import IGNORE_INDEX, MaskingRule  # noqa: E402
-from helpers.model import scratch_config  # noqa: E402
-from helpers.pairs import make_pairs  # noqa: E402
+from helpers import plots
+from helpers.dataset import MeditationsDataset, make_loader, padding_efficiency
+from helpers.inference import pair_attentions
+from helpers.masking import IGNORE_INDEX, MaskingRule
+from helpers.model import scratch_config
+from helpers.pairs import make_pairs
 
 
 @pytest.fixture(autouse=True)
@@ -37,11 +37,22 @@ def dataset(scratch_tokenizer, pairs):
 
 
 # Per-epoch and per-step rows with the keys helpers.train.train writes (values are a run's, rounded).
-EPOCHS = [{"epoch": 1, "step": 4, "seconds": 3.1, "nsp_accuracy": 0.50, "mlm_accuracy_at_mask": 0.004},
-          {"epoch": 2, "step": 8, "seconds": 6.6, "nsp_accuracy": 0.55, "mlm_accuracy_at_mask": 0.031}]
+EPOCHS = [
+    {"epoch": 1, "step": 4, "seconds": 3.1, "nsp_accuracy": 0.50, "mlm_accuracy_at_mask": 0.004},
+    {"epoch": 2, "step": 8, "seconds": 6.6, "nsp_accuracy": 0.55, "mlm_accuracy_at_mask": 0.031},
+]
 BASELINES = {"baseline_unigram": 0.055, "baseline_neighbours": 0.232, "baseline_word_overlap": 0.671}
-HISTORY = [{"step": s, "epoch": s / 4, "loss": 7.6 - 0.1 * s, "mlm_loss": 6.9 - 0.1 * s, "nsp_loss": 0.7,
-            "lr": 1e-3 * (s / 2 if s <= 2 else (8 - s) / 6)} for s in range(1, 9)]
+HISTORY = [
+    {
+        "step": s,
+        "epoch": s / 4,
+        "loss": 7.6 - 0.1 * s,
+        "mlm_loss": 6.9 - 0.1 * s,
+        "nsp_loss": 0.7,
+        "lr": 1e-3 * (s / 2 if s <= 2 else (8 - s) / 6),
+    }
+    for s in range(1, 9)
+]
 
 
 def test_validation_plot_draws_each_metric_and_each_baseline():
@@ -110,8 +121,8 @@ def test_masked_batch_image_marks_exactly_the_masked_positions(scratch_tokenizer
     fig = plots.plot_masked_batch(ids, labels, scratch_tokenizer)
     image = np.asarray(fig.axes[0].images[0].get_array())
     assert image.shape[0] == len(ids)
-    assert np.array_equal(image >= 3, selected[:, :image.shape[1]].numpy())
-    n_tokens = int((categories[:, :image.shape[1]] != 0).sum())
+    assert np.array_equal(image >= 3, selected[:, : image.shape[1]].numpy())
+    n_tokens = int((categories[:, : image.shape[1]] != 0).sum())
     assert len(fig.axes[0].texts) == n_tokens  # one label per non-pad position
     assert fig.axes[0].texts[0].get_text() == "[CLS]"
     narrow = plots.plot_masked_batch(ids, labels, scratch_tokenizer, max_positions=10)
@@ -165,8 +176,11 @@ def test_attention_of_bert_base_fits_a_page_in_a_grid():
     assert [t.get_text() for t in panels[-1].get_xticklabels()] == tokens  # every token labelled on a short pair
     assert not any(t.get_text() for t in panels[0].get_xticklabels())  # ... on the bottom row only
     assert fig.get_suptitle().startswith("layer 11 (layers 0 to 11)")  # numbered as encoder.layer[i] is
-    assert plots.plot_attention(tokens, attentions, title="layer 0 before training").get_suptitle().startswith(
-        "layer 0 before training: ")
+    assert (
+        plots.plot_attention(tokens, attentions, title="layer 0 before training")
+        .get_suptitle()
+        .startswith("layer 0 before training: ")
+    )
 
 
 def test_attention_can_show_some_heads_of_another_layer():
@@ -189,8 +203,7 @@ def test_attention_of_a_long_pair_drops_the_token_labels_and_says_so():
 
 
 # Epoch rows of a run that measured its training pairs every epoch: the training curve falls below the held-out one.
-SEEN_EPOCHS = [dict(row, mlm_loss=loss, seen_mlm_loss=seen)
-               for row, loss, seen in zip(EPOCHS, (6.5, 6.2), (6.45, 5.6))]
+SEEN_EPOCHS = [dict(row, mlm_loss=loss, seen_mlm_loss=seen) for row, loss, seen in zip(EPOCHS, (6.5, 6.2), (6.45, 5.6))]
 
 
 def test_generalisation_plot_sets_the_same_mask_curves_beside_the_per_step_loss():
@@ -228,10 +241,16 @@ def test_lengths_histogram_counts_every_pair():
 
 
 # A run's rows split by the hidden token, as helpers.train.train writes them, and the baselines on the same split.
-KIND_EPOCHS = [dict(row, mlm_accuracy_frequent=f, mlm_accuracy_rest=r)
-               for row, f, r in zip(EPOCHS, (0.20, 0.36), (0.00, 0.05))]
-KIND_BASELINES = dict(BASELINES, baseline_unigram_frequent=0.091, baseline_unigram_rest=0.0,
-                      baseline_neighbours_frequent=0.314, baseline_neighbours_rest=0.084)
+KIND_EPOCHS = [
+    dict(row, mlm_accuracy_frequent=f, mlm_accuracy_rest=r) for row, f, r in zip(EPOCHS, (0.20, 0.36), (0.00, 0.05))
+]
+KIND_BASELINES = dict(
+    BASELINES,
+    baseline_unigram_frequent=0.091,
+    baseline_unigram_rest=0.0,
+    baseline_neighbours_frequent=0.314,
+    baseline_neighbours_rest=0.084,
+)
 
 
 def test_by_kind_plot_sets_each_part_beside_its_own_baselines():
@@ -243,15 +262,18 @@ def test_by_kind_plot_sets_each_part_beside_its_own_baselines():
         assert model.get_xdata().tolist() == [1, 2]
         assert model.get_ydata().tolist() == [row[f"mlm_accuracy_{part}"] for row in KIND_EPOCHS]
         assert sorted(line.get_ydata()[0] for line in dashed) == sorted(
-            KIND_BASELINES[f"baseline_{name}_{part}"] for name in ("unigram", "neighbours"))
+            KIND_BASELINES[f"baseline_{name}_{part}"] for name in ("unigram", "neighbours")
+        )
         assert all(line.get_linestyle() == "--" for line in dashed)
     with pytest.raises(ValueError, match="no MLM accuracy split by the hidden token"):
         plots.plot_by_kind(EPOCHS, BASELINES)
 
 
 def test_perplexity_plot_is_exp_of_both_losses_with_the_held_out_low_marked():
-    epochs = [dict(EPOCHS[0], epoch=e, mlm_loss=loss, seen_mlm_loss=seen)
-              for e, loss, seen in ((1, 5.8, 5.4), (2, 5.0, 3.9), (3, 5.1, 2.0))]
+    epochs = [
+        dict(EPOCHS[0], epoch=e, mlm_loss=loss, seen_mlm_loss=seen)
+        for e, loss, seen in ((1, 5.8, 5.4), (2, 5.0, 3.9), (3, 5.1, 2.0))
+    ]
     ax = plots.plot_perplexity(epochs, title="t").axes[0]
     seen, held_out, low = ax.lines
     assert seen.get_ydata() == pytest.approx([np.exp(5.4), np.exp(3.9), np.exp(2.0)])

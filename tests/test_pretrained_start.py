@@ -55,11 +55,19 @@ def pretrained(default_run) -> Path:
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_from_a_pretrained_start(name, copy, pretrained, monkeypatch):
     # The kernel inherits this process's environment; PYTHONPATH puts the copy's helpers first.
-    for key, value in {"BERT_MEDITATIONS_PROFILE": "bert-base", "BERT_MEDITATIONS_ARGS": f"--model {pretrained} {ARGS}",
-                       "PYTHONPATH": str(copy), "PYTHONHASHSEED": "0", "HF_HUB_OFFLINE": "1",
-                       "WANDB_MODE": "disabled", "GRADIO_ANALYTICS_ENABLED": "False"}.items():
+    for key, value in {
+        "BERT_MEDITATIONS_PROFILE": "bert-base",
+        "BERT_MEDITATIONS_ARGS": f"--model {pretrained} {ARGS}",
+        "PYTHONPATH": str(copy),
+        "PYTHONHASHSEED": "0",
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }.items():
         monkeypatch.setenv(key, value)
     nb = nbformat.read(copy / "notebooks" / name, as_version=4)
-    notebook_client(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(copy / "notebooks")}}).execute()
+    notebook_client(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(copy / "notebooks")}}
+    ).execute()
     printed = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
-    assert f"profile 'bert-base'" in printed and f"starting from the pretrained {pretrained}" in printed
+    assert "profile 'bert-base'" in printed and f"starting from the pretrained {pretrained}" in printed

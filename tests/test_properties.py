@@ -1,12 +1,11 @@
-"""Property-based tests of the data path: any paragraphs (or any file bytes) give well-formed batches or one clear error."""
+"""Property-based tests of the data path: any paragraphs (or file bytes) give well-formed batches or one clear error."""
 
 from __future__ import annotations
 
-import pytest
 import torch
-from hypothesis import HealthCheck, assume, event, example, given, settings
-from hypothesis.errors import InvalidArgument
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
 from helpers.corpus import CorpusError, read_paragraphs
 from helpers.dataset import MeditationsDataset
@@ -15,13 +14,46 @@ from helpers.pairs import IS_NEXT, IS_RANDOM, PairError, make_pairs, split_corpu
 from helpers.tokens import tokenize_pairs
 
 # Sized so that each property runs in a few seconds on 2 shared cores.
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FAST = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 SPECIAL_TEXT = ("[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]")
 
 # Pieces a paragraph is glued from: words in several scripts, sentence ends, '.' runs, control characters.
-ODD = ["...", ".", ". ", "? ", "! ", ".. .", " . . ", "\x00", "\x07", "\t", "\r", "\x0b", "\u200f", "\u202e",
-       "\u200b", "\ufeff", "مرحبا بالعالم", "שלום", "😀", "👩‍👩‍👧", "Mr.", "e.g.", "M. Antoninus", "é", "e\u0301",
-       "ﬁ", "Ⅻ", "ǅ", "İ", "ß", "𝔘𝔫𝔦", "a" * 300]
+ODD = [
+    "...",
+    ".",
+    ". ",
+    "? ",
+    "! ",
+    ".. .",
+    " . . ",
+    "\x00",
+    "\x07",
+    "\t",
+    "\r",
+    "\x0b",
+    "\u200f",
+    "\u202e",
+    "\u200b",
+    "\ufeff",
+    "مرحبا بالعالم",
+    "שלום",
+    "😀",
+    "👩‍👩‍👧",
+    "Mr.",
+    "e.g.",
+    "M. Antoninus",
+    "é",
+    "e\u0301",
+    "ﬁ",
+    "Ⅻ",
+    "ǅ",
+    "İ",
+    "ß",
+    "𝔘𝔫𝔦",
+    "a" * 300,
+]
 words = st.text(st.characters(codec="utf-8", exclude_characters="[]"), min_size=1, max_size=12)
 plain_words = st.text("abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8)
 sentences = st.lists(st.one_of(plain_words, words), min_size=1, max_size=8).map(" ".join)
@@ -32,17 +64,23 @@ ordinary_paragraph = st.lists(st.one_of(sentences.map(lambda s: s + ". "), piece
 # Common words only: a pair of two long segments of rare words costs the tokenizer's pair truncation seconds
 # and gigabytes (huggingface/tokenizers#2035), which the demo tests cover separately.
 common_words = st.sampled_from(["the", "soul", "reason", "nature", "man", "good", "is", "and", "of", "to"])
-long_paragraph = st.builds(lambda word, n, k: (" ".join([word] * k) + ". ") * n, common_words, st.integers(2, 40),
-                           st.integers(50, 150))
+long_paragraph = st.builds(
+    lambda word, n, k: (" ".join([word] * k) + ". ") * n, common_words, st.integers(2, 40), st.integers(50, 150)
+)
 # Two to six sentences, capitalised (the smart splitter only cuts before a capital), with assorted endings.
 ends = st.sampled_from([". ", "? ", "! ", "... ", ".", ". \x00 ", ".\u202e ", ".\n"])
 structured_paragraph = st.lists(st.tuples(sentences, ends), min_size=2, max_size=6).map(
-    lambda parts: "".join(s[:1].upper() + s[1:] + end for s, end in parts))
-paragraph = st.one_of(st.just(""), st.sampled_from(ODD), ordinary_paragraph, structured_paragraph, structured_paragraph,
-                      long_paragraph)
+    lambda parts: "".join(s[:1].upper() + s[1:] + end for s, end in parts)
+)
+paragraph = st.one_of(
+    st.just(""), st.sampled_from(ODD), ordinary_paragraph, structured_paragraph, structured_paragraph, long_paragraph
+)
 # Short lists find the degenerate corpora; longer ones (with two sentences at least) reach the batches.
-paragraph_lists = st.one_of(st.lists(paragraph, max_size=3), st.lists(paragraph, min_size=3, max_size=8),
-                            st.lists(structured_paragraph, min_size=2, max_size=5))
+paragraph_lists = st.one_of(
+    st.lists(paragraph, max_size=3),
+    st.lists(paragraph, min_size=3, max_size=8),
+    st.lists(structured_paragraph, min_size=2, max_size=5),
+)
 
 
 def _spans(own: list[str], longest: int) -> dict[str, set[tuple[int, int]]]:
@@ -51,7 +89,7 @@ def _spans(own: list[str], longest: int) -> dict[str, set[tuple[int, int]]]:
     for start in range(len(own)):
         for length in range(1, longest + 1):
             if start + length <= len(own):
-                found.setdefault(" ".join(own[start:start + length]), set()).add((start, start + length))
+                found.setdefault(" ".join(own[start : start + length]), set()).add((start, start + length))
     return found
 
 
@@ -80,14 +118,15 @@ def check_encoded(encoded: dict[str, list], tokenizer, max_length: int, n_pairs:
     """[CLS] A [SEP] B [SEP], at most max_length tokens, segment ids 0 then 1, specials flagged."""
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     assert all(len(values) == n_pairs for values in encoded.values())
-    for ids, types, attention, special in zip(encoded["input_ids"], encoded["token_type_ids"],
-                                              encoded["attention_mask"], encoded["special_tokens_mask"]):
+    for ids, types, attention, special in zip(
+        encoded["input_ids"], encoded["token_type_ids"], encoded["attention_mask"], encoded["special_tokens_mask"]
+    ):
         assert 3 <= len(ids) <= max_length
         assert ids[0] == cls_id and ids[-1] == sep_id and ids.count(sep_id) == 2
         assert types[0] == 0 and types[-1] == 1
         assert all(a <= b for a, b in zip(types, types[1:])), f"token_type_ids not monotone: {types}"
         first_sep = ids.index(sep_id)
-        assert set(types[:first_sep + 1]) == {0} and set(types[first_sep + 1:]) == {1}
+        assert set(types[: first_sep + 1]) == {0} and set(types[first_sep + 1 :]) == {1}
         assert attention == [1] * len(ids)
         assert [i for i, flag in enumerate(special) if flag] == [0, first_sep, len(ids) - 1]
         assert tokenizer.pad_token_id not in ids and tokenizer.mask_token_id not in ids
@@ -127,8 +166,10 @@ def check_mask_tokens(padded: torch.Tensor, tokenizer, seed: int) -> None:
     assert not (selected & special).any()
     assert labels[selected].equal(padded[selected])
     assert not ((masked != padded) & ~selected).any()
-    assert not torch.isin(masked[selected & (masked != padded)], torch.tensor(
-        [i for i in tokenizer.all_special_ids if i != tokenizer.mask_token_id])).any()
+    assert not torch.isin(
+        masked[selected & (masked != padded)],
+        torch.tensor([i for i in tokenizer.all_special_ids if i != tokenizer.mask_token_id]),
+    ).any()
 
 
 def _event(name: str) -> None:
@@ -139,8 +180,17 @@ def _event(name: str) -> None:
         pass
 
 
-def run_data_path(paragraphs: list[str], tokenizer, splitter: str, per_paragraph: int, segments: int,
-                  exhaustive: bool, max_length: int, batch_size: int, seed: int) -> None:
+def run_data_path(
+    paragraphs: list[str],
+    tokenizer,
+    splitter: str,
+    per_paragraph: int,
+    segments: int,
+    exhaustive: bool,
+    max_length: int,
+    batch_size: int,
+    seed: int,
+) -> None:
     """paragraphs -> sentences -> pairs -> tokens -> collated batches and hand-masked batches, all checked."""
     sentences = split_corpus(paragraphs, splitter)
     assert sorted(sentences) == list(range(len(paragraphs)))
@@ -152,8 +202,12 @@ def run_data_path(paragraphs: list[str], tokenizer, splitter: str, per_paragraph
         # position whose every candidate B from another paragraph is, by text, the true next sentence.
         pairable = [i for i, own in sentences.items() if len(own) >= 2]
         with_text = [i for i, own in sentences.items() if own]
-        no_candidate = any(all(s == own[k + 1] for j in with_text if j != i for s in sentences[j])
-                           for i in pairable for own in [sentences[i]] for k in range(len(own) - 1))
+        no_candidate = any(
+            all(s == own[k + 1] for j in with_text if j != i for s in sentences[j])
+            for i in pairable
+            for own in [sentences[i]]
+            for k in range(len(own) - 1)
+        )
         assert not pairable or len(with_text) < 2 or no_candidate, f"PairError on a corpus that has pairs: {err}"
         assert "\n" not in str(err) and str(err).endswith(".")
         _event("PairError")
@@ -173,23 +227,65 @@ def run_data_path(paragraphs: list[str], tokenizer, splitter: str, per_paragraph
 
 
 @FAST
-@given(paragraphs=paragraph_lists, splitter=st.sampled_from(["period", "smart"]), per_paragraph=st.integers(1, 4),
-       segments=st.integers(1, 3), exhaustive=st.booleans(), max_length=st.integers(8, 64),
-       batch_size=st.integers(1, 16), seed=st.integers(0, 2**16))
-@example(paragraphs=[], splitter="period", per_paragraph=1, segments=1, exhaustive=False, max_length=8, batch_size=4, seed=0)
-@example(paragraphs=["", "..."], splitter="smart", per_paragraph=1, segments=1, exhaustive=False, max_length=8,
-         batch_size=4, seed=0)
-@example(paragraphs=["One sentence only.", "Another single one."], splitter="period", per_paragraph=2, segments=2,
-         exhaustive=False, max_length=8, batch_size=4, seed=0)
-@example(paragraphs=["First. Second.", "Third. Fourth."], splitter="period", per_paragraph=3, segments=1,
-         exhaustive=True, max_length=8, batch_size=3, seed=1)
-@example(paragraphs=["\x00. \x01. \x02.", "\u202eمرحبا. שלום. 😀."], splitter="period", per_paragraph=2, segments=3,
-         exhaustive=False, max_length=9, batch_size=2, seed=2)
-def test_any_paragraphs_give_well_formed_batches_or_a_pair_error(scratch_tokenizer, paragraphs, splitter,
-                                                                 per_paragraph, segments, exhaustive, max_length,
-                                                                 batch_size, seed):
-    run_data_path(paragraphs, scratch_tokenizer, splitter, per_paragraph, segments, exhaustive, max_length,
-                  batch_size, seed)
+@given(
+    paragraphs=paragraph_lists,
+    splitter=st.sampled_from(["period", "smart"]),
+    per_paragraph=st.integers(1, 4),
+    segments=st.integers(1, 3),
+    exhaustive=st.booleans(),
+    max_length=st.integers(8, 64),
+    batch_size=st.integers(1, 16),
+    seed=st.integers(0, 2**16),
+)
+@example(
+    paragraphs=[], splitter="period", per_paragraph=1, segments=1, exhaustive=False, max_length=8, batch_size=4, seed=0
+)
+@example(
+    paragraphs=["", "..."],
+    splitter="smart",
+    per_paragraph=1,
+    segments=1,
+    exhaustive=False,
+    max_length=8,
+    batch_size=4,
+    seed=0,
+)
+@example(
+    paragraphs=["One sentence only.", "Another single one."],
+    splitter="period",
+    per_paragraph=2,
+    segments=2,
+    exhaustive=False,
+    max_length=8,
+    batch_size=4,
+    seed=0,
+)
+@example(
+    paragraphs=["First. Second.", "Third. Fourth."],
+    splitter="period",
+    per_paragraph=3,
+    segments=1,
+    exhaustive=True,
+    max_length=8,
+    batch_size=3,
+    seed=1,
+)
+@example(
+    paragraphs=["\x00. \x01. \x02.", "\u202eمرحبا. שלום. 😀."],
+    splitter="period",
+    per_paragraph=2,
+    segments=3,
+    exhaustive=False,
+    max_length=9,
+    batch_size=2,
+    seed=2,
+)
+def test_any_paragraphs_give_well_formed_batches_or_a_pair_error(
+    scratch_tokenizer, paragraphs, splitter, per_paragraph, segments, exhaustive, max_length, batch_size, seed
+):
+    run_data_path(
+        paragraphs, scratch_tokenizer, splitter, per_paragraph, segments, exhaustive, max_length, batch_size, seed
+    )
 
 
 def test_the_real_corpus_passes_the_same_checks(paragraphs, scratch_tokenizer):
@@ -198,12 +294,19 @@ def test_the_real_corpus_passes_the_same_checks(paragraphs, scratch_tokenizer):
 
 
 @FAST
-@given(raw=st.one_of(st.binary(max_size=600),
-                     st.text(st.characters(codec="utf-8"), max_size=300).map(lambda t: t.encode("utf-8")),
-                     st.lists(st.sampled_from(["Line one. Two.", "", "  ", "\r\n", "\n", "\ufeff", "\x85", "\u2028",
-                                               "\x00", "é", "\xff"]), max_size=20)
-                     .map(lambda parts: "\n".join(parts).encode("utf-8", "surrogateescape")),
-                     st.just(b"\xef\xbb\xbfHello. World.\r\nSecond. Line.\r\n")))
+@given(
+    raw=st.one_of(
+        st.binary(max_size=600),
+        st.text(st.characters(codec="utf-8"), max_size=300).map(lambda t: t.encode("utf-8")),
+        st.lists(
+            st.sampled_from(
+                ["Line one. Two.", "", "  ", "\r\n", "\n", "\ufeff", "\x85", "\u2028", "\x00", "é", "\xff"]
+            ),
+            max_size=20,
+        ).map(lambda parts: "\n".join(parts).encode("utf-8", "surrogateescape")),
+        st.just(b"\xef\xbb\xbfHello. World.\r\nSecond. Line.\r\n"),
+    )
+)
 def test_any_file_bytes_give_paragraphs_or_a_corpus_error(tmp_path_factory, raw):
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
     path.write_bytes(raw)

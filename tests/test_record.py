@@ -18,8 +18,10 @@ def record():
 def test_record_matches_the_default_profile(record):
     now = record_profile(get_profile("default"))
     stale = {k: (record["profile"].get(k), v) for k, v in now.items() if record["profile"].get(k) != v}
-    assert not stale, (f"docs/record.json was made with another default profile ({stale}, as recorded vs now): "
-                       f"run `make record` and commit it")
+    assert not stale, (
+        f"docs/record.json was made with another default profile ({stale}, as recorded vs now): "
+        f"run `make record` and commit it"
+    )
 
 
 def test_record_is_whole(record):
@@ -36,10 +38,12 @@ def test_record_is_whole(record):
 
 def test_the_fill_mask_prompts_are_held_out_sentences_with_one_token_answers():
     """Each prompt is a sentence of a validation paragraph of the default profile (the model never trained on it), and
-    its answer is one token of that profile's vocabulary: three among the 100 most frequent training tokens, three not."""
+    its answer is one token of that profile's vocabulary: three among the 100 most frequent training tokens, three
+    not."""
     import re
 
     from helpers.dataset import prepare_data
+
     cfg = get_profile("default", wandb="disabled")
     data = prepare_data(cfg)
     tokenizer, frequent = data.tokenizer, set(data.training_text(cfg).frequent.tolist())
@@ -74,10 +78,13 @@ def test_a_missing_record_says_how_to_make_one(tmp_path):
 def test_the_experiment_tables_are_the_committed_learning_json():
     from benchmarks.learning import DRAWS, LEVERS, OUT, VARIANTS, lever_table, table
     from helpers.config import PROFILES, ROOT
+
     report = json.loads(OUT.read_text())
     page = (ROOT / "docs" / "experiments.md").read_text(encoding="utf-8")
     for exploratory in (False, True):  # remade by `python -m benchmarks.learning --plot-only`
-        assert table(report, exploratory) in page, "docs/experiments.md's experiment table differs from benchmarks/learning.json"
+        assert table(report, exploratory) in page, (
+            "docs/experiments.md's experiment table differs from benchmarks/learning.json"
+        )
     assert lever_table(report) in page, "docs/experiments.md's round-5 table differs from benchmarks/learning.json"
     # Round 5's levers were each judged on every seed over DRAWS fresh draws of held-out masks.
     for name in LEVERS:
@@ -103,6 +110,7 @@ def test_the_record_is_honest_and_beats_neighbour_counting_in_time(record):
 
 def test_make_record_refuses_uncommitted_changes(monkeypatch, capsys):
     import helpers.record as rec
+
     monkeypatch.setattr(rec, "code_version", lambda: "abc1234+changes")
     monkeypatch.setattr(rec, "make_record", lambda *a, **k: pytest.fail("trained despite uncommitted changes"))
     assert rec.main() == 2
@@ -114,6 +122,7 @@ def test_code_version_ignores_only_the_files_a_run_writes(monkeypatch):
     import types
 
     import helpers.record as rec
+
     answers = {"rev-parse": "abc1234", "status": " M benchmarks/learning.json\n M docs/time_to_quality.png"}
     monkeypatch.setattr(subprocess, "run", lambda args, **_: types.SimpleNamespace(stdout=answers[args[1]]))
     outputs = ("benchmarks/learning.json", "docs/time_to_quality.png")

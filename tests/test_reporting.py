@@ -11,30 +11,42 @@ from helpers.config import get_profile
 from helpers.report import as_json, compared_accuracies, headline, model_card
 from tests.app_fixtures import tiny_checkpoint  # noqa: F401 - a fixture
 
-NEW = {"nsp_accuracy": 0.58, "mlm_accuracy_at_mask": 0.064, "mlm_loss": 6.25, "mlm_perplexity": 518.0,
-       "nsp_loss": 0.69, "train_seconds": 12.5, "baseline_unigram": 0.054, "baseline_neighbours": 0.222,
-       "baseline_word_overlap": 0.67}
+NEW = {
+    "nsp_accuracy": 0.58,
+    "mlm_accuracy_at_mask": 0.064,
+    "mlm_loss": 6.25,
+    "mlm_perplexity": 518.0,
+    "nsp_loss": 0.69,
+    "train_seconds": 12.5,
+    "baseline_unigram": 0.054,
+    "baseline_neighbours": 0.222,
+    "baseline_word_overlap": 0.67,
+}
 OLD = {"nsp_accuracy": 0.61, "mlm_accuracy": 0.15, "mlm_loss": 6.5, "mlm_perplexity": 665.0, "nsp_loss": 0.69}
 
 
 def test_each_accuracy_stands_beside_the_baselines_that_are_there():
     assert compared_accuracies(NEW) == [
         ("mlm_accuracy_at_mask", "MLM accuracy at [MASK]", 0.064, [("unigram", 0.054), ("neighbour counting", 0.222)]),
-        ("nsp_accuracy", "NSP accuracy", 0.58, [("word overlap", 0.67), ("chance", 0.5)])]
+        ("nsp_accuracy", "NSP accuracy", 0.58, [("word overlap", 0.67), ("chance", 0.5)]),
+    ]
     # A run from before the baselines: what is there, and chance, which needs no run.
     assert compared_accuracies(OLD) == [("nsp_accuracy", "NSP accuracy", 0.61, [("chance", 0.5)])]
     assert compared_accuracies({}) == []
 
 
 def test_the_training_printout_reads_each_accuracy_beside_its_baselines():
-    assert headline(NEW) == ("Held-out MLM accuracy at [MASK] 0.064 (unigram 0.054, neighbour counting 0.222); "
-                             "NSP accuracy 0.580 (word overlap 0.670, chance 0.500)")
+    assert headline(NEW) == (
+        "Held-out MLM accuracy at [MASK] 0.064 (unigram 0.054, neighbour counting 0.222); "
+        "NSP accuracy 0.580 (word overlap 0.670, chance 0.500)"
+    )
 
 
 def test_every_place_pairs_the_same_figures(tiny_checkpoint):  # noqa: F811
     """metrics.json, the model card, make demo's lines and the demo's panel: one pairing, from helpers.report."""
     from helpers.app import validation_markdown
     from helpers.main import saved_metrics
+
     metrics = json.loads((tiny_checkpoint / "metrics.json").read_text())
     final = metrics["final"]
     assert metrics["beside_baselines"] == as_json(final)
@@ -43,7 +55,8 @@ def test_every_place_pairs_the_same_figures(tiny_checkpoint):  # noqa: F811
     assert f"word overlap {overlap:.4f} · chance 0.5000 |" in (tiny_checkpoint / "README.md").read_text()
     assert f"(baselines: word overlap {overlap:.4f}, chance 0.5000)" in saved_metrics(tiny_checkpoint)
     assert f"NSP accuracy {final['nsp_accuracy']:.3f} (word overlap {overlap:.3f}, chance 0.500)" in (
-        validation_markdown(final))
+        validation_markdown(final)
+    )
 
 
 def test_model_card_says_what_each_accuracy_counts_with_its_baselines_beside_it():
@@ -64,18 +77,24 @@ def test_model_card_of_an_older_run_shows_what_is_there():
 
 def test_a_trained_checkpoints_card_and_cli_show_its_own_figures(tiny_checkpoint):  # noqa: F811
     from helpers.main import saved_metrics
+
     final = json.loads((tiny_checkpoint / "metrics.json").read_text())["final"]
     card = (tiny_checkpoint / "README.md").read_text()
-    assert (f"| NSP accuracy | {final['nsp_accuracy']:.4f} | word overlap {final['baseline_word_overlap']:.4f} · "
-            f"chance 0.5000 |") in card
+    assert (
+        f"| NSP accuracy | {final['nsp_accuracy']:.4f} | word overlap {final['baseline_word_overlap']:.4f} · "
+        f"chance 0.5000 |"
+    ) in card
     printed = " ".join(saved_metrics(tiny_checkpoint).split())  # columns aligned with spaces: fold them
     assert "(profile 'tiny') is already trained" in printed
-    assert (f"mlm_accuracy_at_mask {final['mlm_accuracy_at_mask']:.4f} (baselines: unigram "
-            f"{final['baseline_unigram']:.4f}, neighbour counting {final['baseline_neighbours']:.4f})") in printed
+    assert (
+        f"mlm_accuracy_at_mask {final['mlm_accuracy_at_mask']:.4f} (baselines: unigram "
+        f"{final['baseline_unigram']:.4f}, neighbour counting {final['baseline_neighbours']:.4f})"
+    ) in printed
 
 
 def test_cli_metrics_of_an_older_run(tmp_path):
     from helpers.main import saved_metrics
+
     (tmp_path / "metrics.json").write_text(json.dumps({"final": OLD}))
     (tmp_path / "profile.json").write_text(json.dumps({"profile": "tiny"}))
     lines = saved_metrics(tmp_path).splitlines()[1:]
@@ -93,14 +112,21 @@ def test_read_json_gives_none_for_anything_but_an_object(tmp_path):
         assert read_json(path) == expected
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda folder: (folder.mkdir(), (folder / "notes.txt").write_text("mine")),
-     "{folder} holds files but no finished checkpoint; pass another --checkpoint folder, or empty this one to "
-     "train there."),
-    (lambda folder: folder.write_text("a file"), "--checkpoint {folder} is a file; pass a folder path."),
-], ids=["other-files", "a-file"])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda folder: (folder.mkdir(), (folder / "notes.txt").write_text("mine")),
+            "{folder} holds files but no finished checkpoint; pass another --checkpoint folder, or empty this one to "
+            "train there.",
+        ),
+        (lambda folder: folder.write_text("a file"), "--checkpoint {folder} is a file; pass a folder path."),
+    ],
+    ids=["other-files", "a-file"],
+)
 def test_main_refuses_a_folder_it_must_not_train_into(tmp_path, capsys, make, message):
     from helpers.main import main
+
     folder = tmp_path / "runs"
     make(folder)
     assert main(["--profile", "tiny", "--checkpoint", str(folder), "--no-serve"]) == 1

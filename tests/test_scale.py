@@ -14,20 +14,25 @@ def tiny_scale():
 
     from helpers.dataset import prepare_data
     from helpers.scale import scale_table
+
     cfg = get_profile("tiny")
     data = prepare_data(cfg)
     per_epoch = math.ceil(len(data.train_pairs(cfg, 0)) / cfg.batch_size)
     return cfg, data, per_epoch, scale_table(cfg, data, per_epoch)
 
 
-THIS, PROFILE, PAPER = ("this run (profile tiny)", "bert-base profile (continues bert-base-uncased; Colab GPU)",
-                         "BERT-base (Devlin et al., 2019)")
+THIS, PROFILE, PAPER = (
+    "this run (profile tiny)",
+    "bert-base profile (continues bert-base-uncased; Colab GPU)",
+    "BERT-base (Devlin et al., 2019)",
+)
 
 
 def test_scale_table_counts_this_runs_model_words_and_tokens(tiny_scale):
     from helpers.dataset import MeditationsDataset, make_loader
     from helpers.model import load_model
     from helpers.scale import readable
+
     cfg, data, per_epoch, table = tiny_scale
     assert list(table.columns) == [THIS, PROFILE, PAPER] and len(table) == 5
     numbers = table.attrs["numbers"][THIS]
@@ -44,6 +49,7 @@ def test_scale_table_counts_this_runs_model_words_and_tokens(tiny_scale):
 
 def test_scale_table_tokens_grow_with_the_steps_taken(tiny_scale):
     from helpers.scale import scale_table
+
     cfg, data, per_epoch, one_epoch = tiny_scale
     tokens = one_epoch.attrs["numbers"][THIS]["tokens"]
     assert scale_table(cfg, data, 2 * per_epoch).attrs["numbers"][THIS]["tokens"] == 2 * tokens
@@ -61,21 +67,31 @@ def test_scale_table_sets_bert_base_at_its_published_scale(tiny_scale):
     assert profile["steps"] > 0 and 0 < profile["tokens"] < 256 * profile["steps"] * profile["batch"]  # under the cap
     assert any("tokenizer" in note and "256" in note for note in table.attrs["notes"])  # the estimate is said
     # The profile continues a pretrained model: its column and a note say so, so no one reads it as pretraining.
-    assert any(note.startswith("bert-base profile: it starts from bert-base-uncased, already pretrained")
-               for note in table.attrs["notes"])
+    assert any(
+        note.startswith("bert-base profile: it starts from bert-base-uncased, already pretrained")
+        for note in table.attrs["notes"]
+    )
 
 
 def test_scale_table_compute_is_six_n_d_in_every_column(tiny_scale):
     from helpers.scale import readable
+
     *_, table = tiny_scale
     for column, numbers in table.attrs["numbers"].items():
         assert numbers["flops"] == 6 * numbers["parameters"] * numbers["tokens"], column
-        assert table.loc["training compute in FLOPs (≈ 6 · N · D)", column] == readable(numbers["flops"],
-                                                                                       scientific=True)
+        assert table.loc["training compute in FLOPs (≈ 6 · N · D)", column] == readable(
+            numbers["flops"], scientific=True
+        )
 
 
 def test_large_numbers_read_at_a_glance():
     from helpers.scale import readable
+
     assert [readable(n) for n in (950, 27_400, 4_100_000, 3_300_000_000, 1.2e15)] == [
-        "950", "27.4 k", "4.1 M", "3.3 B", "1.2 × 10^15"]
+        "950",
+        "27.4 k",
+        "4.1 M",
+        "3.3 B",
+        "1.2 × 10^15",
+    ]
     assert readable(2_607_767_904, scientific=True) == "2.6 × 10^9"

@@ -1,10 +1,10 @@
-"""Security posture: safe weight formats, no remote code, a local-only demo, no analytics, no user text or key on disk."""
+"""Security posture: safe weight formats, no remote code, a local-only demo, no analytics, no user text or keys on
+disk."""
 
 from __future__ import annotations
 
 import ast
 import json
-import os
 import pickle
 import re
 import shutil
@@ -20,8 +20,8 @@ import helpers.corpus as corpus
 from helpers.checkpoint import CheckpointError, load_training_state
 from helpers.config import ROOT, get_profile
 from helpers.corpus import CorpusError, ensure_corpus, load_paragraphs
-from helpers.serving import Predictor
 from helpers.model import load_model
+from helpers.serving import Predictor
 from helpers.tokens import ModelSourceError
 from tests.app_fixtures import free_port, stop_process, subprocess_env, tiny_checkpoint  # noqa: F401
 
@@ -52,14 +52,22 @@ def _is_true(node) -> bool:
 
 # ----- weights only from safetensors, never pickles -----
 
+
 def test_every_model_from_pretrained_asks_for_safetensors():
     checked = []
     for path, call in _calls():
         func = call.func
-        if isinstance(func, ast.Attribute) and func.attr == "from_pretrained" and isinstance(func.value, ast.Name) \
-                and MODEL_CLASS.match(func.value.id) and not func.value.id.endswith(("Tokenizer", "Config")):
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr == "from_pretrained"
+            and isinstance(func.value, ast.Name)
+            and MODEL_CLASS.match(func.value.id)
+            and not func.value.id.endswith(("Tokenizer", "Config"))
+        ):
             checked.append(f"{path}:{call.lineno}")
-            assert _is_true(_keyword(call, "use_safetensors")), f"{path}:{call.lineno} loads weights without use_safetensors=True"
+            assert _is_true(_keyword(call, "use_safetensors")), (
+                f"{path}:{call.lineno} loads weights without use_safetensors=True"
+            )
     assert len(checked) >= 3, f"the scan found too few model loads to be trusted: {checked}"
 
 
@@ -68,7 +76,9 @@ def test_torch_load_only_with_weights_only():
     for path, call in _calls():
         if ast.unparse(call.func) == "torch.load":
             found.append(f"{path}:{call.lineno}")
-            assert _is_true(_keyword(call, "weights_only")), f"{path}:{call.lineno} calls torch.load without weights_only=True"
+            assert _is_true(_keyword(call, "weights_only")), (
+                f"{path}:{call.lineno} calls torch.load without weights_only=True"
+            )
     for base in SCANNED:  # `from torch import load` would hide a call from the scan above
         for path in base.rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -124,6 +134,7 @@ def test_a_booby_trapped_training_state_is_refused(tiny_checkpoint, tmp_path):  
     shutil.copytree(tiny_checkpoint, folder)
     trap = tmp_path / "unpickled"
     import torch
+
     torch.save({"epoch": _Bomb(trap)}, folder / "training_state.pt")
     marker = json.loads((folder / "checkpoint.json").read_text())
     marker.pop("sha256", None)  # so that torch.load itself is what must refuse it
@@ -160,7 +171,9 @@ def test_demo_is_local_by_default_share_is_opt_in_and_analytics_are_off():
     env = subprocess_env()
     env.pop("GRADIO_ANALYTICS_ENABLED")
     env.pop("HF_HUB_DISABLE_TELEMETRY")
-    result = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["env"] == "False" and seen["enabled"] is False and seen["telemetry"] == "1"
@@ -173,8 +186,11 @@ def test_demo_is_local_by_default_share_is_opt_in_and_analytics_are_off():
 
 def test_every_launch_passes_host_and_share_explicitly():
     # Gradio's Blocks.launch; Playwright's chromium.launch (the demo's screenshot) starts a browser, not a server.
-    launches = [(path, call) for path, call in _calls() if ast.unparse(call.func).endswith(".launch")
-                and not ast.unparse(call.func).endswith("chromium.launch")]
+    launches = [
+        (path, call)
+        for path, call in _calls()
+        if ast.unparse(call.func).endswith(".launch") and not ast.unparse(call.func).endswith("chromium.launch")
+    ]
     assert launches, "no launch() found"
     for path, call in launches:
         assert _keyword(call, "server_name") is not None, f"{path}:{call.lineno} lets Gradio pick the address"
@@ -212,9 +228,14 @@ def test_user_text_is_never_written_to_disk_or_logs(tiny_checkpoint, tmp_path): 
     env = subprocess_env(HOME=str(home), TMPDIR=str(home), XDG_CACHE_HOME=str(home / ".cache"))
     env.pop("GRADIO_TEMP_DIR", None)
     with open(log, "wb") as handle:
-        process = subprocess.Popen([sys.executable, "-m", "helpers.app", "--checkpoint", str(tiny_checkpoint),
-                                    "--port", str(port)], cwd=home, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "helpers.app", "--checkpoint", str(tiny_checkpoint), "--port", str(port)],
+            cwd=home,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         deadline = time.monotonic() + 180
         while "Demo running at" not in log.read_text(errors="replace"):
@@ -222,10 +243,12 @@ def test_user_text_is_never_written_to_disk_or_logs(tiny_checkpoint, tmp_path): 
             assert time.monotonic() < deadline, "the demo did not start"
             time.sleep(0.2)
         client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
-        answers = [client.predict(f"{marker} one.", f"Two {marker}.", api_name="/nsp"),
-                   client.predict(f"The [MASK] of {marker}.", 3, api_name="/fill_mask"),
-                   client.predict(f"{marker}", "", api_name="/nsp"),  # a refused input too
-                   client.predict(f"no mask {marker}", 3, api_name="/fill_mask")]
+        answers = [
+            client.predict(f"{marker} one.", f"Two {marker}.", api_name="/nsp"),
+            client.predict(f"The [MASK] of {marker}.", 3, api_name="/fill_mask"),
+            client.predict(f"{marker}", "", api_name="/nsp"),  # a refused input too
+            client.predict(f"no mask {marker}", 3, api_name="/fill_mask"),
+        ]
         assert all(answer for answer in answers)
     finally:
         stop_process(process)
@@ -235,6 +258,7 @@ def test_user_text_is_never_written_to_disk_or_logs(tiny_checkpoint, tmp_path): 
 
 
 # ----- the corpus checksum, the W&B key, absolute paths -----
+
 
 def test_a_corpus_with_the_wrong_checksum_is_refused(tmp_path, monkeypatch, corpus_file):
     folder = tmp_path / "data"
@@ -256,12 +280,35 @@ def test_wandb_key_and_machine_paths_never_reach_checkpoint_output_or_notebooks(
     assert len(FAKE_KEY) == 40
     work = tmp_path / "work"
     work.mkdir()
-    env = subprocess_env(WANDB_API_KEY=FAKE_KEY, WANDB_MODE="offline", WANDB_DIR=str(work / "wandb"),
-                         WANDB_SILENT="true", HOME=str(work), TMPDIR=str(work))
+    env = subprocess_env(
+        WANDB_API_KEY=FAKE_KEY,
+        WANDB_MODE="offline",
+        WANDB_DIR=str(work / "wandb"),
+        WANDB_SILENT="true",
+        HOME=str(work),
+        TMPDIR=str(work),
+    )
     # Run from a scratch folder with a relative --output, so nothing absolute is echoed because we passed it.
-    result = subprocess.run([sys.executable, "-m", "helpers.train", "--profile", "tiny", "--epochs", "1",
-                             "--output", "ckpt", "--wandb", "offline", "--no-progress"], cwd=work, env=env,
-                            capture_output=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "helpers.train",
+            "--profile",
+            "tiny",
+            "--epochs",
+            "1",
+            "--output",
+            "ckpt",
+            "--wandb",
+            "offline",
+            "--no-progress",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert list((work / "wandb").rglob("offline-run-*")), "no offline W&B run was written: the key was never in play"
     api_key_value = re.compile(rb"api_key\W{0,5}[0-9a-f]{40}")
@@ -273,7 +320,9 @@ def test_wandb_key_and_machine_paths_never_reach_checkpoint_output_or_notebooks(
         assert FAKE_KEY.encode() not in data, f"the W&B key is in {where}"
         assert not api_key_value.search(data), f"an API key is in {where}"
         leaked = ABSOLUTE.search(data)
-        assert not leaked, f"{where} holds an absolute path of this machine: {data[max(leaked.start() - 40, 0):leaked.end() + 60]!r}"
+        assert not leaked, (
+            f"{where} holds an absolute path of this machine: {data[max(leaked.start() - 40, 0) : leaked.end() + 60]!r}"
+        )
     for path in (work / "wandb").rglob("*"):
         if path.is_file():
             assert FAKE_KEY.encode() not in path.read_bytes(), f"the W&B key was saved in {path}"
@@ -281,6 +330,7 @@ def test_wandb_key_and_machine_paths_never_reach_checkpoint_output_or_notebooks(
 
 def test_profile_json_holds_no_absolute_corpus_path(tmp_path, corpus_file):
     from transformers import AutoTokenizer, BertConfig, BertForPreTraining
+
     from helpers.checkpoint import save_checkpoint
     from helpers.tokens import train_scratch_tokenizer
 
@@ -289,8 +339,11 @@ def test_profile_json_holds_no_absolute_corpus_path(tmp_path, corpus_file):
     shutil.copy(corpus_file, copy)
     cfg = get_profile("tiny", corpus=str(copy))
     tokenizer = train_scratch_tokenizer(["one two three four"] * 5, vocab_size=300)
-    model = BertForPreTraining(BertConfig(vocab_size=len(tokenizer), hidden_size=8, num_hidden_layers=1,
-                                          num_attention_heads=1, intermediate_size=8))
+    model = BertForPreTraining(
+        BertConfig(
+            vocab_size=len(tokenizer), hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8
+        )
+    )
     folder = save_checkpoint(tmp_path / "ckpt", model, tokenizer, cfg, {}, {"epoch": 1})
     profile = json.loads((folder / "profile.json").read_text())
     assert profile["corpus"] == "my corpus.txt"

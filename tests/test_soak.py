@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -44,8 +43,10 @@ def client(server):
 def expected(tiny_checkpoint):  # noqa: F811
     """What the known-good requests must answer, computed in this process from the same checkpoint."""
     predictor = Predictor.from_checkpoint(tiny_checkpoint)
-    return {"nsp": predictor.predict_nsp(*GOOD_PAIR).probabilities,
-            "fill": [token for token, _ in predictor.fill_mask(GOOD_TEXT, top_k=3)[0]]}
+    return {
+        "nsp": predictor.predict_nsp(*GOOD_PAIR).probabilities,
+        "fill": [token for token, _ in predictor.fill_mask(GOOD_TEXT, top_k=3)[0]],
+    }
 
 
 def _text_of(answer) -> str:
@@ -70,12 +71,36 @@ def _still_right(client, server, expected) -> None:
 
 
 HOSTILE = [
-    "", " ", "\n\n\t", "\x00", "a\x00b [MASK]", "\x1b[31mred\x1b[0m [MASK]", "\ud7ff\ue000\uffff [MASK]",
-    "x" * 100_000, ("word " * 20_000) + "[MASK]", "[MASK]" * 500, "[MASK] " * 300, "[CLS]", "[SEP] [MASK] [PAD]",
-    "[CLS][SEP][PAD][MASK][UNK]", "[mask]", "<mask>", "[ MASK ]", "مرحبا [MASK] بالعالم", "שלום [MASK] עולם",
-    "\u202e[MASK] desrever\u202c", "😀 [MASK] 👩‍👩‍👧 🏳️‍🌈", "Ὁ κόσμος [MASK]", "{{7*7}} [MASK] ${PATH}", "<script>alert(1)</script> [MASK]",
-    "'; DROP TABLE users; -- [MASK]", "%s%n%x [MASK]", "\\\\?\\C:\\ [MASK]", "../../../../etc/passwd [MASK]",
-    "e\u0301\u0301\u0301\u0301 [MASK]", "\u200b" * 1000 + "[MASK]",
+    "",
+    " ",
+    "\n\n\t",
+    "\x00",
+    "a\x00b [MASK]",
+    "\x1b[31mred\x1b[0m [MASK]",
+    "\ud7ff\ue000\uffff [MASK]",
+    "x" * 100_000,
+    ("word " * 20_000) + "[MASK]",
+    "[MASK]" * 500,
+    "[MASK] " * 300,
+    "[CLS]",
+    "[SEP] [MASK] [PAD]",
+    "[CLS][SEP][PAD][MASK][UNK]",
+    "[mask]",
+    "<mask>",
+    "[ MASK ]",
+    "مرحبا [MASK] بالعالم",
+    "שלום [MASK] עולם",
+    "\u202e[MASK] desrever\u202c",
+    "😀 [MASK] 👩‍👩‍👧 🏳️‍🌈",
+    "Ὁ κόσμος [MASK]",
+    "{{7*7}} [MASK] ${PATH}",
+    "<script>alert(1)</script> [MASK]",
+    "'; DROP TABLE users; -- [MASK]",
+    "%s%n%x [MASK]",
+    "\\\\?\\C:\\ [MASK]",
+    "../../../../etc/passwd [MASK]",
+    "e\u0301\u0301\u0301\u0301 [MASK]",
+    "\u200b" * 1000 + "[MASK]",
 ]
 
 
@@ -119,8 +144,14 @@ print("SECONDS", round(time.perf_counter() - started, 1), result.truncated)
 @pytest.mark.slow
 def test_two_long_sentences_are_cheap(tiny_checkpoint):  # noqa: F811
     """Both NSP inputs at the character limit: answered under a 4 GiB address-space cap."""
-    result = subprocess.run([sys.executable, "-c", LONG_PAIR, str(tiny_checkpoint)], cwd=ROOT, env=subprocess_env(),
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "-c", LONG_PAIR, str(tiny_checkpoint)],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr[-1500:]
     assert "SECONDS" in result.stdout and "True" in result.stdout
 
@@ -201,8 +232,13 @@ def test_soak_sustained_concurrent_load(server, tiny_checkpoint):  # noqa: F811
     late = [mb for t, mb in rss if t >= WARMUP_S + DURATION_S - 10]
     latencies.sort()
     report = {
-        "duration_s": DURATION_S, "warmup_s": WARMUP_S, "threads": THREADS, "sent": sent, "answered_correctly": answered,
-        "wrong": wrong, "errors": errors,
+        "duration_s": DURATION_S,
+        "warmup_s": WARMUP_S,
+        "threads": THREADS,
+        "sent": sent,
+        "answered_correctly": answered,
+        "wrong": wrong,
+        "errors": errors,
         "requests_per_s": round(sent / (DURATION_S + WARMUP_S), 2),
         "latency_p50_ms": round(1000 * latencies[len(latencies) // 2], 1) if latencies else None,
         "latency_p95_ms": round(1000 * latencies[int(len(latencies) * 0.95)], 1) if latencies else None,

@@ -21,7 +21,12 @@ def test_scratch_special_ids_are_bert_base_uncased(scratch_tokenizer):
     tok = scratch_tokenizer
     assert {token: tok.convert_tokens_to_ids(token) for token in BERT_SPECIAL_IDS} == BERT_SPECIAL_IDS
     assert (tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id) == (
-        0, 100, 101, 102, 103)
+        0,
+        100,
+        101,
+        102,
+        103,
+    )
     assert len(tok) == 1000
     assert sorted(tok.all_special_ids) == [0, 100, 101, 102, 103]
     # The [unusedN] fillers are ordinary vocabulary entries, not special tokens.
@@ -33,8 +38,10 @@ def test_scratch_tokenizer_is_lowercase_wordpiece(scratch_tokenizer):
     tokens = scratch_tokenizer.tokenize("Remember THIS, Antoninus!")
     assert tokens == [t.lower() for t in tokens]
     assert "," in tokens and "!" in tokens
-    assert scratch_tokenizer.decode(scratch_tokenizer("remember this")["input_ids"],
-                                    skip_special_tokens=True) == "remember this"
+    assert (
+        scratch_tokenizer.decode(scratch_tokenizer("remember this")["input_ids"], skip_special_tokens=True)
+        == "remember this"
+    )
 
 
 def test_training_is_deterministic(paragraphs):
@@ -47,14 +54,21 @@ def test_training_is_deterministic(paragraphs):
 
 def test_training_is_deterministic_across_processes(paragraphs):
     # Hash-map order changes with the process's hash seed, so compare with a fresh process of another seed.
-    script = ("import sys, json; from helpers.corpus import read_paragraphs; "
-              "from helpers.tokens import train_scratch_tokenizer; "
-              "print(json.dumps(train_scratch_tokenizer(read_paragraphs(sys.argv[1]), 1500).get_vocab()))")
+    script = (
+        "import sys, json; from helpers.corpus import read_paragraphs; "
+        "from helpers.tokens import train_scratch_tokenizer; "
+        "print(json.dumps(train_scratch_tokenizer(read_paragraphs(sys.argv[1]), 1500).get_vocab()))"
+    )
     here = train_scratch_tokenizer(paragraphs, vocab_size=1500).get_vocab()
     hash_seed = "1" if os.environ.get("PYTHONHASHSEED") != "1" else "2"
     env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", script, str(ROOT / "data" / "meditations.txt")], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(ROOT / "data" / "meditations.txt")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout) == here
 
@@ -78,8 +92,10 @@ def test_saves_and_reloads_with_stock_autotokenizer(scratch_tokenizer, tmp_path,
 
 def test_pairs_become_bert_features(scratch_tokenizer):
     tok = scratch_tokenizer
-    pairs = [Pair("The mind is free.", "It chooses.", IS_NEXT, 0, 0),
-             Pair("Short.", "Another paragraph's sentence here.", IS_RANDOM, 1, 5)]
+    pairs = [
+        Pair("The mind is free.", "It chooses.", IS_NEXT, 0, 0),
+        Pair("Short.", "Another paragraph's sentence here.", IS_RANDOM, 1, 5),
+    ]
     enc = tokenize_pairs(tok, pairs, max_length=64)
     assert set(enc) == {"input_ids", "token_type_ids", "attention_mask", "special_tokens_mask", "next_sentence_label"}
     assert enc["next_sentence_label"] == [IS_NEXT, IS_RANDOM]
@@ -102,7 +118,7 @@ def test_lengths_and_longest_first_truncation(scratch_tokenizer, period_sentence
     ids, types = enc["input_ids"][0], enc["token_type_ids"][0]
     assert len(ids) == 32
     b_ids = tok(short_b, add_special_tokens=False)["input_ids"]
-    assert ids[-len(b_ids) - 1:] == b_ids + [tok.sep_token_id]  # the short segment survives whole
+    assert ids[-len(b_ids) - 1 :] == b_ids + [tok.sep_token_id]  # the short segment survives whole
     assert types.count(1) == len(b_ids) + 1
     # Both long: each keeps about half.
     enc = tokenize_pairs(tok, [Pair(long_a, long_a, IS_NEXT, 0, 0)], max_length=33)
@@ -112,12 +128,16 @@ def test_lengths_and_longest_first_truncation(scratch_tokenizer, period_sentence
     for max_length, some in ((8, pairs[:20]), (16, pairs), (64, pairs)):  # heavy truncation is slow in tokenizers
         enc = tokenize_pairs(tok, some, max_length=max_length)
         assert max(map(len, enc["input_ids"])) <= max_length
-        assert all(ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id and ids.count(tok.sep_token_id) == 2
-                   for ids in enc["input_ids"])
+        assert all(
+            ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id and ids.count(tok.sep_token_id) == 2
+            for ids in enc["input_ids"]
+        )
     padded = tokenize_pairs(tok, pairs[:10], max_length=64, pad_to_max_length=True)
     assert {len(ids) for ids in padded["input_ids"]} == {64}
-    assert all(mask[len(ids) - ids.count(tok.pad_token_id):] == [0] * ids.count(tok.pad_token_id)
-               for ids, mask in zip(padded["input_ids"], padded["attention_mask"]))
+    assert all(
+        mask[len(ids) - ids.count(tok.pad_token_id) :] == [0] * ids.count(tok.pad_token_id)
+        for ids, mask in zip(padded["input_ids"], padded["attention_mask"])
+    )
 
 
 @pytest.mark.parametrize("max_length", [0, 7, 513, 4096])
@@ -137,9 +157,11 @@ def test_max_length_respects_the_model_limit(scratch_tokenizer):
 
 def test_unreachable_hub_model_names_the_offline_alternatives(tmp_path):
     # A fresh process, offline, with an empty cache: the hub id cannot be resolved.
-    script = ("from helpers.tokens import load_tokenizer, ModelSourceError\n"
-              "try:\n    load_tokenizer('bert-base-uncased')\n"
-              "except ModelSourceError as err:\n    print('ModelSourceError:', err)\n")
+    script = (
+        "from helpers.tokens import load_tokenizer, ModelSourceError\n"
+        "try:\n    load_tokenizer('bert-base-uncased')\n"
+        "except ModelSourceError as err:\n    print('ModelSourceError:', err)\n"
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT)}
     env.pop("HF_HUB_CACHE", None)
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)

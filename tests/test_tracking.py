@@ -40,18 +40,31 @@ def _unshare_or_skip() -> str:
         pytest.skip("`unshare` (util-linux) is not installed, so the network cannot be cut for this test")
     probe = subprocess.run([unshare, "-n", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
-        pytest.skip(f"`unshare -n` is not permitted here ({probe.stderr.strip()[:120]}); it needs root or "
-                    f"user namespaces")
+        pytest.skip(
+            f"`unshare -n` is not permitted here ({probe.stderr.strip()[:120]}); it needs root or user namespaces"
+        )
     return unshare
 
 
 @pytest.mark.slow
 def test_a_real_offline_run_is_read_back_with_the_network_cut(tmp_path):
     unshare = _unshare_or_skip()
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
-           "WANDB_DIR": str(tmp_path / "wandb-runs"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # no WANDB_MODE, no key
-    done = subprocess.run([unshare, "-n", sys.executable, "-c", CUT_SCRIPT, str(tmp_path / "tiny")], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_DIR": str(tmp_path / "wandb-runs"),
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }  # no WANDB_MODE, no key
+    done = subprocess.run(
+        [unshare, "-n", sys.executable, "-c", CUT_SCRIPT, str(tmp_path / "tiny")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     # Not logged in and no network: W&B went offline by itself, and the run is whole.

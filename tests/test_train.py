@@ -41,6 +41,7 @@ def trained(tmp_path_factory):
 def _frequent(data, cfg) -> torch.Tensor:
     """The training text's most frequent tokens, as the run counts them for the split of MLM accuracy."""
     from helpers.baselines import TrainingText
+
     texts = [" ".join(sentences) for sentences in data.train_sentences.values()]
     return TrainingText(data.tokenizer, texts, data.train_pairs(cfg, 0)).frequent
 
@@ -58,14 +59,17 @@ def test_training_lowers_mlm_loss_on_training_data(trained):
     batches = list(make_loader(train_set, data.tokenizer, cfg, shuffle=False, seed=123))
     torch.manual_seed(cfg.seed)
     from helpers.model import load_model
+
     before = _mlm_loss_on(load_model(cfg, data.tokenizer), batches)
     after = _mlm_loss_on(BertForPreTraining.from_pretrained(trained.checkpoint), batches)
     assert after < before - 0.05, (before, after)
 
 
 # linear and wsd are the profiles' schedules; the other two train the same run again (slow).
-@pytest.mark.parametrize("schedule", ["linear", "wsd", pytest.param("cosine", marks=pytest.mark.slow),
-                                      pytest.param("constant", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "schedule",
+    ["linear", "wsd", pytest.param("cosine", marks=pytest.mark.slow), pytest.param("constant", marks=pytest.mark.slow)],
+)
 def test_lr_warms_up_then_follows_the_chosen_schedule(tmp_path, schedule):
     cfg = tiny(epochs=3, batch_size=4, warmup_ratio=0.25, lr_schedule=schedule)  # 48 steps
     lrs = [row["lr"] for row in train(cfg, tmp_path / "run", **QUIET).history]
@@ -73,13 +77,13 @@ def test_lr_warms_up_then_follows_the_chosen_schedule(tmp_path, schedule):
     assert len(lrs) >= 40 and warm >= 10, (len(lrs), warm)
     assert all(a < b for a, b in zip(lrs[:warm], lrs[1:warm])), lrs[:warm]  # warm-up climbs to the peak
     assert lrs[warm - 1] == pytest.approx(cfg.lr)
-    after = lrs[warm - 1:]
+    after = lrs[warm - 1 :]
     at_three_quarters = after[round(0.75 * (len(after) - 1))] / cfg.lr
     if schedule == "constant":
         assert after == [pytest.approx(cfg.lr)] * len(after)
     elif schedule == "wsd":  # held at the peak, then a straight line to 0 over the last decay_ratio of the steps
         decay = int(cfg.decay_ratio * len(lrs))
-        assert decay >= 8 and lrs[warm - 1:-decay] == [pytest.approx(cfg.lr)] * (len(lrs) - decay - warm + 1)
+        assert decay >= 8 and lrs[warm - 1 : -decay] == [pytest.approx(cfg.lr)] * (len(lrs) - decay - warm + 1)
         falling = lrs[-decay:]
         assert all(a > b for a, b in zip(falling, falling[1:])) and falling[-1] < 0.15 * cfg.lr
         steps = [a - b for a, b in zip(falling, falling[1:])]
@@ -93,6 +97,7 @@ def test_lr_warms_up_then_follows_the_chosen_schedule(tmp_path, schedule):
 def test_the_embedding_rows_and_the_output_bias_learn_at_their_own_rate():
     from helpers.model import load_model
     from helpers.train import make_optimizer
+
     cfg = tiny(embedding_lr=7e-3, nsp_lr=2e-4)
     data = prepare_data(cfg)
     model = PretrainingModel(load_model(cfg, data.tokenizer))
@@ -114,16 +119,22 @@ def test_the_embedding_rows_and_the_output_bias_learn_at_their_own_rate():
 
 def test_nsp_is_scored_on_the_pairs_as_written_as_the_demo_reads_them(trained):
     from accelerate import Accelerator
+
     from helpers.dataset import validation_batches
     from helpers.inference import nsp_probabilities
     from helpers.pairs import IS_RANDOM
     from helpers.train import evaluate
+
     cfg = tiny(epochs=3)
     data = prepare_data(cfg)
     stock = BertForPreTraining.from_pretrained(trained.checkpoint).eval()
-    scores = evaluate(PretrainingModel(stock), validation_batches(data, cfg), Accelerator(cpu=True), _frequent(data, cfg))
+    scores = evaluate(
+        PretrainingModel(stock), validation_batches(data, cfg), Accelerator(cpu=True), _frequent(data, cfg)
+    )
     # The demo's path: raw text, no [MASK] anywhere; the same verdicts up to a rare near-tie flipped by padding.
-    probs = nsp_probabilities(stock, data.tokenizer, [(p.sentence_a, p.sentence_b) for p in data.val_pairs], cfg.max_length)
+    probs = nsp_probabilities(
+        stock, data.tokenizer, [(p.sentence_a, p.sentence_b) for p in data.val_pairs], cfg.max_length
+    )
     verdicts = probs.argmax(-1)  # (n_pairs,)
     truth = torch.tensor([p.next_sentence_label for p in data.val_pairs])
     n = len(data.val_pairs)
@@ -134,8 +145,10 @@ def test_nsp_is_scored_on_the_pairs_as_written_as_the_demo_reads_them(trained):
 
 def test_training_pair_accuracies_are_measured_on_training_pairs_with_the_validation_masks(trained):
     from accelerate import Accelerator
+
     from helpers.dataset import validation_batches
     from helpers.train import evaluate
+
     cfg, final = tiny(epochs=3), trained.final
     data = prepare_data(cfg)
     model = PretrainingModel(BertForPreTraining.from_pretrained(trained.checkpoint))
@@ -162,20 +175,25 @@ def test_every_epoch_measures_the_training_pairs_beside_the_held_out_ones(traine
 
 def test_mlm_accuracy_splits_into_the_frequent_tokens_and_the_rest_and_so_do_its_baselines(trained):
     from helpers.dataset import validation_batches
+
     cfg = tiny(epochs=3)
     data = prepare_data(cfg)
     hidden = torch.cat([b["labels"][b["labels"] != -100] for b in validation_batches(data, cfg)])  # (n_masked,)
     frequent = torch.isin(hidden, _frequent(data, cfg))  # the training text's 100 most frequent tokens
     assert 0 < frequent.sum() < len(hidden)
     for row in trained.epochs:  # every epoch: the two parts add up to the whole
-        parts = row["mlm_accuracy_frequent"] * frequent.sum().item() + row["mlm_accuracy_rest"] * (~frequent).sum().item()
+        parts = (
+            row["mlm_accuracy_frequent"] * frequent.sum().item() + row["mlm_accuracy_rest"] * (~frequent).sum().item()
+        )
         assert parts == pytest.approx(row["mlm_accuracy_at_mask"] * len(hidden))
         # ... and the split is measured on the training pairs too, as the other seen_ figures are
         assert 0 <= row["seen_mlm_accuracy_rest"] <= row["seen_mlm_accuracy_frequent"] <= 1
     for name in ("unigram", "neighbours"):  # the counting baselines, on the same masks and the same split
         base = trained.baselines
-        parts = base[f"baseline_{name}_frequent"] * frequent.sum().item() + base[f"baseline_{name}_rest"] * (
-            ~frequent).sum().item()
+        parts = (
+            base[f"baseline_{name}_frequent"] * frequent.sum().item()
+            + base[f"baseline_{name}_rest"] * (~frequent).sum().item()
+        )
         assert parts == pytest.approx(base[f"baseline_{name}"] * len(hidden))
     assert trained.baselines["baseline_unigram_rest"] == 0.0  # the most frequent token is never one of the rest
     assert {key: trained.final[key] for key in trained.baselines} == trained.baselines
@@ -186,9 +204,11 @@ def test_building_and_measuring_the_seen_batches_draws_nothing_from_the_global_r
 
     import numpy as np
     from accelerate import Accelerator
-    from helpers.model import load_model
+
     from helpers.dataset import validation_batches
+    from helpers.model import load_model
     from helpers.train import evaluate
+
     cfg = tiny()
     data = prepare_data(cfg)
     model = PretrainingModel(load_model(cfg, data.tokenizer))
@@ -260,20 +280,29 @@ def test_ctrl_c_in_on_epoch_resumes_at_the_next_epoch(trained, tmp_path):
 
 def test_adamw_uses_the_fused_kernel_on_cpu():
     from helpers.train import make_optimizer
+
     model = torch.nn.Linear(4, 4)
     assert make_optimizer(model, tiny()).defaults["fused"] is True
 
 
 def test_checkpoint_is_whole_and_loads_with_stock_transformers(trained):
     ckpt = trained.checkpoint
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "profile.json", "metrics.json", "README.md",
-                 "checkpoint.json"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "profile.json",
+        "metrics.json",
+        "README.md",
+        "checkpoint.json",
+    ):
         assert (ckpt / name).is_file(), name
     assert not list(ckpt.parent.glob(f".{ckpt.name}.*")), "temporary folders left behind"
     fill = pipeline("fill-mask", model=str(ckpt), tokenizer=str(ckpt))
     guesses = fill("the universe is [MASK].", top_k=3)
-    ours = fill_mask_top_k(BertForPreTraining.from_pretrained(ckpt).eval(), fill.tokenizer, ["the universe is [MASK]."],
-                           k=3)[0][0]  # the first (only) text, its first (only) mask
+    ours = fill_mask_top_k(
+        BertForPreTraining.from_pretrained(ckpt).eval(), fill.tokenizer, ["the universe is [MASK]."], k=3
+    )[0][0]  # the first (only) text, its first (only) mask
     assert [g["token_str"] for g in guesses] == [fill.tokenizer.convert_tokens_to_string([t]) for t, _ in ours]
     assert [g["score"] for g in guesses] == pytest.approx([p for _, p in ours], abs=1e-5)
     nsp = BertForNextSentencePrediction.from_pretrained(ckpt)
@@ -285,7 +314,8 @@ def test_checkpoint_is_whole_and_loads_with_stock_transformers(trained):
         assert metrics["final"][key] == trained.final[key], key  # what training returned is what was saved
     assert metrics["beside_baselines"]["nsp_accuracy"] == {
         "value": trained.final["nsp_accuracy"],
-        "baselines": {"word overlap": trained.final["baseline_word_overlap"], "chance": 0.5}}
+        "baselines": {"word overlap": trained.final["baseline_word_overlap"], "chance": 0.5},
+    }
 
 
 def test_fast_losses_equal_the_stock_forward():
@@ -293,18 +323,25 @@ def test_fast_losses_equal_the_stock_forward():
     data = prepare_data(cfg)
     torch.manual_seed(0)
     from helpers.model import load_model
+
     model = load_model(cfg, data.tokenizer).eval()
     dataset = MeditationsDataset.from_pairs(data.tokenizer, data.val_pairs, cfg.max_length)
     batch = next(iter(make_loader(dataset, data.tokenizer, cfg, shuffle=False, seed=1)))
     with torch.no_grad():
         fast = PretrainingModel(model)(**batch)
-        out = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels",
-                                             "next_sentence_label")})  # the stock forward: MLM head everywhere
+        out = model(
+            **{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels", "next_sentence_label")}
+        )  # the stock forward: MLM head everywhere
     vocab = out.prediction_logits.shape[-1]
-    stock = {"loss": out.loss, "nsp_loss": torch.nn.functional.cross_entropy(out.seq_relationship_logits,
-                                                                            batch["next_sentence_label"].view(-1)),
-             "mlm_loss": torch.nn.functional.cross_entropy(out.prediction_logits.reshape(-1, vocab),
-                                                           batch["labels"].reshape(-1), ignore_index=-100)}
+    stock = {
+        "loss": out.loss,
+        "nsp_loss": torch.nn.functional.cross_entropy(
+            out.seq_relationship_logits, batch["next_sentence_label"].view(-1)
+        ),
+        "mlm_loss": torch.nn.functional.cross_entropy(
+            out.prediction_logits.reshape(-1, vocab), batch["labels"].reshape(-1), ignore_index=-100
+        ),
+    }
     assert (batch["labels"] == -100).float().mean() > 0.5  # the stock path really pays for unlabelled positions
     for key in ("loss", "mlm_loss", "nsp_loss"):
         assert abs(fast[key].item() - stock[key].item()) < 1e-5, key
@@ -345,17 +382,29 @@ def test_resume_after_interrupt_equals_uninterrupted(trained, tmp_path, stop_at)
 
 def test_the_progress_is_written_in_one_layout_and_another_is_refused_in_one_sentence(trained, tmp_path):
     state = torch.load(trained.checkpoint / "training_state.pt", weights_only=True)
-    assert state["progress"] == {"epoch": 3, "batches_done": 0, "global_step": len(trained.history),
-                                 "seconds": state["progress"]["seconds"]}
+    assert state["progress"] == {
+        "epoch": 3,
+        "batches_done": 0,
+        "global_step": len(trained.history),
+        "seconds": state["progress"]["seconds"],
+    }
     assert set(state) == {"progress", "rng", "optimizer", "scheduler", "history", "epochs", "corpus_path"}
     assert load_resume(trained.checkpoint)[1].progress == Progress(**state["progress"])
     older = tmp_path / "older"
     shutil.copytree(trained.checkpoint, older)
     from helpers.checkpoint import save_checkpoint
+
     model = BertForPreTraining.from_pretrained(older)
     from transformers import AutoTokenizer
-    save_checkpoint(older, model, AutoTokenizer.from_pretrained(older), tiny(epochs=3), {},
-                    {"next_epoch": 1, "next_step": 0, "global_step": 4})  # the layout before Progress
+
+    save_checkpoint(
+        older,
+        model,
+        AutoTokenizer.from_pretrained(older),
+        tiny(epochs=3),
+        {},
+        {"next_epoch": 1, "next_step": 0, "global_step": 4},
+    )  # the layout before Progress
     with pytest.raises(CheckpointError, match="another version of the training loop; start a new run"):
         load_resume(older)
 
@@ -393,12 +442,19 @@ def test_output_folder_with_other_files_is_refused(tmp_path):
 
 def _cli(*args, env_extra=None, timeout=300):
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "helpers.train", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "helpers.train", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_cli_help_lists_every_option(capsys):
     from helpers.train import main
+
     with pytest.raises(SystemExit) as exit:
         main(["--help"])
     assert exit.value.code == 0
@@ -407,14 +463,18 @@ def test_cli_help_lists_every_option(capsys):
         assert option in printed
 
 
-@pytest.mark.parametrize("args, phrase", [
-    (["--lr", "-1"], "--lr=-1.0 is invalid"),
-    (["--max-length", "4"], "--max-length=4 is invalid"),
-    (["--profile", "huge"], "unknown profile"),
-    (["--wandb", "maybe"], "--wandb='maybe' is invalid"),
-])
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--lr", "-1"], "--lr=-1.0 is invalid"),
+        (["--max-length", "4"], "--max-length=4 is invalid"),
+        (["--profile", "huge"], "unknown profile"),
+        (["--wandb", "maybe"], "--wandb='maybe' is invalid"),
+    ],
+)
 def test_cli_bad_values_get_one_clear_sentence(tmp_path, capsys, args, phrase):
     from helpers.train import main
+
     with pytest.raises(SystemExit) as exit:  # any other exception would be a traceback on the command line
         main(["--output", str(tmp_path / "x"), *args])
     code = exit.value.code  # an exit status, or the message itself (which Python prints to stderr)
@@ -437,9 +497,26 @@ def test_a_second_run_into_a_live_runs_folder_is_refused(tmp_path):
     out = tmp_path / "live"
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     # A long tiny run that saves after every epoch; we wait for its first checkpoint, then try to join it.
-    live = subprocess.Popen([sys.executable, "-m", "helpers.train", "--profile", "tiny", "--output", str(out),
-                             "--epochs", "500", "--no-progress", "--wandb", "disabled"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    live = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "helpers.train",
+            "--profile",
+            "tiny",
+            "--output",
+            str(out),
+            "--epochs",
+            "500",
+            "--no-progress",
+            "--wandb",
+            "disabled",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 180
         while not is_checkpoint(out):
@@ -488,8 +565,9 @@ def test_tracking_failure_never_stops_training(tmp_path, monkeypatch):
 
     monkeypatch.setattr(wandb, "init", broken)
     with pytest.warns(UserWarning, match="training continues"):
-        result = train(get_profile("tiny", wandb="offline", epochs=1), tmp_path / "untracked", progress=False,
-                       verbose=False)
+        result = train(
+            get_profile("tiny", wandb="offline", epochs=1), tmp_path / "untracked", progress=False, verbose=False
+        )
     assert is_checkpoint(result.checkpoint)
 
 
@@ -497,11 +575,33 @@ def test_tracking_failure_never_stops_training(tmp_path, monkeypatch):
 def test_two_process_cpu_run_trains_on_both_ranks_and_saves_once(tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     out = tmp_path / "ddp"
-    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
-           "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "helpers.train",
-                           "--profile", "tiny", "--output", str(out), "--no-progress"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "helpers.train",
+            "--profile",
+            "tiny",
+            "--output",
+            str(out),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     final = json.loads((out / "metrics.json").read_text())["final"]
     assert final["num_processes"] == 2
@@ -522,12 +622,16 @@ def test_a_local_checkpoint_is_a_model_source(trained, tmp_path):
     assert continued.config.hidden_size == start.config.hidden_size
     assert not torch.equal(continued.cls.seq_relationship.weight, start.cls.seq_relationship.weight)
     from transformers import AutoTokenizer
-    assert AutoTokenizer.from_pretrained(result.checkpoint).get_vocab() == AutoTokenizer.from_pretrained(
-        trained.checkpoint).get_vocab()
+
+    assert (
+        AutoTokenizer.from_pretrained(result.checkpoint).get_vocab()
+        == AutoTokenizer.from_pretrained(trained.checkpoint).get_vocab()
+    )
 
 
 def test_an_unreachable_hub_model_names_the_offline_alternatives(tmp_path, monkeypatch):
     from helpers.tokens import ModelSourceError
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
     with pytest.raises(ModelSourceError, match="--model scratch"):
@@ -558,8 +662,9 @@ def test_the_progress_bar_redraws_by_time_not_by_step(tmp_path, capsys):
     # A notebook receives every redraw as a message, and nbval drains them only when the cell ends: redrawn at every
     # step, a long training cell lost its final message and failed ("Timeout of 5 seconds exceeded waiting for
     # output"). Redraws are now timed (once a second at most), so a run of many fast steps redraws a few times.
-    result = train(tiny(epochs=1, batch_size=1, max_paragraphs=60), tmp_path / "bar", progress=True, verbose=False,
-                   track=False)
+    result = train(
+        tiny(epochs=1, batch_size=1, max_paragraphs=60), tmp_path / "bar", progress=True, verbose=False, track=False
+    )
     redraws = capsys.readouterr().err.count("\r")  # tqdm starts every redraw of its line with a carriage return
     steps = len(result.history)
     assert steps >= 20 and redraws < steps / 2, (steps, redraws)
