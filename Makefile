@@ -7,7 +7,7 @@ ARGS ?=
 # their checkpoint, stay on one worker (the scheduler in tests/conftest.py).
 TEST_WORKERS ?= 2
 
-.PHONY: demo train test test-fast lab notebooks bench learning record lock test-lowest
+.PHONY: demo train test test-fast lint lab notebooks bench learning record lock test-lowest
 
 demo:  ## train the default profile (unless $(CHECKPOINT) holds a finished run), then serve the demo
 	@$(SETUP) && python -m helpers.main --checkpoint $(CHECKPOINT) $(ARGS)
@@ -18,8 +18,11 @@ train:  ## train only: make train ARGS="--profile tiny --output runs/tiny"
 test:  ## the whole suite: helper tests, and the six notebooks re-executed under nbval with the default profile (about 5 minutes on 2 cores)
 	@$(SETUP) && PYTHONHASHSEED=0 python -m pytest -n $(TEST_WORKERS) --dist loadscope $(ARGS)
 
-test-fast:  ## while developing: the tests not marked slow, browser or soak, no notebooks (about a minute on 2 cores)
+test-fast: lint  ## while developing: the linter, then the tests not marked slow, browser or soak, no notebooks (about a minute on 2 cores)
 	@$(SETUP) && PYTHONHASHSEED=0 BERT_MEDITATIONS_PROFILE=tiny python -m pytest -n $(TEST_WORKERS) --dist loadscope tests -m "not slow and not browser and not soak" $(ARGS)
+
+lint:  ## ruff: the checks and the formatting pyproject.toml configures, over the code, the tests and the notebooks
+	@$(SETUP) && ruff check --no-cache . && ruff format --no-cache --check .
 
 lab:  ## open the notebooks in JupyterLab
 	@$(SETUP) && jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)

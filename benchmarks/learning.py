@@ -29,13 +29,24 @@ from pathlib import Path
 import torch
 
 from helpers.baselines import accuracy
-from helpers.config import PROFILES, ROOT, get_profile
-from helpers.record import code_version, machine
+from helpers.config import ROOT, Config
+from helpers.provenance import code_version, machine
 from helpers.report import baselines_beside, first_above
 
 OUT = ROOT / "benchmarks" / "learning.json"
 FIGURE = ROOT / "docs" / "learning_curves.png"
 NSP_FIGURE = ROOT / "docs" / "nsp_levers.png"
+# Every variant is this profile with a few values changed: the default profile as the fifth round left it
+# (commit 0117a90 of 2026-12-06). It is written out here, not read from helpers/config.py, so that these experiments
+# stay the runs they were when the default profile moves on: a new default needs `make record` and `make notebooks`,
+# never this three-hour rerun.
+BASE = dict(
+    max_length=128, vocab_size=8000, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+    intermediate_size=512, pairs_per_paragraph=8, epochs=12, lr=1e-3, warmup_ratio=0.06, val_fraction=0.33,
+    mlm_probability=0.4, mask_replace_prob=1.0, random_replace_prob=0.0, mlm_only_ratio=0.5, batch_size=8,
+    dropout=0.0, initializer_range=0.05, position_dims=64, neighbour_offsets="-1,1", neighbour_layer=0,
+    neighbour_scale=2.0, lr_schedule="wsd", decay_ratio=0.5, embedding_lr=5e-3, output_bias_init="unigram",
+)  # fmt: skip
 # The fifth round: time to quality. The default until then (rounds 1-4 are relative to it) trained 24 epochs with
 # BERT's linear decay, one learning rate for every weight, and the MLM output bias starting at zero.
 PREVIOUS_DEFAULT = dict(epochs=24, lr_schedule="linear", embedding_lr=None, output_bias_init="zero")
@@ -63,12 +74,12 @@ DRAWS = 5
 # default then did; their variants say so, so that each still names the run it was.
 I02 = dict(initializer_range=0.02) | NO_NB
 D01 = dict(dropout=0.1) | I02
-# name -> (what it shows, overrides of the default profile, seeds). Variants with two or more seeds are drawn in
-# the figure; single-seed ones are exploratory and only listed in the table.
+# name -> (what it shows, overrides of BASE, seeds). Variants with two or more seeds are drawn in the figure;
+# single-seed ones are exploratory and only listed in the table.
 VARIANTS: dict[str, tuple[str, dict, tuple[int, ...]]] = {
-    # Round 5: each lever alone on the short run, then all together (today's default).
-    "default": (
-        "the default profile now: 12 epochs, the learning rate held for the first half then decayed (wsd), "
+    # Round 5: each lever alone on the short run, then all together (the default it chose, BASE).
+    "round5_default": (
+        "the default profile round 5 chose: 12 epochs, the learning rate held for the first half then decayed (wsd), "
         "5e-3 for the word embeddings and the MLM output bias, that bias starting at the unigram guess",
         {},
         (42, 43, 44),
@@ -102,7 +113,7 @@ VARIANTS: dict[str, tuple[str, dict, tuple[int, ...]]] = {
         SHORT | dict(output_bias_init="unigram"),
         (42, 43, 44),
     ),
-    # Round 5: the default with one thing changed (one seed each, but the decay share on all three).
+    # Round 5: its default with one thing changed (one seed each, but the decay share on all three).
     "default_decay_0.2": (
         "the default decaying over the last 20% of the steps instead of the last half",
         dict(decay_ratio=0.2),
@@ -168,7 +179,7 @@ VARIANTS: dict[str, tuple[str, dict, tuple[int, ...]]] = {
         P | dict(position_dims=32),
         (42, 43),
     ),
-    # NSP levers, each on top of today's default.
+    # NSP levers, each on top of round 4's default (previous_default).
     "nsp_dropout_0.5": (
         "dropout 0.5 on the pooled [CLS] vector before the NSP head",
         P | dict(nsp_dropout=0.5),
@@ -272,7 +283,7 @@ VARIANTS: dict[str, tuple[str, dict, tuple[int, ...]]] = {
 # The NSP levers, drawn in their own figure.
 NSP_LEVERS = ("nsp_dropout_0.5", "nsp_weight_decay_1", "nsp_lr_1e-4", "nsp_at_75", "nsp_weight_0.3")
 # Round 5's levers, each alone on the short run, and all together: the lever table and its figure.
-LEVERS = ("previous_default", "short_linear", "short_wsd", "short_embedding_lr", "short_unigram_bias", "default")
+LEVERS = ("previous_default", "short_linear", "short_wsd", "short_embedding_lr", "short_unigram_bias", "round5_default")
 ROUND5 = (
     *LEVERS,
     "default_decay_0.2",
@@ -289,7 +300,7 @@ ROUND5 = (
 LEVER_FIGURE = ROOT / "docs" / "time_to_quality.png"
 # What the runs themselves write: a tree changed only there is still the commit's code (code_version).
 OUTPUTS = tuple(str(path.relative_to(ROOT)) for path in (OUT, FIGURE, NSP_FIGURE, LEVER_FIGURE))
-# The variants drawn in the figure (the rest are in the tables): today's default, the one before it (every
+# The variants drawn in the figure (the rest are in the tables): round 4's default, the one before it (every
 # attention weight random), the first recipe, and each one-at-a-time change to the neighbour heads.
 DRAWN = (
     "round4_default",
@@ -303,6 +314,16 @@ DRAWN = (
 )
 
 
+def variant_config(name: str, seed: int) -> Config:
+    """The profile a variant trains: BASE with the variant's overrides, and the seed."""
+    return Config(**{**BASE, **VARIANTS[name][1]}, profile="default", seed=seed, wandb="disabled")
+
+
+def made(run: dict) -> str:
+    """'cf86915 (2026-12-06)': the commit a run's code came from, and its date."""
+    return f"{run['code_version'].split()[0].removesuffix('+changes')} ({run['date']})"
+
+
 def run_variant(name: str, seed: int, threads: int | None = None) -> dict:
     """Train one variant with one seed: its per-epoch held-out metrics with wall-clock seconds, then DRAWS draws."""
     from helpers.dataset import prepare_data
@@ -310,10 +331,10 @@ def run_variant(name: str, seed: int, threads: int | None = None) -> dict:
 
     if threads:
         torch.set_num_threads(threads)
-    cfg = get_profile("default", **VARIANTS[name][1], seed=seed, wandb="disabled")
+    cfg = variant_config(name, seed)
     data = prepare_data(cfg)
     with tempfile.TemporaryDirectory() as folder:
-        result = train(cfg, Path(folder) / "run", progress=False, track=False, verbose=False, data=data)
+        result = train(cfg, Path(folder) / "run", progress_bar=False, track=False, verbose=False, data=data)
         draws = held_out_draws(result.checkpoint, data, cfg)
     keep = (
         "epoch",
@@ -332,6 +353,7 @@ def run_variant(name: str, seed: int, threads: int | None = None) -> dict:
         "about": VARIANTS[name][0],
         "overrides": VARIANTS[name][1],
         "code_version": code_version(OUTPUTS),
+        "date": machine()["date"],
         "baselines": result.baselines,
         "curve": [{k: row[k] for k in keep} for row in result.epochs],
         "final": {k: result.final[k] for k in ("mlm_accuracy_at_mask", "nsp_accuracy", "train_seconds")},
@@ -400,9 +422,31 @@ def merge(runs: list[dict], out: Path) -> dict:
         passed = first_above(run["curve"], run["baselines"])
         run["final"]["seconds_to_neighbours"] = None if passed is None else passed["seconds"]
     report["machine"] = machine()  # each run keeps its own code_version
-    report["default_profile"] = PROFILES["default"]
+    report["base_profile"] = BASE
     out.write_text(json.dumps(report, indent=1) + "\n")
     return report
+
+
+def draw_baselines(mlm, nsp, runs: list[dict], styles: dict[int, str]) -> None:
+    """Each seed's baselines as grey lines (a seed has its own train/validation split, so baselines of its own)."""
+    for seed, style in styles.items():
+        base = next((r["baselines"] for r in runs if r["seed"] == seed), None)
+        if base is None:
+            continue
+        for axis, key in ((mlm, "mlm_accuracy_at_mask"), (nsp, "nsp_accuracy")):
+            for baseline, value in baselines_beside(accuracy(key), base):
+                fixed = baseline.chance is not None
+                if fixed and seed != 42:
+                    continue  # one line serves every seed
+                axis.axhline(value, color="grey", linestyle=style, linewidth=1)
+                axis.annotate(
+                    baseline.words if fixed else f"{baseline.words} ({seed})",
+                    (0, value),
+                    textcoords="offset points",
+                    xytext=(2, {42: 3, 43: -9, 44: 9}[seed]),
+                    fontsize=7,
+                    color="grey",
+                )
 
 
 def plot(report: dict, figure: Path) -> None:
@@ -435,25 +479,7 @@ def plot(report: dict, figure: Path) -> None:
         nsp.plot(
             seconds, [row["nsp_accuracy"] for row in run["curve"]], style, color=colours[run["variant"]], label=label
         )
-    # Each seed has its own train/validation split, so its own baselines (same line style as its runs).
-    for seed, style in styles.items():
-        base = next((r["baselines"] for r in runs if r["seed"] == seed), None)
-        if base is None:
-            continue
-        for axis, key in ((mlm, "mlm_accuracy_at_mask"), (nsp, "nsp_accuracy")):
-            for baseline, value in baselines_beside(accuracy(key), base):
-                fixed = baseline.chance is not None
-                if fixed and seed != 42:
-                    continue  # one line serves every seed
-                axis.axhline(value, color="grey", linestyle=style, linewidth=1)
-                axis.annotate(
-                    baseline.words if fixed else f"{baseline.words} ({seed})",
-                    (0, value),
-                    textcoords="offset points",
-                    xytext=(2, {42: 3, 43: -9, 44: 9}[seed]),
-                    fontsize=7,
-                    color="grey",
-                )
+    draw_baselines(mlm, nsp, runs, styles)
     mlm.set(
         title="Held-out MLM at [MASK] (15% masked); dot: passes neighbour counting",
         xlabel="wall-clock seconds",
@@ -474,7 +500,7 @@ def plot(report: dict, figure: Path) -> None:
 
 
 def plot_nsp(report: dict, figure: Path) -> None:
-    """Held-out NSP accuracy per epoch of every NSP lever beside today's default, against the NSP baselines."""
+    """Held-out NSP accuracy per epoch of every NSP lever beside round 4's default, against the NSP baselines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -527,8 +553,8 @@ def table(report: dict, exploratory: bool = False) -> str:
     rows = [
         "| variant | what changes | MLM@[MASK], seeds "
         + ("42" if exploratory else "42 / 43 (/ 44)")
-        + " | × unigram | passes neighbour counting | NSP | seconds | load |",
-        "|---|---|---|---|---|---|---|---|",
+        + " | × unigram | passes neighbour counting | NSP | seconds | load | code (commit, date) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, (about, _, seeds) in VARIANTS.items():
         runs = sorted((r for r in report["runs"] if r["variant"] == name), key=lambda r: r["seed"])
@@ -542,7 +568,8 @@ def table(report: dict, exploratory: bool = False) -> str:
         seconds = " / ".join(f"{r['final']['train_seconds']:.0f}" for r in runs)
         passed = " / ".join(_passed(r) for r in runs)
         load = " / ".join(f"{r['load_average']:.1f}" if "load_average" in r else "–" for r in runs)
-        rows.append(f"| `{name}` | {about} | {mlm} | {ratio} | {passed} | {nsp} | {seconds} | {load} |")
+        code = " / ".join(sorted({made(r) for r in runs}))
+        rows.append(f"| `{name}` | {about} | {mlm} | {ratio} | {passed} | {nsp} | {seconds} | {load} | {code} |")
     return "\n".join(rows)
 
 
@@ -552,8 +579,8 @@ def lever_table(report: dict) -> str:
     rows = [
         f"| variant | seed | all (mean ± sd of {DRAWS} draws) | 100 most frequent tokens | the rest | "
         f"against previous_default: all / the rest | neighbour counting: all / the rest | passes neighbour "
-        f"counting | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"counting | seconds | code (commit, date) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in ROUND5:
         for run in sorted(
@@ -577,7 +604,7 @@ def lever_table(report: dict) -> str:
             rows.append(
                 f"| `{name}` | {run['seed']} | {whole:.4f} ± {whole_sd:.4f} | "
                 f"{draws_summary(run, 'mlm_accuracy_frequent')[0]:.4f} | {rest:.4f} ± {rest_sd:.4f} | {delta} | "
-                f"{counting} | {_passed(run)} | {run['final']['train_seconds']:.0f} |"
+                f"{counting} | {_passed(run)} | {run['final']['train_seconds']:.0f} | {made(run)} |"
             )
     return "\n".join(rows)
 
@@ -613,7 +640,7 @@ def plot_levers(report: dict, figure: Path) -> None:
     axes[0].set_ylabel(f"accuracy, mean ± sd over {DRAWS} draws of masks")
     axes[0].legend(fontsize=7)
     fig.suptitle(
-        "Round 5: each lever alone on 12 epochs, then all together (default), against the previous default "
+        "Round 5: each lever alone on 12 epochs, then all together (round5_default), against the previous default "
         "(dotted: its value on each seed)",
         fontsize=10,
     )

@@ -22,20 +22,13 @@ import argparse
 import datetime
 import json
 import math
-import multiprocessing
-import platform
 import statistics
-import subprocess
 import sys
 import time
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-import transformers
-
+from benchmarks.child import in_child
 from benchmarks.reference import (
     BATCH_SIZE,
     MAX_LENGTH,
@@ -48,9 +41,11 @@ from benchmarks.reference import (
 )
 from benchmarks.time_to_quality import format_tables, side_by_side, step_flops
 from helpers.config import ROOT
-from helpers.record import cpu_model
+from helpers.provenance import code_version, machine
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results.json"
+# What the benchmark itself writes: a tree changed only there is still the commit's code (code_version).
+OUTPUTS = ("benchmarks/results.json",)
 # Speed-up targets of the fast path over the reference (pairs/s), and of its padding efficiency.
 TARGETS = {"default": 10.0, "bert-base": 3.0}
 TARGET_PADDING_EFFICIENCY = 0.9
@@ -149,40 +144,6 @@ def plan(args: argparse.Namespace, n_pairs: int) -> dict[str, dict[str, int]]:
     return out
 
 
-def in_child(fn: Callable[..., Any], *fn_args: Any) -> dict:
-    """Run ``fn(*fn_args)`` in a forked process and return its dict (or {"error": ...} if it failed)."""
-    context = multiprocessing.get_context("fork")
-    receive, send = context.Pipe(duplex=False)
-
-    def target() -> None:
-        try:
-            result = fn(*fn_args)
-            send.send(result.to_dict() if hasattr(result, "to_dict") else result)
-        except BaseException as err:  # noqa: BLE001 - reported to the parent, which records it
-            send.send(
-                {
-                    "error": f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}",
-                    "traceback": traceback.format_exc(),
-                }
-            )
-        finally:
-            send.close()
-
-    # Named "MainProcess" because it is one: a standalone measuring process, not a DataLoader worker. The
-    # seeded DataCollatorForLanguageModeling refuses to run in any process with another name.
-    process = context.Process(target=target, name="MainProcess")
-    process.start()
-    send.close()  # the child holds its own copy; closing ours makes recv() see the child's death
-    try:
-        result = receive.recv()
-    except EOFError:
-        result = None
-    process.join()
-    if result is None:
-        result = {"error": f"the measuring process died (exit code {process.exitcode}; killed for memory?)"}
-    return result
-
-
 def spread(values: list[float]) -> dict[str, Any]:
     """Median, min, max and every value."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
@@ -235,41 +196,6 @@ def speedup(paths: dict[str, dict], fast: str, base: str) -> dict[str, Any] | No
         "tokens_per_s": a["tokens_per_s"]["median"] / b["tokens_per_s"]["median"],
         "paired_pairs_per_s": spread(paired),
     }
-
-
-def machine(torch_threads: int | None) -> dict[str, Any]:
-    info = {
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "cpu_model": cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)),
-        "torch_threads": torch_threads,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
-    try:
-        mem_kb = next(
-            int(line.split()[1])
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal:")
-        )
-        info["memory_gb"] = round(mem_kb / 2**20, 1)
-    except (OSError, StopIteration):
-        pass
-    return info
-
-
-def git_state() -> dict[str, Any]:
-    def git(*argv: str) -> str | None:
-        try:
-            return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
-    status = git("status", "--porcelain")
-    return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": None if status is None else bool(status)}
 
 
 def compile_verdict(paths: dict[str, dict], enabled: bool) -> dict[str, Any]:
@@ -357,7 +283,7 @@ def measure_time_to_quality(args: argparse.Namespace) -> dict[str, Any]:
         return {}
     quick = dict(epochs=1, max_paragraphs=40) if args.quick else None  # the machinery only
     flops = in_child(step_flops, 3, 1, quick) if args.quick else in_child(step_flops)
-    return {"time_to_quality": side_by_side(in_child, args.ttq_repeats, overrides=quick), "flop_use": flops}
+    return {"time_to_quality": side_by_side(args.ttq_repeats, overrides=quick), "flop_use": flops}
 
 
 def measure_inference(args: argparse.Namespace, tokenizer, pairs) -> dict[str, Any]:
@@ -482,8 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         "schema": 1,
         "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": date,
-        **git_state(),
-        "machine": machine(threads),
+        "code_version": code_version(OUTPUTS),
+        "machine": machine() | {"torch_threads": threads},  # the measuring processes' threads
         "loadavg_before": list(load_before),
         "loadavg_after": list(os.getloadavg()),
         "wall_seconds": time.perf_counter() - started,

@@ -6,8 +6,8 @@ and how much of this machine's matrix-multiply peak the default's training step 
 
 Each training run is a fresh process at the machine's own thread count, in the order previous, today's, previous,
 today's, ... so that a machine shared with other work slows both alike. Seconds are training seconds as the run's
-epoch rows count them (measurement included); the parts are timed by wrapping the loop's functions, so the loop
-itself carries no timing code.
+epoch rows count them (measurement included); the loop marks its own parts (helpers/parts.py), and a run that timed
+fewer parts than helpers.parts.LOOP_PARTS lists fails by name.
 """
 
 from __future__ import annotations
@@ -16,74 +16,39 @@ import os
 import statistics
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from benchmarks.learning import VARIANTS
+from benchmarks.child import in_child
+from benchmarks.learning import variant_config
+from helpers.config import Config, get_profile
+from helpers.parts import LOOP_PARTS, timing
 from helpers.report import first_above
 
-# The two profiles compared, as benchmarks/learning.py's variants (one place for what "previous" means).
+# The two profiles compared: round 4's default as benchmarks/learning.py keeps it (one place for what "previous"
+# means), and the default profile of helpers/config.py as it is today.
 COMPARED = {"previous": "previous_default", "today": "default"}
-# The loop's parts: (module, attribute, label). Forward passes are split by the model's mode (training or measuring).
-PARTS = [
-    ("helpers.train", "measure", "measurement (held-out and seen pairs)"),
-    ("helpers.train", "save", "checkpoint saves"),
-    ("helpers.train", "epoch_loader", "each epoch's pairs drawn and tokenized"),
-    ("helpers.train", "log_step", "logging (step metrics, W&B)"),
-    ("helpers.train", "start_run", "setup (data, tokenizer, model, baselines)"),
-    ("helpers.train", "finish", "the end (final save, read-out)"),
-    ("transformers.data.data_collator", "DataCollatorForLanguageModeling.__call__", "batches padded and masked"),
-    ("accelerate", "Accelerator.backward", "backward"),
-    ("accelerate", "Accelerator.clip_grad_norm_", "gradient clipping"),
-    ("torch.optim", "AdamW.step", "optimizer step (fused AdamW)"),
-    ("torch.optim", "Optimizer.zero_grad", "zero_grad"),
-    ("tqdm", "tqdm.update", "progress bar"),
-    ("tqdm", "tqdm.set_postfix", "progress bar"),
-]
 
 
-class PartTimer:
-    """Wraps the loop's functions in place (in a measuring process of its own) and sums their seconds."""
+def profile_of(variant: str, seed: int, overrides: dict | None = None) -> Config:
+    """``variant``'s profile with ``seed`` (and ``overrides``): today's default, or a learning experiment's variant."""
+    cfg = get_profile("default", seed=seed, wandb="disabled") if variant == "default" else variant_config(variant, seed)
+    return Config(**{**cfg.to_dict(), **(overrides or {})})
 
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.depth = 0  # a part called inside another (a forward pass inside the measurement) counts once
 
-    def wrap(self, owner: Any, name: str, label: str | Callable[[Any], str]) -> None:
-        original = getattr(owner, name)
+class PartsMissing(RuntimeError):
+    """A run timed fewer parts than helpers.parts.LOOP_PARTS lists: the loop stopped marking one."""
 
-        def timed(*args, **kwargs):
-            if self.depth:
-                return original(*args, **kwargs)
-            self.depth += 1
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.depth -= 1
-                self.seconds[label if isinstance(label, str) else label(args[0])] += time.perf_counter() - start
 
-        timed.__wrapped__ = original
-        setattr(owner, name, timed)
-
-    def install(self) -> None:
-        import importlib
-
-        from helpers.model import PretrainingModel
-
-        for module, attribute, label in PARTS:
-            owner = importlib.import_module(module)
-            *path, name = attribute.split(".")
-            for step in path:
-                owner = getattr(owner, step)
-            self.wrap(owner, name, label)
-        self.wrap(
-            PretrainingModel,
-            "forward",
-            lambda model: "forward" if model.training else "measurement (held-out and seen pairs)",
+def check_parts(seconds: dict[str, float]) -> None:
+    """Raise PartsMissing, naming each part, unless the run timed every part the loop is meant to mark."""
+    missing = [name for name in LOOP_PARTS if name not in seconds]
+    if missing:
+        raise PartsMissing(
+            f"The training loop no longer marks {', '.join(repr(m) for m in missing)}: mark it in helpers/train.py "
+            f"(with part(...) or @part(...)), or take it out of helpers.parts.LOOP_PARTS."
         )
 
 
@@ -92,18 +57,15 @@ def train_timed(variant: str, seed: int, overrides: dict | None = None) -> dict[
     import tempfile
     from pathlib import Path
 
-    from helpers.config import get_profile
-
-    timer = PartTimer()
-    timer.install()
-    import helpers.train as loop  # after install: train() looks its parts up in this module at call time
+    from helpers.train import train
 
     sys.stderr = open(os.devnull, "w")  # the progress bar draws (and is timed) without flooding the benchmark's log
-    cfg = get_profile("default", **{**VARIANTS[variant][1], **(overrides or {})}, seed=seed, wandb="disabled")
+    cfg = profile_of(variant, seed, overrides)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as folder:
-        result = loop.train(cfg, Path(folder) / "run", progress=True, track=False, verbose=False)
+    with tempfile.TemporaryDirectory() as folder, timing() as timer:
+        result = train(cfg, Path(folder) / "run", progress_bar=True, track=False, verbose=False)
     wall = time.perf_counter() - started
+    check_parts(timer.seconds)
     parts = dict(timer.seconds)
     parts["other (the loop's own Python, the scheduler)"] = wall - sum(parts.values())
     passed = first_above(result.epochs, result.baselines)
@@ -127,9 +89,7 @@ def train_timed(variant: str, seed: int, overrides: dict | None = None) -> dict[
     }
 
 
-def side_by_side(
-    in_child: Callable[..., dict], repeats: int, seed: int = 42, overrides: dict | None = None
-) -> dict[str, Any]:
+def side_by_side(repeats: int, seed: int = 42, overrides: dict | None = None) -> dict[str, Any]:
     """Both profiles, interleaved repeat by repeat, each run in a fresh process; medians and every run."""
     runs: dict[str, list[dict]] = {label: [] for label in COMPARED}
     for repeat in range(repeats):
@@ -277,8 +237,11 @@ def format_tables(ttq: dict[str, Any], flops: dict[str, Any] | None) -> str:
         "|---|---|---|",
     ]
     for part in sorted(prev["parts"], key=prev["parts"].get, reverse=True):
-        share = lambda s: f"{s['parts'].get(part, 0.0):.1f} s ({s['parts'].get(part, 0.0) / s['wall_seconds']:.0%})"  # noqa: E731
-        lines.append(f"| {part} | {share(prev)} | {share(today)} |")
+        shares = [
+            f"{s['parts'].get(part, 0.0):.1f} s ({s['parts'].get(part, 0.0) / s['wall_seconds']:.0%})"
+            for s in (prev, today)
+        ]
+        lines.append(f"| {part} | {shares[0]} | {shares[1]} |")
     lines.append(f"| all of train() | {prev['wall_seconds']:.1f} s | {today['wall_seconds']:.1f} s |")
     if flops:
         lines += [
@@ -296,8 +259,6 @@ def main(argv: list[str] | None = None) -> int:
     import json
     from pathlib import Path
 
-    from benchmarks.run import in_child
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="runs of each profile, interleaved")
     parser.add_argument("--seed", type=int, default=42)
@@ -305,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats={args.repeats} is too small: use 1 or more.")
-    report = {"time_to_quality": side_by_side(in_child, args.repeats, args.seed), "flop_use": in_child(step_flops)}
+    report = {"time_to_quality": side_by_side(args.repeats, args.seed), "flop_use": in_child(step_flops)}
     print(format_tables(report["time_to_quality"], report["flop_use"]))
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

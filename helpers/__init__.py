@@ -13,16 +13,19 @@ The teaching core, one module per stage, in the order the notebooks read them:
     scale       a run's size beside the bert-base profile's and BERT-base's (notebook 04)
     checkpoint  what the loop saves and resumes from: whole-or-absent folders, checksums, the loop's Progress, the lock
     tracking    the loop's Weights & Biases log, never fatal
+    parts       the loop's named parts (forward, backward, measurement, ...), timed only when make bench asks
     train       the training loop and validation
     inference   reading the two heads of a trained model, its attention and its word embeddings
 
-The core imports nothing from the plumbing. checkpoint and tracking belong to the loop (it saves, resumes and
-logs), so they sit here; a learner can read their function names and skip their insides.
+The core imports nothing from the plumbing. checkpoint, tracking and parts belong to the loop (it saves, resumes,
+logs and names its parts), so they sit here; a learner can read their function names and skip their insides.
 
 The plumbing, which a learner can skip:
     serving     a checkpoint made safe to serve: input hardening, errors as values, one request at a time
     app         the Gradio demo
+    browser     pictures of the running demo, taken by a headless Chromium (notebook 06, the browser test)
     main        `make demo`: train unless trained, then serve
+    provenance  where a number came from: the machine, the code's commit, the date
     record      the recorded run of the default profile that notebooks and README plot
     plots       the figures of the notebooks and the README
     explore     the notebooks' explorers: a table or figure per input, and ipywidgets controls to vary it

@@ -5,7 +5,8 @@ scored on exactly the validation masks and pairs the model is scored on; chance 
 
 ``ACCURACIES`` lists the held-out accuracies, ``BASELINES`` what stands beside them. The keys of a run's metrics, the
 training printout, metrics.json, the model card, W&B, the figures, the demo's panel and benchmarks/learning.py all
-read these two tables, so adding a baseline is one class and one entry of ``BASELINES``.
+read these two tables, so adding a baseline is one class and one entry of ``BASELINES``, and adding an accuracy
+(a new part of the masks or pairs, say) one entry of ``ACCURACIES``.
 
 MLM accuracy is also split by the token hidden: the training text's ``FREQUENT_TOKENS`` most frequent tokens (where
 the unigram guess scores) and the rest. Every MLM baseline is scored on both parts, on the same masks.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -29,27 +30,82 @@ FREQUENT_TOKENS = 100
 _WORD = re.compile(r"[a-z]+")
 
 
+def everything(truth: torch.Tensor, frequent: torch.Tensor) -> torch.Tensor:
+    """Every item counts: (n,) True."""
+    return torch.ones_like(truth, dtype=torch.bool)
+
+
+def frequent_tokens(truth: torch.Tensor, frequent: torch.Tensor) -> torch.Tensor:
+    """The positions whose hidden token is one of the training text's most frequent: (n,) bool."""
+    return torch.isin(truth, frequent)
+
+
+def other_tokens(truth: torch.Tensor, frequent: torch.Tensor) -> torch.Tensor:
+    """The positions whose hidden token is not one of the most frequent: (n,) bool."""
+    return ~torch.isin(truth, frequent)
+
+
 @dataclass(frozen=True)
 class Accuracy:
-    """A held-out accuracy: its key in a run's metrics, its words, its task, and which positions it counts."""
+    """A held-out accuracy: its key in a run's metrics, its words, its task, which items it counts, its card sentence.
+
+    Every predictor (the model and each counted baseline) gives one top guess per item of its task: the hidden token
+    at each [MASK] (``mlm``) or the verdict on each pair (``nsp``). An accuracy is the share of the items it counts
+    where that guess is the truth, so the model and its baselines are scored by the same entry on the same items.
+    """
 
     key: str
     words: str
     task: str  # "mlm" or "nsp": the baselines of the same task stand beside it
-    part: str | None = None  # None: every position; "frequent" / "rest": those whose hidden token is (not) frequent
+    card: str  # what it counts, for the model card; {share} is the share of held-out tokens masked
+    counts: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = everything  # (truth (n,), frequent) -> (n,) bool
+    part: str | None = None  # a part of another accuracy's items: the suffix of its baselines' keys; None: the whole
 
 
 ACCURACIES = (
-    Accuracy("mlm_accuracy_at_mask", "MLM accuracy at [MASK]", "mlm"),
+    Accuracy(
+        "mlm_accuracy_at_mask",
+        "MLM accuracy at [MASK]",
+        "mlm",
+        "**MLM accuracy at [MASK]** counts, over the held-out paragraphs with {share} of their tokens selected and "
+        "every selected token replaced by [MASK], how often the model's top guess is the original token.",
+    ),
     Accuracy(
         "mlm_accuracy_frequent",
         f"MLM accuracy at [MASK], the {FREQUENT_TOKENS} most frequent tokens",
         "mlm",
+        f"**MLM accuracy at [MASK], the {FREQUENT_TOKENS} most frequent tokens** counts the same positions where the "
+        f"hidden token is one of the {FREQUENT_TOKENS} most frequent tokens of the training text.",
+        frequent_tokens,
         "frequent",
     ),
-    Accuracy("mlm_accuracy_rest", "MLM accuracy at [MASK], the other tokens", "mlm", "rest"),
-    Accuracy("nsp_accuracy", "NSP accuracy", "nsp"),
+    Accuracy(
+        "mlm_accuracy_rest",
+        "MLM accuracy at [MASK], the other tokens",
+        "mlm",
+        "**MLM accuracy at [MASK], the other tokens** counts the rest of those positions.",
+        other_tokens,
+        "rest",
+    ),
+    Accuracy(
+        "nsp_accuracy",
+        "NSP accuracy",
+        "nsp",
+        '**NSP accuracy** counts how often the verdict ("B follows A" or "B is random") is right on held-out '
+        "sentence pairs, half of them true next sentences and half with B drawn from another paragraph.",
+    ),
 )
+
+
+def score(accuracy: Accuracy, guesses: torch.Tensor, truth: torch.Tensor, frequent: torch.Tensor) -> float:
+    """The share of the items ``accuracy`` counts where the guess (n,) is the truth (n,)."""
+    counted = accuracy.counts(truth, frequent)  # (n,) bool
+    return ((guesses == truth) & counted).sum().item() / max(counted.sum().item(), 1)
+
+
+def scores(answers: dict[str, tuple[torch.Tensor, torch.Tensor]], frequent: torch.Tensor) -> dict[str, float]:
+    """Every accuracy of a task in ``answers`` ({task: (guesses, truth)}), by its key."""
+    return {a.key: score(a, *answers[a.task], frequent) for a in ACCURACIES if a.task in answers}
 
 
 @dataclass(frozen=True)
@@ -84,14 +140,6 @@ def accuracy(key: str) -> Accuracy:
 def named(name: str) -> Baseline:
     """The baseline of that name."""
     return next(baseline for baseline in BASELINES if baseline.name == name)
-
-
-def positions_of(accuracy: Accuracy, labels: torch.Tensor, frequent: torch.Tensor) -> torch.Tensor:
-    """Which of the hidden tokens ``labels`` (n,) count for ``accuracy``; (n,) bool."""
-    if accuracy.part is None:
-        return torch.ones_like(labels, dtype=torch.bool)
-    is_frequent = torch.isin(labels, frequent)
-    return is_frequent if accuracy.part == "frequent" else ~is_frequent
 
 
 @dataclass
@@ -131,22 +179,20 @@ class MaskGuess:
     def guess(self, left: int, right: int) -> int:
         raise NotImplementedError
 
-    def score(self, batches: Sequence[dict[str, torch.Tensor]], frequent: torch.Tensor) -> dict[str, float]:
-        """Accuracy at the labelled positions of ``batches``, per MLM accuracy key."""
-        hits, answers = [], []
+    def guesses(self, batches: Sequence[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One guess per labelled position of ``batches``, and the hidden tokens there: (n,) and (n,)."""
+        guesses, truth = [], []
         for batch in batches:
             ids, labels = batch["input_ids"].tolist(), batch["labels"]
-            for row, col in (labels != IGNORE_INDEX).nonzero().tolist():
+            for row, col in (labels != IGNORE_INDEX).nonzero().tolist():  # row by row, as labels[labels != -100]
                 right = ids[row][col + 1] if col + 1 < len(ids[row]) else self.mask_id
-                answers.append(int(labels[row, col]))
-                hits.append(answers[-1] == self.guess(ids[row][col - 1], right))
-        hit, answer = torch.tensor(hits, dtype=torch.bool), torch.tensor(answers, dtype=torch.long)
-        scores = {}
-        for accuracy in ACCURACIES:
-            if accuracy.task == "mlm":
-                counted = positions_of(accuracy, answer, frequent)
-                scores[accuracy.key] = (hit & counted).sum().item() / max(counted.sum().item(), 1)
-        return scores
+                guesses.append(self.guess(ids[row][col - 1], right))
+                truth.append(int(labels[row, col]))
+        return torch.tensor(guesses, dtype=torch.long), torch.tensor(truth, dtype=torch.long)
+
+    def score(self, batches: Sequence[dict[str, torch.Tensor]], frequent: torch.Tensor) -> dict[str, float]:
+        """Every MLM accuracy of these guesses at the labelled positions of ``batches``, by key."""
+        return scores({"mlm": self.guesses(batches)}, frequent)
 
 
 class UnigramGuess(MaskGuess):
@@ -203,19 +249,25 @@ class OverlapBaseline:
         words = lambda text: set(_WORD.findall(text.lower())) - self.function_words  # noqa: E731
         return len(words(a) & words(b))
 
-    @staticmethod
-    def _accuracy(shared: Sequence[int], truth: Sequence[int], threshold: int) -> float:
-        guesses = [IS_NEXT if s >= threshold else IS_RANDOM for s in shared]
-        return sum(g == t for g, t in zip(guesses, truth)) / max(len(truth), 1)
+    def verdicts(self, shared: Sequence[int], threshold: int) -> torch.Tensor:
+        """(n,): "B follows A" where a pair shares ``threshold`` content words or more, else "B is random"."""
+        return torch.tensor([IS_NEXT if count >= threshold else IS_RANDOM for count in shared], dtype=torch.long)
+
+    def _accuracy(self, shared: Sequence[int], truth: Sequence[int], threshold: int) -> float:
+        return (self.verdicts(shared, threshold) == torch.tensor(truth)).float().mean().item() if truth else 0.0
+
+    def guesses(self, pairs: Sequence[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rule's verdict on each pair, and the truth: (n_pairs,) and (n_pairs,)."""
+        verdicts = self.verdicts([self.shared(p.sentence_a, p.sentence_b) for p in pairs], self.threshold)
+        return verdicts, torch.tensor([p.next_sentence_label for p in pairs], dtype=torch.long)
 
     def score(self, pairs: Sequence[Pair]) -> float:
         """Accuracy of the rule on ``pairs``."""
-        shared = [self.shared(p.sentence_a, p.sentence_b) for p in pairs]
-        return self._accuracy(shared, [p.next_sentence_label for p in pairs], self.threshold)
+        return score(accuracy("nsp_accuracy"), *self.guesses(pairs), torch.tensor([]))
 
 
-# The one table. Adding a baseline: a class above (a MaskGuess for MLM, or one with score(pairs) for NSP) and an
-# entry here; every place that shows a baseline reads this.
+# The one table. Adding a baseline: a class above with guesses(batches) for MLM (a MaskGuess: guess(left, right)) or
+# guesses(pairs) for NSP, and an entry here; every place that shows a baseline reads this.
 BASELINES = (
     Baseline(
         "unigram",
@@ -252,14 +304,14 @@ def count_baselines(
     text: TrainingText, batches: Sequence[dict[str, torch.Tensor]], pairs: Sequence[Pair]
 ) -> dict[str, float]:
     """Every counted baseline, fitted on ``text``, scored on the validation ``batches`` and ``pairs``, by its key."""
+    inputs = {"mlm": batches, "nsp": pairs}  # what each task's rules guess on: masked batches, or sentence pairs
     values = {}
-    for baseline in BASELINES:
-        if baseline.count is None:
-            continue
-        rule = baseline.count(text)
-        if baseline.task == "mlm":
-            scores = rule.score(batches, text.frequent)
-            values |= {baseline_key(baseline, a): scores[a.key] for a in ACCURACIES if a.key in scores}
-        else:
-            values |= {baseline_key(baseline, a): rule.score(pairs) for a in ACCURACIES if a.task == baseline.task}
+    for baseline in (b for b in BASELINES if b.count is not None):
+        guesses, truth = baseline.count(text).guesses(inputs[baseline.task])
+        values |= {baseline_key(baseline, a): score(a, guesses, truth, text.frequent) for a in beside_task(baseline)}
     return values
+
+
+def beside_task(baseline: Baseline) -> list[Accuracy]:
+    """The accuracies ``baseline`` stands beside: every one of its task."""
+    return [a for a in ACCURACIES if a.task == baseline.task]

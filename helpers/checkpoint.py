@@ -7,7 +7,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -265,56 +265,30 @@ def save_checkpoint(
     cfg: Config,
     metrics: dict[str, Any],
     training_state: dict[str, Any] | None = None,
+    also: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write everything into a hidden sibling folder, then swap it in with renames: whole or absent."""
+    """Write everything into a hidden sibling folder, then swap it in with renames: whole or absent.
+
+    ``also(folder)`` may write more files into the folder first (the count table beside the weights, say); they are
+    checksummed and swapped in with the rest.
+    """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        from transformers.utils import logging as hf_logging
-
-        bars_on = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # the "Writing model shards" bar would interleave with the training bar
-        try:
-            model.save_pretrained(tmp, safe_serialization=True)
-        finally:
-            if bars_on:
-                hf_logging.enable_progress_bar()
-        tokenizer.save_pretrained(tmp)
-        # profile.json is published with the model: no absolute path of this machine goes into it. The corpus
-        # path as given stays in the training state, which only a resume on this machine reads.
-        _write_json(tmp / "profile.json", {**cfg.to_dict(), "corpus": _portable(cfg.corpus)})
-        _write_json(tmp / "metrics.json", metrics)
-        (tmp / "README.md").write_text(model_card(cfg, metrics.get("final", {})), encoding="utf-8")
-        if training_state is not None:
-            # Through a Python file: a full disk then surfaces as OSError (torch's own writer says only
-            # "unexpected pos"), kept as the RuntimeError's context.
-            with open(tmp / STATE, "wb") as handle:
-                torch.save({**training_state, "corpus_path": cfg.corpus}, handle)
+        _write_files(tmp, model, tokenizer, cfg, metrics, training_state)
+        if also is not None:
+            also(tmp)
         # Checksums of every file: safetensors and torch.save carry none, so bit rot would otherwise load silently.
         checksums = {path.name: sha256_of(path) for path in sorted(tmp.iterdir()) if path.is_file()}
         progress = (training_state or {}).get("progress") or {}
-        _write_json(
-            tmp / MARKER,
-            {
-                "complete": True,
-                "profile": cfg.profile,
-                "resumable": training_state is not None,
-                "epoch": progress.get("epoch"),
-                "global_step": progress.get("global_step"),
-                "sha256": checksums,
-            },
-        )
+        marker = {"complete": True, "profile": cfg.profile, "resumable": training_state is not None}
+        marker |= {"epoch": progress.get("epoch"), "global_step": progress.get("global_step"), "sha256": checksums}
+        _write_json(tmp / MARKER, marker)
         _fsync_tree(tmp)
-        old = None
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{os.getpid()}"
-            os.rename(folder, old)
-        os.rename(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, folder)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         reason = _io_failure(err)
@@ -325,6 +299,41 @@ def save_checkpoint(
             f"the previous checkpoint there, if any, is untouched."
         ) from None
     return folder
+
+
+def _write_files(tmp: Path, model, tokenizer, cfg: Config, metrics: dict, training_state: dict | None) -> None:
+    """The model, tokenizer, profile, metrics, model card and (to resume) training state, into ``tmp``."""
+    from transformers.utils import logging as hf_logging
+
+    bars_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # the "Writing model shards" bar would interleave with the training bar
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+    finally:
+        if bars_on:
+            hf_logging.enable_progress_bar()
+    tokenizer.save_pretrained(tmp)
+    # profile.json is published with the model: no absolute path of this machine goes into it. The corpus
+    # path as given stays in the training state, which only a resume on this machine reads.
+    _write_json(tmp / "profile.json", {**cfg.to_dict(), "corpus": _portable(cfg.corpus)})
+    _write_json(tmp / "metrics.json", metrics)
+    (tmp / "README.md").write_text(model_card(cfg, metrics.get("final", {})), encoding="utf-8")
+    if training_state is not None:
+        # Through a Python file: a full disk then surfaces as OSError (torch's own writer says only
+        # "unexpected pos"), kept as the RuntimeError's context.
+        with open(tmp / STATE, "wb") as handle:
+            torch.save({**training_state, "corpus_path": cfg.corpus}, handle)
+
+
+def _swap_in(tmp: Path, folder: Path) -> None:
+    """Replace ``folder`` by the finished ``tmp`` with two renames (recover() finishes one a crash interrupted)."""
+    old = None
+    if folder.exists():
+        old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+        os.rename(folder, old)
+    os.rename(tmp, folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _io_failure(err: BaseException) -> str | None:

@@ -92,16 +92,14 @@ class Config:
     lr_schedule: str = option("linear", "'linear', 'cosine', 'constant' or 'wsd' (warm-up, stable, decay)")
     decay_ratio: float = option(0.2, "share of the steps, at the end, over which wsd decays to 0")
     # A rare token's row learns only in the few steps where it occurs.
-    embedding_lr: float | None = option(None, "peak rate of the word embeddings and MLM output bias (none: --lr)")
+    embedding_lr: float | None = option(None, "peak rate of the word embeddings and MLM output bias (none: the rest's)")
     max_grad_norm: float = option(1.0, "gradient clipping norm")
     mlm_only_ratio: float = option(0.0, "share of the optimizer steps trained on MLM alone before NSP joins")
     nsp_weight: float = option(1.0, "weight of the NSP loss in the sum (once it has joined)")
     # In training only: the checkpoint stays a stock BertForPreTraining.
     nsp_dropout: float = option(0.0, "dropout on the pooled [CLS] vector before the NSP head")
-    nsp_lr: float | None = option(None, "peak learning rate of the pooler and NSP head (none: --lr)")
-    nsp_weight_decay: float | None = option(
-        None, "AdamW weight decay of the pooler and NSP head (none: --weight-decay)"
-    )
+    nsp_lr: float | None = option(None, "peak learning rate of the pooler and NSP head (none: the rest's)")
+    nsp_weight_decay: float | None = option(None, "AdamW weight decay of the pooler and NSP head (none: the rest's)")
     mixed_precision: str = option("auto", "'auto' (bf16/fp16 on a GPU, off on CPU), 'no', 'bf16' or 'fp16'")
     seed: int = option(42, "one seed for pairs, masks, initialisation and data order")
     # --- tracking ---

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"No checkpoint in {folder} yet: training profile '{cfg.profile}' first.", flush=True)
             try:
-                train(cfg, folder, progress=not args.no_progress)
+                train(cfg, folder, progress_bar=not args.no_progress)
             except TrainingError as err:
                 raise CheckpointError(str(err)) from None
         if args.no_serve:

@@ -17,7 +17,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from transformers import PreTrainedTokenizerBase
 
-from helpers.baselines import ACCURACIES, named
+from helpers import baselines as tables  # its tables are read at each call: an entry added later is seen
+from helpers.baselines import named
 from helpers.masking import IGNORE_INDEX
 from helpers.report import baselines_beside, first_above
 
@@ -60,7 +61,9 @@ def plot_validation(
     """Held-out accuracies per epoch against ``x`` ('seconds' or 'epoch'), the baselines as dashed lines."""
     fig, ax = _figure(ax, (7, 3.5))
     xs = [row[x] for row in epochs]
-    for accuracy in (a for a in ACCURACIES if a.part is None):  # the whole accuracies; their split is in the tables
+    for accuracy in (
+        a for a in tables.ACCURACIES if a.part is None
+    ):  # the whole accuracies; their split is in the tables
         ax.plot(
             xs,
             [row[accuracy.key] for row in epochs],
@@ -174,7 +177,7 @@ def plot_generalisation(
 
 def plot_by_kind(epochs: Sequence[Mapping[str, float]], baselines: Mapping[str, float], title: str = "") -> Figure:
     """Held-out MLM accuracy at [MASK] per epoch, one panel per part of the split, its baselines dashed beside it."""
-    parts = [a for a in ACCURACIES if a.task == "mlm" and a.part is not None]
+    parts = [a for a in tables.ACCURACIES if a.task == "mlm" and a.part is not None]
     if not epochs or any(a.key not in row for a in parts for row in epochs):
         raise ValueError(
             "The epoch rows have no MLM accuracy split by the hidden token ('mlm_accuracy_frequent', "

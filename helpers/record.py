@@ -9,11 +9,8 @@ the record no longer matches the default profile, so the figures never show a ru
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +18,7 @@ from typing import Any
 
 from helpers.config import ROOT, Config, get_profile
 from helpers.pairs import IS_NEXT, LABEL_NAMES
+from helpers.provenance import code_version, machine
 from helpers.report import first_above
 
 RECORD = ROOT / "docs" / "record.json"
@@ -52,42 +50,6 @@ NSP_PROMPTS = [
         1,
     ),
 ]
-
-
-def cpu_model() -> str:
-    """The processor's name, as /proc/cpuinfo gives it (or the platform's word for it)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine() -> dict[str, Any]:
-    """The CPU, cores, torch version and date of this run."""
-    import torch
-
-    return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "date": datetime.date.today().isoformat(),
-    }
-
-
-def code_version(outputs: tuple[str, ...] = ()) -> str:
-    """The git commit of this checkout (with '+changes' when a tracked file other than ``outputs`` differs from it)."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
-
-    sha = git("rev-parse", "--short", "HEAD").strip() or "unknown"
-    # Porcelain lines are "XY PATH": two status letters (either may be a space), a space, the path.
-    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line.strip()]
-    return sha + ("+changes" if set(changed) - set(outputs) else "")
 
 
 def answers(predictor, tokenizer) -> dict[str, list[dict[str, Any]]]:
@@ -154,7 +116,7 @@ def make_record(cfg: Config | None = None, out: Path = RECORD, progress: bool = 
     )
     before = answers(untrained, data.tokenizer)
     with tempfile.TemporaryDirectory() as folder:
-        result = train(cfg, Path(folder) / "record", progress=progress, track=False)
+        result = train(cfg, Path(folder) / "record", progress_bar=progress, track=False)
         after = answers(Predictor.from_checkpoint(result.checkpoint), data.tokenizer)
     rounded = lambda row: {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()}  # noqa: E731
     # Time to quality: training seconds until held-out MLM at [MASK] first passes the neighbour-counting guess.

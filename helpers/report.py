@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from helpers.baselines import ACCURACIES, FREQUENT_TOKENS, Accuracy, Baseline, accuracy, baseline_key, beside
+from helpers import baselines as tables  # its tables are read at each call: an entry added later is seen
+from helpers.baselines import Accuracy, Baseline, accuracy, baseline_key, beside
 from helpers.config import Config
 from helpers.pairs import IS_RANDOM, LABEL_NAMES
 
@@ -54,7 +55,7 @@ def compared_accuracies(final: dict[str, Any], parts: bool = True) -> list[Compa
     """Each held-out accuracy in ``final`` with its baselines (``parts=False``: not the split of MLM's positions)."""
     return [
         Compared(a.key, a.words, final[a.key], _in_words(a, final))
-        for a in ACCURACIES
+        for a in tables.ACCURACIES
         if isinstance(final.get(a.key), _NUMBER) and (parts or a.part is None)
     ]
 
@@ -80,7 +81,7 @@ def as_json(final: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def format_baselines(values: dict[str, float]) -> str:
     """The baselines alone, before training starts: what each accuracy will have to beat, one line per accuracy."""
-    return "\n".join(f"  {a.words}: {numbers_beside(_in_words(a, values))}" for a in ACCURACIES)
+    return "\n".join(f"  {a.words}: {numbers_beside(_in_words(a, values))}" for a in tables.ACCURACIES)
 
 
 def headline(final: dict[str, float]) -> str:
@@ -91,7 +92,7 @@ def headline(final: dict[str, float]) -> str:
 def seen_headline(final: dict[str, float]) -> str:
     """The same accuracies on training pairs (same masking), for the gap between seen and unseen text."""
     return "The same on training pairs (seen text; the gap above held-out is memorised): " + ", ".join(
-        f"{a.words} {final[SEEN + a.key]:.3f}" for a in ACCURACIES if SEEN + a.key in final
+        f"{a.words} {final[SEEN + a.key]:.3f}" for a in tables.ACCURACIES if SEEN + a.key in final
     )
 
 
@@ -144,47 +145,26 @@ def _is(baselines: list[tuple[Baseline, float]]) -> str:
 # ----- the model card -----
 
 
-def _card_explanations(val_mlm_probability: float) -> dict[str, str]:
-    """What each accuracy counts, for the model card; the baselines' own sentences follow it."""
-    share = f"{val_mlm_probability:.0%}"
-    split = (
-        f"the same positions split by the token hidden there: one of the {FREQUENT_TOKENS} most frequent tokens "
-        f"of the training text, or another"
-    )
-    return {
-        "mlm_accuracy_at_mask": f"**MLM accuracy at [MASK]** counts, over the held-out paragraphs with {share} of "
-        f"their tokens selected and every selected token replaced by [MASK], how often the "
-        f"model's top guess is the original token.",
-        "mlm_accuracy_frequent": f"**MLM accuracy at [MASK], the {FREQUENT_TOKENS} most frequent tokens** and "
-        f"**the other tokens** count {split}.",
-        "mlm_accuracy_rest": "",  # explained with its other half
-        "nsp_accuracy": '**NSP accuracy** counts how often the verdict ("B follows A" or "B is random") is '
-        "right on held-out sentence pairs, half of them true next sentences and half with B drawn "
-        "from another paragraph.",
-    }
-
-
 def _explained(val_mlm_probability: float, compared: list[Compared]) -> str:
-    """Each accuracy's sentence, then, once per task, what its baselines do on the same data."""
-    explanations, paragraphs, told = _card_explanations(val_mlm_probability), [], set()
+    """Each accuracy's own sentence (its entry's), then, once per task, what its baselines do on the same data."""
+    paragraphs, told = [], set()
     for row in compared:
         entry = accuracy(row.key)
-        text = explanations[row.key]
+        text = entry.card.format(share=f"{val_mlm_probability:.0%}")
         if entry.task not in told:
             data = "masks" if entry.task == "mlm" else "pairs"
             text += (
                 f" Beside it, on the same {data}: " + "; ".join(f"*{b.words}* {b.about}" for b in beside(entry)) + "."
             )
             told.add(entry.task)
-        if text:
-            paragraphs.append(text)
+        paragraphs.append(text)
     return "\n\n".join(paragraphs)
 
 
 def model_card(cfg: Config, metrics: dict[str, Any]) -> str:
     """The checkpoint's README.md: how to load it, and each held-out accuracy beside its baselines."""
     compared = compared_accuracies(metrics)
-    shown = {row.key for row in compared} | {baseline_key(b, a) for a in ACCURACIES for b in beside(a)}
+    shown = {row.key for row in compared} | {baseline_key(b, a) for a in tables.ACCURACIES for b in beside(a)}
     rows = [f"| {row.name} | {row.value:.4f} | {numbers_beside(row.baselines, 4, ' · ')} |" for row in compared]
     rows += [
         f"| {k} | {v:.4f} | |" if isinstance(v, float) else f"| {k} | {v} | |"

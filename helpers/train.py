@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,8 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, BertForPreTraining, get_scheduler, set_seed
 
-from helpers.baselines import ACCURACIES, TrainingText, count_baselines, positions_of
+from helpers import baselines as tables  # its tables are read at each call: an entry added later is seen
+from helpers.baselines import TrainingText, count_baselines, scores
 from helpers.checkpoint import (
     CheckpointError,
     Progress,
@@ -46,14 +47,11 @@ from helpers.inference import nsp_probabilities, nsp_readout
 from helpers.masking import IGNORE_INDEX
 from helpers.model import PretrainingModel, load_model
 from helpers.pairs import IS_RANDOM, LABEL_NAMES, PairError
+from helpers.parts import part, timed
 from helpers.report import SEEN, as_json, format_baselines, format_table, headline, seen_headline
 from helpers.tokens import ModelSourceError, check_max_length
 from helpers.tracking import Tracker
 
-# Measured every epoch on SEEN_PAIRS training pairs, masked by the validation rule, and kept
-# in each epoch's row as seen_<name> ("seen": measured on text the model trained on); the gap to the held-out figure
-# is what was memorised.
-SEEN_METRICS = ("mlm_loss", *(accuracy.key for accuracy in ACCURACIES))
 # Training pairs measured every epoch beside the held-out ones (epoch 1's first): enough for a curve of what the model
 # memorised, at half the cost of as many as the 526 held-out pairs (each epoch's measurement is time not training).
 SEEN_PAIRS = 256
@@ -150,48 +148,36 @@ def make_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device | N
 def evaluate(
     model: PretrainingModel, batches: list[dict[str, torch.Tensor]], accelerator: Accelerator, frequent: torch.Tensor
 ) -> dict[str, float]:
-    """Validation metrics from the logits: each accuracy of ACCURACIES, both losses; ``frequent``: the split's tokens.
+    """Validation metrics: every accuracy of ACCURACIES, both losses, and the share answered "B is random".
 
     MLM is scored on the batches' masked pairs; NSP on the same pairs as written (every [MASK] put back), which is
-    what the demo and ``Predictor`` read: one NSP figure for one question.
+    what the demo and ``Predictor`` read: one NSP figure for one question. ``frequent``: the split's token ids.
     """
     was_training = model.training
     model.eval()  # dropout off
-    mlm = [a for a in ACCURACIES if a.task == "mlm"]
-    sums = dict.fromkeys(
-        [a.key for a in mlm]
-        + [f"{a.key}_n" for a in mlm]
-        + ["mlm_loss", "mlm_n", "nsp_accuracy", "nsp_loss", "nsp_n", "random"],
-        0.0,
-    )
+    answers = {"mlm": ([], []), "nsp": ([], [])}  # per task: the model's top guesses and the truth, batch by batch
+    losses = {"mlm": 0.0, "nsp": 0.0}
     for batch in batches:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
             out = model(**batch)
             clean = batch["input_ids"].where(batch["labels"] == IGNORE_INDEX, batch["labels"])  # (batch, seq_len)
             nsp = model(**batch | {"input_ids": clean, "labels": torch.full_like(clean, IGNORE_INDEX)})
-        hits = out["mlm_logits"].argmax(-1) == out["mlm_labels"]  # (n_masked,)
-        for accuracy in mlm:  # the whole, and each part of the split by the hidden token
-            positions = positions_of(accuracy, out["mlm_labels"], frequent)  # (n_masked,) bool
-            sums[accuracy.key] += (hits & positions).sum().item()
-            sums[f"{accuracy.key}_n"] += positions.sum().item()
-        verdicts, n_pairs = nsp["nsp_logits"].argmax(-1), batch["next_sentence_label"].numel()  # (batch,)
-        sums["nsp_accuracy"] += (verdicts == batch["next_sentence_label"].view(-1)).sum().item()
-        sums["random"] += (verdicts == IS_RANDOM).sum().item()
-        sums["mlm_loss"] += out["mlm_loss"].item() * out["mlm_labels"].numel()  # token-weighted, as one big batch
-        sums["nsp_loss"] += nsp["nsp_loss"].item() * n_pairs
-        sums["mlm_n"] += out["mlm_labels"].numel()
-        sums["nsp_n"] += n_pairs
+        answers["mlm"][0].append(out["mlm_logits"].argmax(-1))  # (n_masked,): the top guess at each [MASK]
+        answers["mlm"][1].append(out["mlm_labels"])  # (n_masked,): the hidden token
+        answers["nsp"][0].append(nsp["nsp_logits"].argmax(-1))  # (batch,): 0 = "B follows A", 1 = "B is random"
+        answers["nsp"][1].append(batch["next_sentence_label"].view(-1))  # (batch,)
+        losses["mlm"] += out["mlm_loss"].item() * out["mlm_labels"].numel()  # token-weighted, as one big batch
+        losses["nsp"] += nsp["nsp_loss"].item() * batch["next_sentence_label"].numel()
     model.train(was_training)
-    per = lambda key, n: sums[key] / max(sums[n], 1)  # noqa: E731
-    mlm_loss = per("mlm_loss", "mlm_n")
-    return {
-        "nsp_accuracy": per("nsp_accuracy", "nsp_n"),
-        **{a.key: per(a.key, f"{a.key}_n") for a in mlm},
+    answers = {task: (torch.cat(guesses), torch.cat(truth)) for task, (guesses, truth) in answers.items()}
+    n = {task: max(len(truth), 1) for task, (_, truth) in answers.items()}
+    mlm_loss = losses["mlm"] / n["mlm"]
+    return scores(answers, frequent) | {
         "mlm_loss": mlm_loss,
         "mlm_perplexity": math.exp(min(mlm_loss, 50.0)),
-        "nsp_loss": per("nsp_loss", "nsp_n"),
-        "nsp_answered_random": per("random", "nsp_n"),
+        "nsp_loss": losses["nsp"] / n["nsp"],
+        "nsp_answered_random": (answers["nsp"][0] == IS_RANDOM).sum().item() / n["nsp"],
     }
 
 
@@ -214,11 +200,17 @@ class Run:
     tracker: Tracker
     say: Callable[..., None]  # print on the main process, or nothing when not verbose
     started: float  # time.perf_counter() at the start, less the seconds a resumed run trained before
-    rng: dict[str, Any] | None  # a resumed run's RNG state, until the loop restores it where the run stopped
+    saved_rng: dict[str, Any] | None  # a resumed run's RNG state, until the loop restores it
 
     def clock(self) -> float:
         """Seconds trained so far, with what a resumed run trained before."""
         return time.perf_counter() - self.started
+
+    def restore_rng(self) -> None:
+        """A resumed run: the random state (dropout's) back where it stood at the save, once."""
+        if self.saved_rng is not None:
+            set_rng_state(self.saved_rng)
+            self.saved_rng = None
 
 
 def train(
@@ -227,7 +219,7 @@ def train(
     *,
     resume: bool = False,
     overwrite: bool = False,
-    progress: bool = True,
+    progress_bar: bool = True,
     track: bool = True,
     verbose: bool = True,
     data: PreparedData | None = None,
@@ -236,123 +228,109 @@ def train(
 ) -> TrainResult:
     """Train ``cfg`` and save to ``output``; ``resume=True`` continues the checkpoint in ``output``.
 
-    ``on_step`` is called with each step's metrics (step, epoch, losses, lr); ``on_epoch`` with each epoch's row and
-    the model in eval mode (e.g. to ask it fill-mask questions), before the epoch's checkpoint is saved. Raising
-    KeyboardInterrupt in either behaves like Ctrl-C: a resumable checkpoint is saved.
+    ``on_step`` is called with each step's metrics; ``on_epoch`` with each epoch's row and the model in eval mode
+    (to ask it fill-mask questions, say). Raising KeyboardInterrupt in either behaves like Ctrl-C: a resumable
+    checkpoint is saved.
     """
     output = Path(output)
     with run_lock(output):
-        run, result, at = start_run(cfg, output, resume, overwrite, track, verbose, data)  # at: the loop's Progress
-        cfg, accelerator, model, optimizer = run.cfg, run.accelerator, run.model, run.optimizer
-        throughput, first_epoch, seconds_before = Throughput(), at.epoch, at.seconds
+        run, result, progress = start_run(cfg, output, resume, overwrite, track, verbose, data)
+        throughput, first_epoch, seconds_before = Throughput(), progress.epoch, progress.seconds
         try:
-            while at.epoch < cfg.epochs and at.global_step < run.total_steps:
-                loader = epoch_loader(run, at.epoch)
-                bar = epoch_bar(
-                    len(loader),
-                    at.batches_done,
-                    f"epoch {at.epoch + 1}/{cfg.epochs}",
-                    progress and accelerator.is_main_process,
-                )
-                model.train()  # dropout on
-                for index, batch in remaining(run, loader, at):
-                    # MLM first: NSP rides on what MLM builds, and from step 0 it slows MLM (docs/experiments.md).
-                    nsp_weight = cfg.nsp_weight if at.global_step >= run.mlm_only_steps else 0.0
-                    # batch: input_ids, token_type_ids, attention_mask, labels (batch, seq); next_sentence_label (batch,)
-                    out = model(**batch, nsp_weight=nsp_weight)
-                    loss = out["loss"]  # mlm_loss + nsp_weight * nsp_loss
-                    check_finite(loss, at.global_step + 1, output)
-                    accelerator.backward(loss)
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    run.scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    at.step(index + 1)
-                    step_metrics = log_step(
-                        run, throughput, batch, out, at.global_step, at.epoch + at.batches_done / len(loader)
-                    )
+            while progress.epoch < run.cfg.epochs and progress.global_step < run.total_steps:
+                loader = epoch_loader(run, progress.epoch)  # this epoch's pairs, batched and masked as they come
+                bar = epoch_bar(run, len(loader), progress, progress_bar)
+                run.model.train()  # dropout on
+                run.restore_rng()  # a resumed run only
+                for index, batch in timed("batches padded and masked", enumerate(loader)):
+                    if index < progress.batches_done:
+                        continue  # resume: trained on before the stop (drawn all the same, so the masks after match)
+                    out = train_step(run, batch, progress.global_step)
+                    progress.step(index + 1)
+                    step_metrics = log_step(run, throughput, batch, out, progress, len(loader))
                     result.history.append(step_metrics)
                     if on_step is not None:
                         on_step(step_metrics)
-                    bar.update()
-                    bar.set_postfix(
-                        loss=f"{step_metrics['loss']:.3f}",
-                        mlm=f"{step_metrics['mlm_loss']:.3f}",
-                        nsp=f"{step_metrics['nsp_loss']:.3f}",
-                        refresh=False,
-                    )  # shown at the next redraw
-                    if at.global_step >= run.total_steps:
+                    show_step(bar, step_metrics)
+                    if progress.global_step >= run.total_steps:
                         break
                 bar.close()
-                end_epoch(run, at, result, header=at.epoch == first_epoch, on_epoch=on_epoch)
+                end_epoch(run, progress, result, header=progress.epoch == first_epoch, on_epoch=on_epoch)
         except KeyboardInterrupt:
-            at.seconds = run.clock()  # ``at`` already says where to go on: mid-epoch, or after an epoch's row
-            save(run, at, result)
-            run.say(f"\nInterrupted: a resumable checkpoint is in {output}; continue with --resume {output}.")
-            run.tracker.finish()
+            stopped(run, progress, result)
             raise
-        finish(run, at, result, throughput)
-        result.seconds = at.seconds - seconds_before
+        finish(run, progress, result, throughput)
+        result.seconds = progress.seconds - seconds_before
         return result
 
 
-def remaining(run: Run, loader: Iterable, at: Progress) -> Iterator[tuple[int, Any]]:
-    """(index in the epoch, batch) for the batches the epoch still has to train on; a resumed run's RNG restored.
-
-    The batches trained on before a resume are drawn all the same, so the mask generator advances as it did in the
-    first run. The global RNG goes back to where it stood at the save at the same point of the loop: before the
-    loader starts at an epoch boundary, just before the first batch trained on mid-epoch.
-    """
-    batches_done, rng, run.rng = at.batches_done, run.rng, None  # the RNG is restored once, where the run resumes
-    if rng is not None and not batches_done:
-        set_rng_state(rng)
-        rng = None
-    for index, batch in enumerate(loader):
-        if index < batches_done:
-            continue
-        if rng is not None:
-            set_rng_state(rng)
-            rng = None
-        yield index, batch
-    if rng is not None:  # the interrupt came after the epoch's last step
-        set_rng_state(rng)
+def train_step(run: Run, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+    """One optimizer step on one batch: forward, backward, clipping, AdamW, the schedule; the model's outputs."""
+    # MLM alone first: NSP rides on what MLM builds, and from step 0 it slows MLM (docs/experiments.md).
+    nsp_weight = run.cfg.nsp_weight if step >= run.mlm_only_steps else 0.0
+    with part("forward"):
+        # batch: input_ids, token_type_ids, attention_mask, labels (batch, seq); next_sentence_label (batch,)
+        out = run.model(**batch, nsp_weight=nsp_weight)  # out["loss"] = mlm_loss + nsp_weight * nsp_loss
+    check_finite(out["loss"], step + 1, run.output)
+    with part("backward"):
+        run.accelerator.backward(out["loss"])  # d loss / d parameter, into each .grad
+    with part("optimizer step (clipping, AdamW, schedule)"):
+        run.accelerator.clip_grad_norm_(run.model.parameters(), run.cfg.max_grad_norm)
+        run.optimizer.step()
+        run.scheduler.step()  # the learning rate for the next step
+        run.optimizer.zero_grad(set_to_none=True)
+    return out
 
 
+def stopped(run: Run, progress: Progress, result: TrainResult) -> None:
+    """Ctrl-C (or KeyboardInterrupt from a callback): save a resumable checkpoint where the loop stands."""
+    progress.seconds = run.clock()  # progress already says where to go on: mid-epoch, or after an epoch's row
+    save(run, progress, result)
+    run.say(f"\nInterrupted: a resumable checkpoint is in {run.output}; continue with --resume {run.output}.")
+    run.tracker.finish()
+
+
+@part("measurement (held-out and seen pairs)")
 def measure(run: Run) -> tuple[dict[str, float], dict[str, float]]:
-    """The validation metrics, and the same measurement on SEEN_PAIRS training pairs (``SEEN_METRICS`` of it)."""
+    """The validation metrics, and the same accuracies and MLM loss on SEEN_PAIRS training pairs.
+
+    Kept in each epoch's row as seen_<key> ("seen": measured on text the model trained on); the gap to the held-out
+    figure is what was memorised.
+    """
     model = run.accelerator.unwrap_model(run.model)
     seen = evaluate(model, run.seen_batches, run.accelerator, run.frequent)
-    return evaluate(model, run.val_batches, run.accelerator, run.frequent), {key: seen[key] for key in SEEN_METRICS}
+    kept = ("mlm_loss", *(a.key for a in tables.ACCURACIES))
+    return evaluate(model, run.val_batches, run.accelerator, run.frequent), {key: seen[key] for key in kept}
 
 
 def end_epoch(
     run: Run,
-    at: Progress,
+    progress: Progress,
     result: TrainResult,
     header: bool,
     on_epoch: Callable[[dict[str, float], BertForPreTraining], None] | None,
 ) -> None:
     """The epoch's row: measured, logged, printed and handed to ``on_epoch``; then the epoch's checkpoint."""
     held_out, seen = measure(run)
-    at.seconds = run.clock()  # after the measurement, as the epoch's rows always counted
+    progress.seconds = run.clock()  # after the measurement, as the epoch's rows always counted
     row = {
-        "epoch": at.epoch + 1,
-        "step": at.global_step,
-        "seconds": round(at.seconds, 1),
+        "epoch": progress.epoch + 1,
+        "step": progress.global_step,
+        "seconds": round(progress.seconds, 1),
         **held_out,
         **{SEEN + key: value for key, value in seen.items()},
     }
     result.epochs.append(row)
-    at.end_epoch()  # the row is in: a stop from here on (in on_epoch, say) continues at the next epoch
+    progress.end_epoch()  # the row is in: a stop from here on (in on_epoch, say) continues at the next epoch
     # The baselines go beside every epoch's metrics, so W&B draws them as flat lines in the same charts.
     run.tracker.log(
         {f"val/{k}": v for k, v in (held_out | result.baselines).items()} | {f"seen/{k}": v for k, v in seen.items()},
-        step=at.global_step,
+        step=progress.global_step,
     )
     run.say(format_table([row], header=header))  # the header once per call of train()
     if on_epoch is not None:
         call_on_epoch(run, on_epoch, row)
-    save(run, at, result)
+    save(run, progress, result)
 
 
 def call_on_epoch(
@@ -367,14 +345,32 @@ def call_on_epoch(
         set_rng_state(state)
 
 
-def epoch_bar(total: int, batches_done: int, desc: str, show: bool) -> tqdm:
-    """The epoch's progress bar, redrawn once a second at most."""
+def epoch_bar(run: Run, total: int, progress: Progress, show: bool) -> tqdm:
+    """The epoch's progress bar (on the main process), redrawn once a second at most."""
     # In a notebook each redraw is a message to the frontend. nbval reads them only once the cell has ended, and past
     # ZMQ's high-water mark (1,000 messages) the newest are dropped, the kernel's final "idle" among them: a long
     # cell that redrew at every step then failed with "Timeout of 5 seconds exceeded waiting for output".
-    return tqdm(total=total, initial=batches_done, desc=desc, mininterval=1.0, dynamic_ncols=True, disable=not show)
+    return tqdm(
+        total=total,
+        initial=progress.batches_done,
+        desc=f"epoch {progress.epoch + 1}/{run.cfg.epochs}",
+        mininterval=1.0,
+        dynamic_ncols=True,
+        disable=not (show and run.accelerator.is_main_process),
+    )
 
 
+@part("progress bar")
+def show_step(bar: tqdm, step_metrics: dict[str, float]) -> None:
+    """One step on the bar, with the running losses (shown at its next redraw)."""
+    bar.update()
+    losses = {
+        name: f"{step_metrics[key]:.3f}" for name, key in (("loss", "loss"), ("mlm", "mlm_loss"), ("nsp", "nsp_loss"))
+    }
+    bar.set_postfix(losses, refresh=False)
+
+
+@part("setup (data, tokenizer, model, baselines)")
 def start_run(
     cfg: Config | None,
     output: Path,
@@ -399,13 +395,12 @@ def start_run(
         f"Profile '{cfg.profile}' on {accelerator.device} (mixed precision: {accelerator.mixed_precision}, "
         f"processes: {accelerator.num_processes})\n{cfg.describe()}"
     )
-
     set_seed(cfg.seed)  # one seed: pairs, masks, initialisation and data order
     if data is None:
         data = prepare_data(cfg, tokenizer=AutoTokenizer.from_pretrained(output) if resume else None)
-    # Building the measuring batches and counting the training text draw nothing from the global RNG, so the model
+    # Building the measurement batches and counting the training text draw nothing from the global RNG, so the model
     # below starts from the same weights as load_model right after set_seed (record.py and notebook 04 rely on it).
-    val_batches, seen_batches, text = measuring(data, cfg)
+    val_batches, seen_batches, text = measurement_batches(data, cfg)
     stock = (
         BertForPreTraining.from_pretrained(output, use_safetensors=True)
         if resume
@@ -415,58 +410,45 @@ def start_run(
     say(data.summary())
     base = count_baselines(text, val_batches, data.val_pairs)
     say("Baselines on the same validation masks and pairs:\n" + format_baselines(base))
-
     steps_per_epoch = math.ceil(len(text.pairs) / (cfg.batch_size * accelerator.num_processes))
-    total_steps = (
-        steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
-    )
+    total_steps = min(cfg.max_steps or steps_per_epoch * cfg.epochs, steps_per_epoch * cfg.epochs)
+    model, optimizer, scheduler = optimisation(stock, cfg, accelerator, total_steps, saved if resume else None)
+    if resume:
+        say(f"Resuming {output} at epoch {saved.progress.epoch + 1}, step {saved.progress.global_step}.")
+    tracker = Tracker(cfg, enabled=track and accelerator.is_main_process)
+    result = TrainResult(output, saved.history, saved.epochs, baselines=base, wandb_run=tracker.run_path)
+    run = Run(
+        cfg, output, accelerator, data, model, optimizer, scheduler, val_batches, seen_batches,
+        text.frequent.to(accelerator.device), total_steps, round(cfg.mlm_only_ratio * total_steps), tracker, say,
+        started=time.perf_counter() - saved.progress.seconds, saved_rng=saved.rng,
+    )  # fmt: skip
+    return run, result, saved.progress
+
+
+def optimisation(
+    stock: BertForPreTraining, cfg: Config, accelerator: Accelerator, total_steps: int, saved: Resume | None
+) -> tuple[PretrainingModel, torch.optim.Optimizer, Any]:
+    """The model the loop trains, AdamW and the schedule, prepared by Accelerate (with a resumed run's state)."""
     model = PretrainingModel(stock, cfg.nsp_dropout)
     optimizer = make_optimizer(model, cfg, accelerator.device)
     # wsd: at the peak after the warm-up, then a linear fall to 0 over the last decay_ratio of the steps.
-    wsd = (
-        {"num_decay_steps": int(cfg.decay_ratio * total_steps), "decay_type": "linear"}
-        if cfg.lr_schedule == "wsd"
-        else None
-    )
+    wsd = {"num_decay_steps": int(cfg.decay_ratio * total_steps), "decay_type": "linear"}
     scheduler = get_scheduler(
         LR_SCHEDULES[cfg.lr_schedule],
         optimizer,
         num_warmup_steps=int(cfg.warmup_ratio * total_steps),
         num_training_steps=total_steps,
-        scheduler_specific_kwargs=wsd,
+        scheduler_specific_kwargs=wsd if cfg.lr_schedule == "wsd" else None,
     )
     model, optimizer = accelerator.prepare(model, optimizer)
-    if resume:
+    if saved is not None:
         optimizer.load_state_dict(saved.optimizer)
         scheduler.load_state_dict(saved.scheduler)
-        say(f"Resuming {output} at epoch {saved.progress.epoch + 1}, step {saved.progress.global_step}.")
-    tracker = Tracker(cfg, enabled=track and accelerator.is_main_process)
-    result = TrainResult(
-        checkpoint=output, history=saved.history, epochs=saved.epochs, baselines=base, wandb_run=tracker.run_path
-    )
-    run = Run(
-        cfg,
-        output,
-        accelerator,
-        data,
-        model,
-        optimizer,
-        scheduler,
-        val_batches,
-        seen_batches,
-        text.frequent.to(accelerator.device),
-        total_steps,
-        round(cfg.mlm_only_ratio * total_steps),
-        tracker,
-        say,
-        started=time.perf_counter() - saved.progress.seconds,
-        rng=saved.rng,
-    )
-    return run, result, saved.progress
+    return model, optimizer, scheduler
 
 
-def measuring(data: PreparedData, cfg: Config) -> tuple[list[dict], list[dict], TrainingText]:
-    """The fixed-mask batches of the validation pairs and of SEEN_PAIRS training pairs, and the baselines' training text."""
+def measurement_batches(data: PreparedData, cfg: Config) -> tuple[list[dict], list[dict], TrainingText]:
+    """The fixed-mask batches of the validation pairs and of SEEN_PAIRS training pairs; the baselines' training text."""
     val_batches = validation_batches(data, cfg)
     text = data.training_text(cfg)  # its pairs are epoch 1's; every epoch draws as many
     # The masks come from the collator's own seeded generator: building these draws nothing from the global RNG.
@@ -474,6 +456,7 @@ def measuring(data: PreparedData, cfg: Config) -> tuple[list[dict], list[dict], 
     return val_batches, seen_batches, text
 
 
+@part("each epoch's pairs drawn and tokenized")
 def epoch_loader(run: Run, epoch: int):
     """This epoch's pairs in batches; each process gets its share, with masks of its own."""
     cfg, accelerator = run.cfg, run.accelerator
@@ -481,17 +464,16 @@ def epoch_loader(run: Run, epoch: int):
     # Every process must see the same order (Accelerate then hands each its own share of the batches).
     seed = cfg.seed + 7919 * epoch
     pad_multiple = 8 if accelerator.mixed_precision != "no" else None  # tensor cores like multiples of 8
-    return accelerator.prepare(
-        make_loader(
-            train_set,
-            run.data.tokenizer,
-            cfg,
-            shuffle=True,
-            seed=seed,
-            pad_to_multiple_of=pad_multiple,
-            mask_seed=seed + 104729 * accelerator.process_index,
-        )
+    loader = make_loader(
+        train_set,
+        run.data.tokenizer,
+        cfg,
+        shuffle=True,
+        seed=seed,
+        pad_to_multiple_of=pad_multiple,
+        mask_seed=seed + 104729 * accelerator.process_index,
     )
+    return accelerator.prepare(loader)
 
 
 def check_finite(loss: torch.Tensor, step: int, output: Path) -> None:
@@ -503,19 +485,21 @@ def check_finite(loss: torch.Tensor, step: int, output: Path) -> None:
         )
 
 
+@part("logging (step metrics, W&B)")
 def log_step(
     run: Run,
     throughput: Throughput,
     batch: dict[str, torch.Tensor],
     out: dict[str, torch.Tensor],
-    step: int,
-    epoch: float,
+    progress: Progress,
+    batches_in_epoch: int,
 ) -> dict[str, float]:
     """The step's row of the history; every ``log_every`` steps also in W&B, with the throughput."""
     throughput.add(batch)
+    step = progress.global_step
     step_metrics = {
         "step": step,
-        "epoch": epoch,
+        "epoch": progress.epoch + progress.batches_done / batches_in_epoch,
         "loss": out["loss"].item(),
         "mlm_loss": out["mlm_loss"].item(),
         "nsp_loss": out["nsp_loss"].item(),
@@ -528,7 +512,8 @@ def log_step(
     return step_metrics
 
 
-def save(run: Run, at: Progress, result: TrainResult, final: dict[str, float] | None = None) -> None:
+@part("checkpoint saves")
+def save(run: Run, progress: Progress, result: TrainResult, final: dict[str, float] | None = None) -> None:
     """A whole checkpoint: the model, the metrics (accuracies beside their baselines), and where to resume from."""
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
@@ -543,36 +528,42 @@ def save(run: Run, at: Progress, result: TrainResult, final: dict[str, float] | 
         "history": result.history,
     }
     state = Resume(
-        at, rng_state(), run.optimizer.state_dict(), run.scheduler.state_dict(), result.history, result.epochs
+        progress,
+        rng_state(),
+        run.optimizer.state_dict(),
+        run.scheduler.state_dict(),
+        result.history,
+        result.epochs,
     )
     save_checkpoint(
         run.output, accelerator.unwrap_model(run.model).stock, run.data.tokenizer, run.cfg, metrics, state.state()
     )
 
 
-def finish(run: Run, at: Progress, result: TrainResult, throughput: Throughput) -> TrainResult:
+@part("the end (final save, read-out)")
+def finish(run: Run, progress: Progress, result: TrainResult, throughput: Throughput) -> TrainResult:
     """The final metrics beside their baselines, the last checkpoint, and validation pairs read out."""
     accelerator = run.accelerator
     model = accelerator.unwrap_model(run.model)
-    at.seconds = run.clock()
-    at.epoch, at.batches_done = run.cfg.epochs, 0  # finished (max_steps may end it early): nothing left to resume
+    progress.seconds = run.clock()
+    progress.epoch, progress.batches_done = run.cfg.epochs, 0  # finished (max_steps may end it early)
     # The last epoch's row holds the held-out figures and the same on training pairs (the gap is what was memorised).
     final = dict(result.epochs[-1])
     final.pop("epoch")
     final.update(result.baselines)
-    final["train_seconds"] = round(at.seconds, 1)  # a resumed run's seconds before the interrupt too
+    final["train_seconds"] = round(progress.seconds, 1)  # a resumed run's seconds before the interrupt too
     final["padding_efficiency"] = throughput.padding_efficiency()
     # Evidence that every process trained: its optimizer steps, gathered from all ranks.
-    steps = accelerator.gather(torch.tensor([at.global_step], device=accelerator.device)).tolist()
+    steps = accelerator.gather(torch.tensor([progress.global_step], device=accelerator.device)).tolist()
     final["num_processes"] = accelerator.num_processes
     final["steps_per_process"] = steps
     result.final = final
-    save(run, at, result, final=final)
+    save(run, progress, result, final=final)
     if accelerator.is_main_process:
-        read_out(run, model.stock.eval(), at.global_step)
+        read_out(run, model.stock.eval(), progress.global_step)
         run.tracker.summary({f"final/{k}": v for k, v in final.items()})
     run.tracker.finish()
-    run.say(f"\n{headline(final)} ({at.seconds:.0f} s).\n{seen_headline(final)}\nCheckpoint: {run.output}")
+    run.say(f"\n{headline(final)} ({progress.seconds:.0f} s).\n{seen_headline(final)}\nCheckpoint: {run.output}")
     return result
 
 
@@ -629,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
             args.resume or args.output,
             resume=args.resume is not None,
             overwrite=args.overwrite,
-            progress=not args.no_progress,
+            progress_bar=not args.no_progress,
         )
     except KeyboardInterrupt:
         return 130

@@ -44,7 +44,7 @@ def build_tiny_checkpoint(folder: Path) -> Path:
     """Train the tiny profile into ``folder`` (about 5 s)."""
     from helpers.train import train
 
-    train(get_profile("tiny"), folder, track=False, progress=False, verbose=False)
+    train(get_profile("tiny"), folder, track=False, progress_bar=False, verbose=False)
     return folder
 
 

@@ -121,7 +121,7 @@ def default_run():
     # A learner's own run there (other options) is left alone: the tests then train the default in a folder of theirs.
     same = {k: v for k, v in saved.items() if k not in ("corpus", "wandb")} == record_profile(cfg)
     folder = NOTEBOOK_RUN if same or not NOTEBOOK_RUN.exists() else ROOT / "runs" / "tests-default"
-    metrics = read_json(ensure_trained(cfg, folder, progress=False, verbose=False, track=False) / "metrics.json")
+    metrics = read_json(ensure_trained(cfg, folder, progress_bar=False, verbose=False, track=False) / "metrics.json")
     return SimpleNamespace(
         checkpoint=folder, final=metrics["final"], epochs=metrics["epochs"], baselines=metrics["baselines"]
     )

@@ -19,18 +19,10 @@ from urllib.parse import urlparse
 
 import pytest
 
-from helpers import app
-from helpers.app import PAGE_IDLE as IDLE  # no output of the page is waiting for the server
-from helpers.app import (
-    ScreenshotError,
-    ask_next_sentence,
-    build_demo,
-    chromium_page,
-    find_chromium,
-    screenshot_demo,
-    serve,
-    stop,
-)
+from helpers import browser
+from helpers.app import build_demo, serve, stop
+from helpers.browser import PAGE_IDLE as IDLE  # no output of the page is waiting for the server
+from helpers.browser import ScreenshotError, ask_next_sentence, chromium_page, find_chromium, screenshot_demo
 from helpers.config import ROOT
 from helpers.serving import Predictor
 from tests.app_fixtures import demo_server, free_port, tiny_checkpoint  # noqa: F401
@@ -152,7 +144,7 @@ def test_screenshot_demo_pictures_each_tab_with_its_answer(tiny_checkpoint):  # 
 # A scratch notebook: the demo served inline from the kernel, as notebook 06 does, then pictured.
 KERNEL_CELLS = [
     "import asyncio\nfrom IPython.display import Image, display\n"
-    "from helpers.app import build_demo, screenshot_demo, serve, stop\n"
+    "from helpers.app import build_demo, serve, stop\nfrom helpers.browser import screenshot_demo\n"
     "demo = build_demo({checkpoint!r})\nurl = serve(demo)\n"
     "print('asyncio loop running in this thread:', asyncio.get_event_loop().is_running())",
     # The control: Playwright's sync API called in the kernel's own thread is refused.
@@ -199,7 +191,7 @@ def test_screenshot_demo_without_playwright_says_what_to_install(monkeypatch):
 def test_screenshot_demo_without_chromium_says_what_to_install(monkeypatch, tmp_path):
     pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
     # No system Chromium, and no browser of Playwright's own download: a learner's fresh laptop.
-    monkeypatch.setattr(app, "find_chromium", lambda: None)
+    monkeypatch.setattr(browser, "find_chromium", lambda: None)
     monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path / "no-browsers"))
     with pytest.raises(
         ScreenshotError,

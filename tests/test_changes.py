@@ -17,9 +17,10 @@ import torch
 from matplotlib import pyplot as plt
 
 import helpers.baselines
-from helpers.baselines import BASELINES, Baseline, MaskGuess, NeighbourGuess
+from helpers.baselines import ACCURACIES, BASELINES, Accuracy, Baseline, MaskGuess, NeighbourGuess
 from helpers.config import get_profile
 from helpers.masking import IGNORE_INDEX, MaskingRule
+from helpers.pairs import IS_NEXT
 from helpers.tracking import Tracker
 from helpers.train import train
 
@@ -61,7 +62,7 @@ def test_a_new_baseline_reaches_printout_metrics_card_wandb_plot_panel_and_curve
 
     logged = []
     monkeypatch.setattr(Tracker, "log", lambda self, metrics, step: logged.append(metrics))
-    result = train(get_profile("tiny", epochs=1, wandb="disabled"), tmp_path / "run", progress=False, track=False)
+    result = train(get_profile("tiny", epochs=1, wandb="disabled"), tmp_path / "run", progress_bar=False, track=False)
     values = {part: result.baselines[f"baseline_left{part}"] for part in ("", "_frequent", "_rest")}  # counted, split
     assert values[""] == result.final["baseline_left"] and 0 < values[""] < 1
     printed = capsys.readouterr().out
@@ -87,6 +88,40 @@ def test_a_new_baseline_reaches_printout_metrics_card_wandb_plot_panel_and_curve
     plot({"runs": [run]}, tmp_path / "curves.png")
     assert "left neighbour (42)" in [text.get_text() for text in plt.gcf().axes[0].texts]
     plt.close("all")
+
+
+# A toy accuracy: NSP on the true pairs alone (a part of NSP's pairs, so its baselines' keys end in _true).
+TRUE_PAIRS = Accuracy(
+    "nsp_accuracy_true",
+    "NSP accuracy on true pairs",
+    "nsp",
+    "**NSP accuracy on true pairs** counts the held-out pairs whose B is the next sentence.",
+    lambda truth, frequent: truth == IS_NEXT,
+    "true",
+)
+
+
+def test_a_new_accuracy_reaches_evaluate_printout_metrics_card_and_wandb(tmp_path, capsys, monkeypatch):
+    """The change: one entry in ACCURACIES. evaluate measures it, the baselines stand beside it, everything shows it."""
+    monkeypatch.setattr(helpers.baselines, "ACCURACIES", (*ACCURACIES, TRUE_PAIRS))
+    logged = []
+    monkeypatch.setattr(Tracker, "log", lambda self, metrics, step: logged.append(metrics))
+    result = train(get_profile("tiny", epochs=1, wandb="disabled"), tmp_path / "run", progress_bar=False, track=False)
+    value, overlap = result.final["nsp_accuracy_true"], result.baselines["baseline_word_overlap_true"]
+    # Measured on the true half of the balanced pairs: right on the true half = accuracy - share answered random + 1/2.
+    final = result.final
+    assert value == pytest.approx(final["nsp_accuracy"] - final["nsp_answered_random"] + 0.5)
+    printed = capsys.readouterr().out
+    assert f"NSP accuracy on true pairs: word overlap {overlap:.3f}, chance 0.500" in printed  # before training
+    assert f"NSP accuracy on true pairs {value:.3f} (word overlap {overlap:.3f}, chance 0.500)" in printed  # the end
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["beside_baselines"]["nsp_accuracy_true"] == {
+        "value": value, "baselines": {"word overlap": overlap, "chance": 0.5}
+    }  # fmt: skip
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert f"| NSP accuracy on true pairs | {value:.4f} |" in card and TRUE_PAIRS.card in card
+    assert any(step.get("val/nsp_accuracy_true") == value for step in logged)  # W&B, every epoch
+    assert any(step.get("seen/nsp_accuracy_true") is not None for step in logged)  # and on seen pairs
 
 
 @dataclass(frozen=True)
@@ -149,7 +184,7 @@ def test_a_new_masking_rule_reaches_training_batches_validation_masks_and_the_lo
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(PretrainingModel, "forward", watched)
-    train(cfg, tmp_path / "run", progress=False, verbose=False, track=False)
+    train(cfg, tmp_path / "run", progress_bar=False, verbose=False, track=False)
     assert seen["training"] > 0 and seen["evaluation"] > 0
 
 
@@ -170,6 +205,6 @@ def test_a_new_profile_reaches_the_command_line_the_notebooks_and_a_run(monkeypa
     monkeypatch.delenv("BERT_MEDITATIONS_ARGS", raising=False)
     cfg, about = notebook_config()
     assert cfg.profile == "small" and "a test's profile" in about
-    result = train(replace(cfg, wandb="disabled"), tmp_path / "run", progress=False, verbose=False, track=False)
+    result = train(replace(cfg, wandb="disabled"), tmp_path / "run", progress_bar=False, verbose=False, track=False)
     assert json.loads((result.checkpoint / "profile.json").read_text())["profile"] == "small"
     assert "(profile `small`)" in (result.checkpoint / "README.md").read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+from pathlib import Path
 
 import helpers
 from helpers.config import ROOT
@@ -39,17 +40,43 @@ def test_no_function_is_longer_than_a_screen():
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
 
 
-def imports_of(name: str) -> set[str]:
-    """The helpers modules that helpers/<name>.py imports, at the top or inside a function."""
+# Every Python module of the repository, by dotted name: the helpers, the benchmarks, the scripts and the tests.
+PACKAGES = ("helpers", "benchmarks", "scripts", "tests")
+
+
+def modules() -> dict[str, Path]:
+    """'helpers.train' -> helpers/train.py, and so on for every package of PACKAGES."""
+    return {
+        f"{package}.{path.stem}": path
+        for package in PACKAGES
+        for path in sorted((ROOT / package).glob("*.py"))
+        if path.stem != "__init__"
+    }
+
+
+def imports_in(path: Path, known: set[str]) -> set[str]:
+    """The modules of ``known`` that ``path`` imports, at the top or inside a function."""
     found = set()
-    for node in ast.walk(ast.parse((HELPERS / f"{name}.py").read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module == "helpers":  # from helpers import plots
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("helpers."):
-            found.add(node.module.split(".")[1])
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module in PACKAGES:  # from helpers import plots
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:  # from helpers.train import train
+            found.add(node.module)
         elif isinstance(node, ast.Import):  # import helpers.serving
-            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("helpers.")}
-    return found - {name}
+            found |= {alias.name for alias in node.names}
+    return (found & known) - {f"{path.parent.name}.{path.stem}"}
+
+
+def repository_graph() -> dict[str, set[str]]:
+    """Each module of the repository and the modules of the repository it imports."""
+    paths = modules()
+    return {name: imports_in(path, set(paths)) for name, path in paths.items()}
+
+
+def imports_of(name: str) -> set[str]:
+    """The helpers modules (short names) that helpers/<name>.py imports."""
+    known = {f"helpers.{p.stem}" for p in HELPERS.glob("*.py")}
+    return {module.split(".")[1] for module in imports_in(HELPERS / f"{name}.py", known)}
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -82,6 +109,26 @@ def test_the_import_graph_of_helpers_has_no_circle():
     assert find_cycle(graph) is None, f"import circle: {' -> '.join(find_cycle(graph))}"
 
 
+def test_the_import_graph_of_the_whole_repository_has_no_circle():
+    graph = repository_graph()
+    # The drawing reads every package: the benchmarks, the scripts and the tests as well as the helpers.
+    assert graph["benchmarks.run"] >= {"benchmarks.child", "benchmarks.time_to_quality", "helpers.provenance"}
+    assert graph["benchmarks.time_to_quality"] >= {"benchmarks.child", "benchmarks.learning", "helpers.parts"}
+    assert "scripts.run_notebooks" in graph and graph["tests.test_changes"] >= {"helpers.train"}
+    assert find_cycle(graph) is None, f"import circle: {' -> '.join(find_cycle(graph))}"
+
+
+def test_a_circle_through_the_benchmarks_is_found(tmp_path):
+    """The circle the benchmarks once had (run imports time_to_quality, which imported run back) fails this test."""
+    (tmp_path / "benchmarks").mkdir()
+    run, ttq = tmp_path / "benchmarks" / "run.py", tmp_path / "benchmarks" / "time_to_quality.py"
+    run.write_text("from benchmarks.time_to_quality import side_by_side\n")
+    ttq.write_text("def main():\n    from benchmarks.run import in_child\n")
+    known = {"benchmarks.run", "benchmarks.time_to_quality"}
+    graph = {"benchmarks.run": imports_in(run, known), "benchmarks.time_to_quality": imports_in(ttq, known)}
+    assert find_cycle(graph) == ["benchmarks.run", "benchmarks.time_to_quality", "benchmarks.run"]
+
+
 def test_the_cycle_finder_finds_a_circle_and_only_a_circle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"inference": {"serving"}, "serving": {"inference"}}) == ["inference", "serving", "inference"]
@@ -101,7 +148,8 @@ def test_the_core_imports_no_plumbing():
 TAKES_THE_CONFIG = {
     "train.train": "the loop: epochs, clipping, the NSP weight",
     "train.start_run": "builds the run from the profile: seed, schedule, steps, model, data",
-    "train.measuring": "the validation and seen batches, by the profile's masking and seed",
+    "train.measurement_batches": "the validation and seen batches, by the profile's masking and seed",
+    "train.optimisation": "AdamW's knobs and the schedule's (warm-up, decay, its kind)",
     "train.mixed_precision": "the one knob, resolved against the hardware",
     "train.make_optimizer": "four optimizer knobs; notebook 04 calls it with the profile",
     "train.ensure_trained": "trains the profile when the folder holds no checkpoint",
@@ -113,7 +161,8 @@ TAKES_THE_CONFIG = {
     "masking.masking_rule": "the one place the config chooses the masking rule",
     "model.load_model": "the model stage's entry: source and the scratch model's starting heads",
     "model.scratch_config": "seven knobs of the scratch model's shape",
-    "checkpoint.save_checkpoint": "writes the whole profile as profile.json",
+    "checkpoint.save_checkpoint": "the marker names the profile; hands it on to _write_files",
+    "checkpoint._write_files": "writes the whole profile as profile.json, and the card",
     "report.model_card": "the card names the profile and its model source, and the validation masking share",
     "scale.run_scale": "this run's steps and batch, beside BERT-base's",
     "scale.scale_table": "this run's profile beside the bert-base profile",

@@ -76,8 +76,8 @@ def test_a_missing_record_says_how_to_make_one(tmp_path):
 
 
 def test_the_experiment_tables_are_the_committed_learning_json():
-    from benchmarks.learning import DRAWS, LEVERS, OUT, VARIANTS, lever_table, table
-    from helpers.config import PROFILES, ROOT
+    from benchmarks.learning import BASE, DRAWS, LEVERS, OUT, VARIANTS, lever_table, table
+    from helpers.config import ROOT
 
     report = json.loads(OUT.read_text())
     page = (ROOT / "docs" / "experiments.md").read_text(encoding="utf-8")
@@ -90,11 +90,23 @@ def test_the_experiment_tables_are_the_committed_learning_json():
     for name in LEVERS:
         runs = [run for run in report["runs"] if run["variant"] == name]
         assert len(runs) == 3 and all(len(run["draws"]) == DRAWS for run in runs), name
-    assert report["default_profile"] == PROFILES["default"], "benchmarks/learning.json was made with another default"
+    assert report["base_profile"] == BASE, "benchmarks/learning.json was made from another base profile"
     for name, (_, overrides, seeds) in VARIANTS.items():  # every variant measured, with its seeds and its overrides
         runs = [run for run in report["runs"] if run["variant"] == name]
         assert sorted(run["seed"] for run in runs) == sorted(seeds), name
-        assert all(run["overrides"] == overrides and run["code_version"] for run in runs), name
+        assert all(run["overrides"] == overrides and run["code_version"] and run["date"] for run in runs), name
+
+
+def test_a_new_default_profile_leaves_the_experiments_as_they_were(monkeypatch):
+    """The experiments are history: changing helpers/config.py's default changes no variant's profile, so the tables
+    and the committed learning.json stay true without `make learning` (docs/engineering.md, the artefacts)."""
+    from benchmarks import learning
+    from helpers import config
+
+    before = {name: learning.variant_config(name, 42) for name in learning.VARIANTS}
+    monkeypatch.setitem(config.PROFILES, "default", dict(config.PROFILES["default"], lr=3e-3, epochs=5))
+    assert config.get_profile("default").lr == 3e-3  # the change took
+    assert {name: learning.variant_config(name, 42) for name in learning.VARIANTS} == before
 
 
 def test_the_record_is_honest_and_beats_neighbour_counting_in_time(record):
@@ -121,7 +133,7 @@ def test_code_version_ignores_only_the_files_a_run_writes(monkeypatch):
     import subprocess
     import types
 
-    import helpers.record as rec
+    import helpers.provenance as rec
 
     answers = {"rev-parse": "abc1234", "status": " M benchmarks/learning.json\n M docs/time_to_quality.png"}
     monkeypatch.setattr(subprocess, "run", lambda args, **_: types.SimpleNamespace(stdout=answers[args[1]]))

@@ -21,7 +21,7 @@ CUT_SCRIPT = textwrap.dedent("""
     from helpers.train import train
 
     assert [name for _, name in socket.if_nameindex()] == ["lo"], socket.if_nameindex()  # really cut off
-    result = train(get_profile("tiny", wandb="auto", log_every=2), sys.argv[1], progress=False, verbose=False)
+    result = train(get_profile("tiny", wandb="auto", log_every=2), sys.argv[1], progress_bar=False, verbose=False)
     logged = read_run(result.wandb_run)
     print(json.dumps({
         "run": str(result.wandb_run), "sync": sync_command(result.wandb_run), "state": logged.state,

@@ -24,7 +24,7 @@ from helpers.model import PretrainingModel
 from helpers.tracking import read_run
 from helpers.train import SEEN_PAIRS, TrainingError, train
 
-QUIET = dict(progress=False, verbose=False, track=False)
+QUIET = dict(progress_bar=False, verbose=False, track=False)
 
 
 def tiny(**overrides):
@@ -542,7 +542,7 @@ def test_wandb_offline_run_logs_what_training_computed(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = get_profile("tiny", wandb="auto", log_every=2)
-    result = train(cfg, tmp_path / "tracked", progress=False, verbose=False)
+    result = train(cfg, tmp_path / "tracked", progress_bar=False, verbose=False)
     assert result.wandb_run is not None and result.wandb_run.name.startswith("offline-run-")
     logged = read_run(result.wandb_run)  # W&B's own reader of the run's log (wandb leet inspect)
     assert logged.state == "finished"
@@ -566,7 +566,7 @@ def test_tracking_failure_never_stops_training(tmp_path, monkeypatch):
     monkeypatch.setattr(wandb, "init", broken)
     with pytest.warns(UserWarning, match="training continues"):
         result = train(
-            get_profile("tiny", wandb="offline", epochs=1), tmp_path / "untracked", progress=False, verbose=False
+            get_profile("tiny", wandb="offline", epochs=1), tmp_path / "untracked", progress_bar=False, verbose=False
         )
     assert is_checkpoint(result.checkpoint)
 
@@ -663,7 +663,7 @@ def test_the_progress_bar_redraws_by_time_not_by_step(tmp_path, capsys):
     # step, a long training cell lost its final message and failed ("Timeout of 5 seconds exceeded waiting for
     # output"). Redraws are now timed (once a second at most), so a run of many fast steps redraws a few times.
     result = train(
-        tiny(epochs=1, batch_size=1, max_paragraphs=60), tmp_path / "bar", progress=True, verbose=False, track=False
+        tiny(epochs=1, batch_size=1, max_paragraphs=60), tmp_path / "bar", progress_bar=True, verbose=False, track=False
     )
     redraws = capsys.readouterr().err.count("\r")  # tqdm starts every redraw of its line with a carriage return
     steps = len(result.history)

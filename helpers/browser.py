@@ -1,0 +1,151 @@
+"""Pictures of the running demo, taken by a real headless Chromium through Playwright.
+
+Notebook 06 and the browser test drive the served page as a person would (type, click, wait for the answer) and
+keep a PNG of each tab. Nothing here serves or builds the demo (that is helpers.app); the browser is sent nowhere but
+the demo's own address.
+
+    from helpers.browser import screenshot_demo
+    pictures = screenshot_demo(url)   # {"Next sentence": DemoPicture, "Fill the mask": DemoPicture}
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from helpers.app import BUILTIN_MASKS, BUILTIN_PAIRS
+from helpers.serving import first_line
+
+# No request outside the demo's own address: no sync, updates, translation, QUIC or background traffic.
+# Playwright's launch() starts every browser with a fresh temporary profile (user data dir) of its own.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--metrics-recording-only",
+    "--disable-features=Translate,OptimizationHints,MediaRouter",
+]
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+VIEWPORT = {"width": 1280, "height": 900}
+# True once no output of the page is waiting for the server.
+PAGE_IDLE = "document.querySelectorAll('.pending').length === 0"
+
+
+class ScreenshotError(RuntimeError):
+    """No picture of the demo could be taken; the message says why and what to install or change."""
+
+
+def find_chromium() -> str | None:
+    """The system's Chromium (Debian's /usr/bin/chromium, ...), or None to let Playwright use its own download."""
+    import shutil
+
+    found = (shutil.which(name) for name in CHROMIUM_NAMES)
+    return next((path for path in found if path), None)
+
+
+@contextlib.contextmanager
+def chromium_page(playwright, url: str, timeout_s: float = 60.0, on_request=None):
+    """A headless Chromium page opened on ``url``, loaded, ``on_request(request)`` seeing each request; then closed."""
+    browser = playwright.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS)
+    try:
+        page = browser.new_page(viewport=VIEWPORT)
+        page.set_default_timeout(timeout_s * 1000)  # every wait below, in milliseconds
+        if on_request is not None:
+            page.on("request", on_request)
+        page.goto(url, wait_until="networkidle")
+        yield page
+    finally:
+        browser.close()
+
+
+def _answer_of(page, selector: str, ready: str = "true") -> str:
+    """The text at ``selector`` once the page is idle, the text is there and ``ready`` (JavaScript) holds."""
+    page.wait_for_function(
+        f"(s) => {PAGE_IDLE} && document.querySelector(s)?.innerText.trim() && ({ready})", arg=selector
+    )
+    return page.locator(selector).inner_text()
+
+
+def ask_next_sentence(page, sentence_a: str, sentence_b: str) -> str:
+    """On a fresh demo page: type a pair in the Next sentence tab, click, and return the verdict as shown."""
+    page.get_by_role("tab", name="Next sentence").click()
+    page.locator("#sentence-a textarea").fill(sentence_a)
+    page.locator("#sentence-b textarea").fill(sentence_b)
+    page.locator("#nsp-button").click()
+    return _answer_of(page, "#nsp-verdict")
+
+
+def ask_fill_mask(page, text: str) -> str:
+    """On a fresh demo page: type a text in the Fill the mask tab, click, and return the filled text as shown."""
+    page.get_by_role("tab", name="Fill the mask").click()
+    page.locator("#mask-text textarea").fill(text)
+    page.locator("#fill-button").click()
+    # The table counts its header as a row: more than one row means the guesses are in (an error leaves none).
+    table_filled = "document.querySelector('#fill-table [role=grid]')?.getAttribute('aria-rowcount') > 1"
+    return _answer_of(page, "#fill-text", f"{table_filled} || !document.querySelector('#fill-text h3')")
+
+
+@dataclass
+class DemoPicture:
+    """One tab of the live page as a PNG, and its answer as the page showed it when the picture was taken."""
+
+    png: bytes
+    answer: str
+
+    def _repr_png_(self) -> bytes:  # IPython's display() draws it as an image
+        return self.png
+
+
+def _take_screenshots(
+    url: str, sentence_a: str, sentence_b: str, mask_text: str, timeout_s: float
+) -> dict[str, DemoPicture]:
+    """The two tabs, each pictured once its answer is shown; runs in a thread where no asyncio loop is running."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright, chromium_page(playwright, url, timeout_s=timeout_s) as page:
+        verdict = ask_next_sentence(page, sentence_a, sentence_b)
+        pictures = {"Next sentence": DemoPicture(page.screenshot(), verdict)}
+        filled = ask_fill_mask(page, mask_text)
+        pictures["Fill the mask"] = DemoPicture(page.screenshot(), filled)
+    return pictures
+
+
+def screenshot_demo(
+    url: str,
+    sentence_a: str = BUILTIN_PAIRS[0][0],
+    sentence_b: str = BUILTIN_PAIRS[0][1],
+    mask_text: str = BUILTIN_MASKS[0],
+    timeout_s: float = 60.0,
+) -> dict[str, DemoPicture]:
+    """Both tabs of the served demo pictured with an answer, by tab name; raises ScreenshotError (one sentence)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        import playwright.sync_api as sync_api
+    except ImportError:
+        raise ScreenshotError(
+            "The playwright package is not installed, so no picture of the demo was taken: "
+            "`pip install playwright` and install Chromium (apt-get install chromium, or "
+            "`playwright install chromium`)."
+        ) from None
+    # Inside Jupyter the kernel's thread runs an asyncio loop, and Playwright's sync API refuses such a thread:
+    # the browser is driven from a worker thread of its own (the same everywhere, so one path is tested).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="screenshot") as pool:
+        try:
+            return pool.submit(_take_screenshots, url, sentence_a, sentence_b, mask_text, timeout_s).result()
+        except (sync_api.Error, OSError) as err:
+            if find_chromium() is None and "Executable doesn't exist" in str(err):
+                advice = (
+                    "no Chromium was found; install it (apt-get install chromium, or `playwright install chromium`)"
+                )
+            else:
+                advice = f"{first_line(err)[:200]}; check that the demo is still served at {url}"
+            raise ScreenshotError(f"No picture of the demo was taken because {advice}.") from None
