@@ -1,7 +1,9 @@
 """Explorers for the notebooks: each a static function (a DataFrame or a Figure) and ipywidgets controls wired to it.
 
 Call the static function once with fixed values where the notebook's output is checked (nbval); build the explorer
-to try other values by hand. Bad input gives one sentence in the output area, never a stack trace.
+to try other values by hand. Bad input gives one sentence in the output area, never a stack trace. A stored notebook
+(GitHub, say) keeps no widget, so ``first_view(explorer)`` gives the explorer's first view as a plain output, a table
+or a picture, to show under it.
 
     pair_tokens / pair_tokens_explorer          notebook 02: a pair's tokens, input_ids, token_type_ids, attention_mask
     mask_sentence / masking_explorer            notebook 03: one sentence masked by a rule, at a rate, with a seed
@@ -11,6 +13,7 @@ to try other values by hand. Bad input gives one sentence in the output area, ne
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -268,6 +271,35 @@ def _explorer(static: Callable[..., Any], **controls) -> Any:
     if explorer.result is None:  # ipywidgets 8 runs it once at once; 7 only when it is first displayed
         explorer.update()
     return explorer
+
+
+class FirstView:
+    """An explorer's first view as a plain output (an HTML table, a PNG, or its one sentence): what a stored copy keeps.
+
+    It renders ``explorer.result``, the very object the explorer's output area showed first, so it cannot differ from
+    what the controls draw before they are moved.
+    """
+
+    def __init__(self, result: Any):
+        if not isinstance(result, (pd.DataFrame, Figure, str)):
+            raise ValueError(f"An explorer shows a table, a figure or a sentence, not {type(result).__name__}.")
+        self.result = result
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
+        if isinstance(self.result, pd.DataFrame):
+            return {"text/html": self.result.to_html(), "text/plain": self.result.to_string()}
+        if isinstance(self.result, Figure):
+            buffer = io.BytesIO()
+            self.result.savefig(buffer, format="png", bbox_inches="tight")
+            return {"image/png": buffer.getvalue(), "text/plain": "the explorer's first view (a figure)"}
+        return {"text/plain": self.result}
+
+
+def first_view(explorer: Any) -> FirstView:
+    """The explorer's first view, to display under it: ``display(explorer); first_view(explorer)``."""
+    if getattr(explorer, "result", None) is None:
+        raise ValueError("This explorer has shown nothing yet; build it with one of the *_explorer functions.")
+    return FirstView(explorer.result)
 
 
 def _text(value: str, description: str):

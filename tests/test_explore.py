@@ -331,3 +331,28 @@ def test_explorers_show_their_output_inside_a_jupyter_kernel(tiny_checkpoint):  
         [("display_data", ["text/html", "text/plain"])],
     ]
     assert notebook.cells[4].outputs[0]["text"] == "open figures: []\n"
+
+
+def test_the_first_view_is_what_the_explorer_showed_first(scratch_tokenizer):
+    from helpers.explore import first_view
+
+    explorer = pair_tokens_explorer(scratch_tokenizer, A, B, max_length=40, pad=True)
+    view = first_view(explorer)._repr_mimebundle_()
+    # The stored table is the explorer's first result rendered, and that result is the static function's.
+    assert view["text/html"] == pair_tokens(scratch_tokenizer, A, B, max_length=40, pad=True).to_html()
+    controls(explorer)["max_length"].value = 48  # moving a control changes the explorer, not a view taken before
+    assert "<table" in view["text/html"] and len(explorer.result) == 48
+
+
+def test_the_first_view_of_a_figure_is_a_png_and_of_bad_input_its_sentence(scratch_tokenizer):
+    from matplotlib.figure import Figure
+
+    from helpers.explore import FirstView, first_view
+
+    figure = Figure()
+    figure.add_subplot().plot([0, 1])
+    assert FirstView(figure)._repr_mimebundle_()["image/png"].startswith(b"\x89PNG")
+    explorer = pair_tokens_explorer(scratch_tokenizer, "", B)
+    assert first_view(explorer)._repr_mimebundle_() == {"text/plain": "Sentence A is empty: type some text in it."}
+    with pytest.raises(ValueError, match="a table, a figure or a sentence"):
+        FirstView(42)
