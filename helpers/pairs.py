@@ -84,7 +84,10 @@ def build_bag(sentences: Mapping[int, list[str]]) -> list[str]:
 def train_val_split(n_paragraphs: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Split paragraph indices so that no paragraph feeds both sides."""
     if n_paragraphs < 2:
-        raise PairError(f"A train/validation split needs at least 2 paragraphs, and the corpus has {n_paragraphs}.")
+        raise PairError(
+            f"A train/validation split needs at least 2 paragraphs, and the corpus has {n_paragraphs}; put each "
+            f"paragraph on a line of its own (the book has 507)."
+        )
     order = list(range(n_paragraphs))
     random.Random(seed).shuffle(order)
     n_val = min(max(1, round(n_paragraphs * val_fraction)), n_paragraphs - 1)
