@@ -11,11 +11,13 @@ from transformers import BertTokenizerFast
 from helpers.memory import (
     MEMORY_FILE,
     SHAPES,
+    SIDE,
     UNSEEN,
     ContextCounts,
-    ContextGuess,
     CountingRule,
     MemoryFileError,
+    argmax_hits,
+    context_key,
     mix,
     text_fingerprint,
 )
@@ -70,11 +72,12 @@ def unigram_p(tok, counts: dict[str, int], word: str) -> float:
 def test_counts_by_context_shape(tok):
     memory = ContextCounts.build(ids_of(tok, "the old man", "the old man", "an old dog"), tok)
     old, man, dog = tok.convert_tokens_to_ids(["old", "man", "dog"])
-    table = memory.tables[1, 0]  # one token to the left
-    context = np.searchsorted(table.keys, old)
-    assert table.keys[context] == old
-    seen = dict(zip(table.tokens[table.starts[context] : table.starts[context + 1]].tolist(), table.counts.tolist()))
-    assert seen == {man: 2, dog: 1}
+    table = memory.table
+    context = np.searchsorted(table.keys, context_key((1, 0), [old], len(tok)))  # one token to the left: "old"
+    assert table.keys[context] == context_key((1, 0), [old], len(tok))
+    entries = slice(table.starts[context], table.starts[context + 1])
+    assert dict(zip(table.tokens[entries].tolist(), table.counts[entries].tolist())) == {man: 2, dog: 1}
+    assert table.totals[context] == 3
     assert memory.unigram[[old, man, dog]].tolist() == [3, 2, 1]
     assert memory.unigram[tok.all_special_ids].sum() == 0  # specials are never hidden, so never counted
 
@@ -115,21 +118,24 @@ def test_counts_of_every_shape_sum_to_the_training_tokens(tok):
     memory = ContextCounts.build(ids, tok)
     hidden = [len(p) - 2 for p in ids]  # [CLS] and [SEP] are never hidden
     assert memory.unigram.sum() == sum(hidden)
-    for left, right in SHAPES:
+    shape_of = memory.table.keys // len(tok) ** (2 * SIDE)  # (n_contexts,): the index of each context's shape
+    per_shape = np.bincount(shape_of, weights=memory.table.totals, minlength=len(SHAPES))
+    for index, (left, right) in enumerate(SHAPES):
         # [CLS] and [SEP] are context; a context reaching past them is not there to match.
         expected = sum(max(0, n - max(0, left - 1) - max(0, right - 1)) for n in hidden)
-        assert memory.tables[left, right].totals.sum() == expected, (left, right)
-        assert memory.tables[left, right].counts.sum() == expected
+        assert per_shape[index] == expected, (left, right)
+    assert memory.table.counts.sum() == memory.table.totals.sum() == per_shape.sum()
 
 
 def test_masks_and_padding_are_never_matched_as_context(tok):
     # A training paragraph holding a [MASK]: no context containing it is counted.
     memory = ContextCounts.build(ids_of(tok, "the old man", "the MASK dog"), tok)
-    vocab = len(tok)
-    for (left, right), table in memory.tables.items():
-        digits = [(table.keys // vocab**power) % vocab for power in range(left + right)]
-        for digit in digits:
-            assert not np.isin(digit, [tok.mask_token_id, tok.pad_token_id]).any(), (left, right)
+    vocab, keys = len(tok), memory.table.keys
+    for index, (left, right) in enumerate(SHAPES):
+        packed = keys[keys // vocab ** (2 * SIDE) == index] % vocab ** (2 * SIDE)  # this shape's contexts
+        assert len(packed)
+        for power in range(left + right):  # each context token, one base-vocab digit
+            assert not np.isin(packed // vocab**power % vocab, [tok.mask_token_id, tok.pad_token_id]).any()
     # At query time: a neighbour that is [MASK] or [PAD] matches nothing, so both read like "no context there".
     the, old = tok.convert_tokens_to_ids(["the", "old"])
     masked = torch.tensor([[tok.cls_token_id, the, old, tok.mask_token_id, tok.mask_token_id, tok.mask_token_id]])
@@ -161,7 +167,9 @@ def test_probabilities_sum_to_one_on_real_batches(tiny_cfg):
             assert (out.probs[:, data.tokenizer.all_special_ids] == 0).all()  # never a special token
             # Row-major order, as the model's logits at sequence[selected]: the answers line up.
             assert out.widest.shape == (int(selected.sum()),)
-    assert 0 < ContextGuess(text).score(batches, text.frequent)["mlm_accuracy_at_mask"] < 1
+    hit, answer = argmax_hits(memory, batches)  # the baseline's argmax: the hidden tokens, row-major
+    assert torch.equal(answer, torch.cat([b["labels"][b["labels"] != -100] for b in batches]))
+    assert 0 < hit.float().mean() < 1
 
 
 # ----- the leave-out rule: a paragraph scored is never in the counts it is scored with -----
@@ -260,10 +268,9 @@ def test_save_and_load_give_the_same_table(tok, tmp_path):
     memory = ContextCounts.build(training, tok)
     loaded = ContextCounts.load(memory.save(tmp_path / MEMORY_FILE), tok, text_fingerprint(training))
     assert np.array_equal(loaded.unigram, memory.unigram)
-    for shape in SHAPES:
-        a, b = memory.tables[shape], loaded.tables[shape]
-        for field in ("keys", "starts", "tokens", "counts", "totals"):
-            assert np.array_equal(getattr(a, field), getattr(b, field)), (shape, field)
+    for field in ("keys", "starts", "tokens", "counts", "totals"):
+        assert np.array_equal(getattr(memory.table, field), getattr(loaded.table, field)), field
+    assert (loaded.vocab_fingerprint, loaded.text_fingerprint) == (memory.vocab_fingerprint, memory.text_fingerprint)
     row = query(tok, "the MASK MASK")
     assert torch.equal(memory.probabilities(row).probs, loaded.probabilities(row).probs)
 
@@ -284,15 +291,22 @@ def test_a_missing_file_says_so(tok, tmp_path):
     assert "no context-count file" in _one_sentence(err)
 
 
-@pytest.mark.parametrize("damage", ["flip a data byte", "truncate", "garbage"])
+@pytest.mark.parametrize("damage", ["flip a data byte", "edit the metadata", "truncate", "garbage"])
 def test_a_damaged_file_says_so(tok, tmp_path, damage):
     path = _saved(tok, tmp_path)
+    if damage == "edit the metadata":  # a well-formed file whose metadata no longer matches its recorded sha256
+        from safetensors import safe_open
+        from safetensors.numpy import save_file
+
+        with safe_open(str(path), framework="np") as handle:
+            meta, tensors = handle.metadata(), {name: handle.get_tensor(name) for name in handle.keys()}
+        save_file(tensors, str(path), metadata=meta | {"pad_id": "7"})
     data = bytearray(path.read_bytes())
     if damage == "flip a data byte":
         data[-5] ^= 0xFF  # inside the tensors: the header still parses, the recorded sha256 no longer matches
     elif damage == "truncate":
         data = data[: len(data) // 2]
-    else:
+    elif damage == "garbage":
         data = bytearray(b"not a safetensors file at all")
     path.write_bytes(bytes(data))
     with pytest.raises(MemoryFileError) as err:
