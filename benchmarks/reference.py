@@ -20,6 +20,7 @@ from transformers import BertConfig, BertForPreTraining, PreTrainedTokenizerBase
 from helpers.config import Config, get_profile
 from helpers.dataset import MeditationsDataset, make_loader, prepare_data
 from helpers.masking import IGNORE_INDEX, mask_tokens
+from helpers.memory import ContextCounts
 from helpers.model import PretrainingModel, scratch_config
 from helpers.pairs import Pair
 from helpers.serving import Predictor
@@ -342,6 +343,29 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def summary(ms: list[float]) -> dict[str, float]:
+    """p50, p95, mean, min and max of latencies in milliseconds."""
+    return {
+        "p50_ms": percentile(ms, 50),
+        "p95_ms": percentile(ms, 95),
+        "mean_ms": statistics.fmean(ms),
+        "min_ms": min(ms),
+        "max_ms": max(ms),
+    }
+
+
+def latencies(fns: list, calls: int, warmup_calls: int, raw: bool = False) -> dict[str, float] | list[float]:
+    """Call ``fns`` in turn, ``warmup_calls`` untimed then ``calls`` timed: their summary (or each one's ms)."""
+    for k in range(warmup_calls):
+        fns[k % len(fns)]()
+    ms = []
+    for k in range(calls):
+        started = time.perf_counter()
+        fns[k % len(fns)]()
+        ms.append((time.perf_counter() - started) * 1000)
+    return ms if raw else summary(ms)
+
+
 def inference_latency(
     size: str,
     tokenizer: PreTrainedTokenizerBase,
@@ -351,7 +375,7 @@ def inference_latency(
     max_length: int = MAX_LENGTH,
     seed: int = 0,
 ) -> dict:
-    """p50/p95 latency of Predictor.predict_nsp and .fill_mask (random weights, real sentences)."""
+    """p50/p95 latency of Predictor.predict_nsp and .fill_mask_result, the latter with and without the memory."""
     model = build_model(size, tokenizer, VARIANTS["fast"], seed)
     predictor = Predictor(model, tokenizer, max_length)
     mask = tokenizer.mask_token
@@ -368,28 +392,28 @@ def inference_latency(
         pooled = model.bert(**enc, return_dict=False)[1]  # (1, hidden)
         return model.cls.seq_relationship(pooled).softmax(-1)  # (1, 2)
 
+    # The demo's fill-mask request with the memory beside the model (a context-count table of these sentences):
+    # the model's, the table's and the mix's top-5. Timed interleaved with the same request to the model alone.
+    texts = [p.sentence_a for p in pairs] + [p.sentence_b for p in pairs]
+    memory = ContextCounts.build(tokenizer(texts)["input_ids"], tokenizer)
+    remembering = Predictor(model, tokenizer, max_length, memory=memory)
     calls_by_method = {
         "predict_nsp": [lambda p=p: predictor.predict_nsp(p.sentence_a, p.sentence_b) for p in pairs],
-        "fill_mask": [lambda p=p: predictor.fill_mask(masked(p.sentence_a), top_k=5) for p in pairs],
+        "fill_mask": [lambda p=p: predictor.fill_mask_result(masked(p.sentence_a), top_k=5) for p in pairs],
+        "fill_mask_with_memory": [
+            lambda p=p: remembering.fill_mask_result(masked(p.sentence_a), top_k=5) for p in pairs
+        ],
         "nsp_without_mlm_head": [lambda p=p: nsp_without_mlm_head(p.sentence_a, p.sentence_b) for p in pairs],
     }
     out = {"size": size, "calls": calls, "warmup_calls": warmup_calls, "torch_threads": torch.get_num_threads()}
-    for method, fns in calls_by_method.items():
-        for k in range(warmup_calls):
-            fns[k % len(fns)]()
-        seconds = []
-        for k in range(calls):
-            t0 = time.perf_counter()
-            fns[k % len(fns)]()
-            seconds.append(time.perf_counter() - t0)
-        ms = [s * 1000 for s in seconds]
-        out[method] = {
-            "p50_ms": percentile(ms, 50),
-            "p95_ms": percentile(ms, 95),
-            "mean_ms": statistics.fmean(ms),
-            "min_ms": min(ms),
-            "max_ms": max(ms),
-        }
+    out |= {
+        method: latencies(fns, calls, warmup_calls) for method, fns in calls_by_method.items() if "fill" not in method
+    }
+    # The two fill-mask requests call by call, alternating, so that a busy moment slows both alike.
+    both = [fn for pair in zip(calls_by_method["fill_mask"], calls_by_method["fill_mask_with_memory"]) for fn in pair]
+    times = latencies(both, 2 * calls, 2 * warmup_calls, raw=True)
+    out["fill_mask"], out["fill_mask_with_memory"] = (summary(times[start::2]) for start in (0, 1))
+    out["memory_added"] = out["fill_mask_with_memory"]["p50_ms"] / out["fill_mask"]["p50_ms"] - 1
     out["peak_rss_mb"] = peak_rss_mb()
     out["pid"] = os.getpid()
     return out

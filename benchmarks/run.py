@@ -296,9 +296,11 @@ def measure_inference(args: argparse.Namespace, tokenizer, pairs) -> dict[str, A
         )
         if "error" not in inference[size]:
             nsp, fill = inference[size]["predict_nsp"], inference[size]["fill_mask"]
+            remembering = inference[size]["fill_mask_with_memory"]
             print(
                 f"  {size:<9} inference: predict_nsp p50 {nsp['p50_ms']:.1f} ms p95 {nsp['p95_ms']:.1f} ms; "
-                f"fill_mask p50 {fill['p50_ms']:.1f} ms p95 {fill['p95_ms']:.1f} ms",
+                f"fill_mask p50 {fill['p50_ms']:.1f} ms p95 {fill['p95_ms']:.1f} ms; with the memory p50 "
+                f"{remembering['p50_ms']:.1f} ms ({inference[size]['memory_added']:+.0%})",
                 flush=True,
             )
     return inference

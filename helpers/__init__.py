@@ -9,6 +9,7 @@ The teaching core, one module per stage, in the order the notebooks read them:
     dataset     the Dataset, bucketing and the DataLoader
     model       stock BertForPreTraining, and PretrainingModel: what the loop trains, both losses at once
     baselines   the one table of accuracies and the baselines beside them: what counting alone scores
+    memory      what a table of counts remembers of the book: its answer at a [MASK], and mixed with the model's
     report      every metric beside its baselines: the printout, metrics.json, the model card, the demo's panel
     scale       a run's size beside the bert-base profile's and BERT-base's (notebook 04)
     checkpoint  what the loop saves and resumes from: whole-or-absent folders, checksums, the loop's Progress, the lock

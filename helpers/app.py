@@ -46,6 +46,10 @@ MAX_TOP_K = 20
 THEME = gr.themes.Soft()  # its fonts ship with Gradio: the page loads nothing from outside either
 CSS = ".verdict h3 { margin-top: 0; }"
 FILL_HEADERS = ["mask", "rank", "token", "probability"]
+# With the checkpoint's memory, the table's answer and the mix's come beside the model's, each with its probability.
+FILL_HEADERS_WITH_MEMORY = [
+    "mask", "rank", "model", "p (model)", "memory", "p (memory)", "model + memory", "p (model + memory)"
+]  # fmt: skip
 
 # Used when the corpus is not on this machine (or the checkpoint has no profile). Written for this demo.
 BUILTIN_PAIRS = [
@@ -195,6 +199,13 @@ def checkpoint_summary(folder: Path, predictor: Predictor, cfg: Config | None, e
         + f" · reads up to {predictor.max_length} tokens"
     ]
     lines.append(validation_markdown(saved_final(folder)))
+    if predictor.memory is not None:
+        lines.append(
+            f"**Memory** a table of the training text's contexts ({len(predictor.memory.table.keys):,} of them, up to "
+            f"two tokens on each side), mixed with the model in fill-mask"
+        )
+    else:
+        lines.append(f"**Memory** none: {predictor.memory_note or 'this checkpoint has no context-count table.'}")
     lines.append(f"**Examples** {examples.source}")
     return "  \n".join(lines)
 
@@ -233,22 +244,38 @@ def verdict_markdown(result: NSPResult, accuracy_note: str) -> str:
     return f"### {result.verdict}\n{words}\n\n*{accuracy_note}*{_notes(result.notes)}"
 
 
-def fill_markdown(text: str, result: FillMaskResult, mask_token: str) -> str:
-    """The text with each [MASK] replaced by its best guess, in bold, and the notes."""
+def _filled(text: str, guesses: list[list[tuple[str, float]]], mask_token: str) -> str:
+    """``text`` with each [MASK] replaced by the first of its guesses, in bold, on one quoted line."""
     pieces = text.split(mask_token)
     out = _escape(pieces[0])
     for number, piece in enumerate(pieces[1:]):
-        guess = (
-            f"**{_escape(result.predictions[number][0][0])}**"
-            if number < len(result.predictions)
-            else _escape(mask_token)
-        )
+        guess = f"**{_escape(guesses[number][0][0])}**" if number < len(guesses) else _escape(mask_token)
         out += guess + _escape(piece)
+    return f"> {_escape_line_start(' '.join(out.split()))}"
+
+
+def fill_markdown(text: str, result: FillMaskResult, mask_token: str) -> str:
+    """The text with each [MASK] replaced by the model's best guess (and the mix's, with a memory); the notes."""
     count = len(result.predictions)
-    return (
-        f"### Best guess for {count} mask{'s' if count != 1 else ''}\n> {_escape_line_start(' '.join(out.split()))}"
-        f"{_notes(result.notes)}"
+    shown = (
+        f"### Best guess for {count} mask{'s' if count != 1 else ''}\n{_filled(text, result.predictions, mask_token)}"
     )
+    if result.mixed_predictions is not None:
+        shown += f"\n\nWith the memory beside the model:\n{_filled(text, result.mixed_predictions, mask_token)}"
+    return shown + _notes(result.notes)
+
+
+def fill_rows(result: FillMaskResult, k: int) -> list[list]:
+    """The table's rows: per mask and rank, the model's token and probability, then the memory's and the mix's."""
+    answers = [result.predictions] + (
+        [] if result.mixed_predictions is None else [result.memory_predictions, result.mixed_predictions]
+    )
+    rows = []
+    for number in range(len(result.predictions)):
+        for rank in range(min(k, len(result.predictions[number]))):
+            cells = [(token, round(p, 6)) for token, p in (answer[number][rank] for answer in answers)]
+            rows.append([number + 1, rank + 1, *(value for cell in cells for value in cell)])
+    return rows
 
 
 def _failure(err: BaseException) -> str:
@@ -303,13 +330,7 @@ def fill_handler(predictor: Predictor):
                 continue
             text, _ = strip_special_tokens(text, tok)  # shown as the model read it
             shown.append(fill_markdown(text, result, tok.mask_token))
-            tables.append(
-                [
-                    [number + 1, rank + 1, token, round(p, 6)]
-                    for number, options in enumerate(result.predictions)
-                    for rank, (token, p) in enumerate(options[:k])
-                ]
-            )
+            tables.append(fill_rows(result, k))
         return shown, tables
 
     return fill
@@ -339,12 +360,21 @@ def _nsp_tab(examples: Examples) -> tuple[gr.Textbox, gr.Textbox, gr.Textbox, gr
     return first, second, truth, button, probabilities, verdict
 
 
-def _fill_tab(examples: Examples, mask: str) -> tuple[gr.Textbox, gr.Slider, gr.Button, gr.Markdown, gr.Dataframe]:
-    """The fill-mask tab's components (inside an open ``gr.Blocks``)."""
+def _fill_tab(
+    examples: Examples, mask: str, memory: bool
+) -> tuple[gr.Textbox, gr.Slider, gr.Button, gr.Markdown, gr.Dataframe]:
+    """The fill-mask tab's components (inside an open ``gr.Blocks``); with ``memory``, three answers side by side."""
+    beside = (
+        " Beside it: the memory, a table of which token the training text holds between the same neighbours, and "
+        "the two mixed."
+        if memory
+        else ""
+    )
     gr.Markdown(
         f"Put {mask} where a word is missing; the masked-language-model head guesses it. "
-        f"Several {mask}s are filled in one pass, each on its own."
+        f"Several {mask}s are filled in one pass, each on its own.{beside}"
     )
+    headers = FILL_HEADERS_WITH_MEMORY if memory else FILL_HEADERS
     with gr.Row():
         with gr.Column():
             text = gr.Textbox(label="Text", lines=3, max_lines=8, value=f"The {mask} is short.", elem_id="mask-text")
@@ -353,8 +383,8 @@ def _fill_tab(examples: Examples, mask: str) -> tuple[gr.Textbox, gr.Slider, gr.
         with gr.Column():
             filled = gr.Markdown(elem_id="fill-text")
             table = gr.Dataframe(
-                headers=FILL_HEADERS,
-                datatype=["number", "number", "str", "number"],
+                headers=headers,
+                datatype=["number", "number"] + ["str", "number"] * ((len(headers) - 2) // 2),
                 interactive=False,
                 label="Top-k per mask",
                 elem_id="fill-table",
@@ -389,7 +419,9 @@ def build_demo(
         with gr.Tab("Next sentence"):
             first, second, truth, nsp_button, probabilities, verdict = _nsp_tab(examples)
         with gr.Tab("Fill the mask"):
-            text, top_k, fill_button, filled, table = _fill_tab(examples, predictor.tokenizer.mask_token)
+            text, top_k, fill_button, filled, table = _fill_tab(
+                examples, predictor.tokenizer.mask_token, predictor.memory is not None
+            )
         # One worker ("model") serves both tabs, each call on a batch of queued requests.
         gr.on(
             [nsp_button.click, first.submit, second.submit],

@@ -24,6 +24,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from helpers.masking import IGNORE_INDEX
+from helpers.memory import ContextCounts
 from helpers.pairs import IS_NEXT, IS_RANDOM, Pair
 
 FREQUENT_TOKENS = 100
@@ -103,9 +104,16 @@ def score(accuracy: Accuracy, guesses: torch.Tensor, truth: torch.Tensor, freque
     return ((guesses == truth) & counted).sum().item() / max(counted.sum().item(), 1)
 
 
-def scores(answers: dict[str, tuple[torch.Tensor, torch.Tensor]], frequent: torch.Tensor) -> dict[str, float]:
-    """Every accuracy of a task in ``answers`` ({task: (guesses, truth)}), by its key."""
-    return {a.key: score(a, *answers[a.task], frequent) for a in ACCURACIES if a.task in answers}
+def scores(
+    answers: dict[str, tuple[torch.Tensor, torch.Tensor]], frequent: torch.Tensor, prefix: str = ""
+) -> dict[str, float]:
+    """Every accuracy of a task in ``answers`` ({task: (guesses, truth)}), by its key (after ``prefix``)."""
+    return {prefix + a.key: score(a, *answers[a.task], frequent) for a in ACCURACIES if a.task in answers}
+
+
+# The model with the memory beside it (helpers.memory.mix: the two answers at each [MASK] interpolated) is scored by
+# the same MLM accuracies, kept under this prefix: with_memory_mlm_accuracy_at_mask, and so on.
+WITH_MEMORY = "with_memory_"
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,11 @@ class TrainingText:
         for ids in self.ids:
             counts.update(ids[1:-1])
         return counts
+
+    @cached_property
+    def memory(self) -> ContextCounts:
+        """The context-count table of these paragraphs (helpers.memory): what counting remembers of the book."""
+        return ContextCounts.build(self.ids, self.tokenizer)
 
     @cached_property
     def frequent(self) -> torch.Tensor:
@@ -231,6 +244,22 @@ class NeighbourGuess(MaskGuess):
         return self.top
 
 
+class ContextGuess:
+    """The context-count table's most likely token at each [MASK]: counting with up to two neighbours on each side."""
+
+    def __init__(self, text: TrainingText):
+        self.memory = text.memory
+
+    def guesses(self, batches: Sequence[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One guess per labelled position of ``batches``, and the hidden tokens there: (n,) and (n,)."""
+        guesses, truth = [], []
+        for batch in batches:
+            labelled = batch["labels"] != IGNORE_INDEX  # (batch, seq_len): every one a [MASK] in validation
+            guesses.append(self.memory.probabilities(batch["input_ids"], labelled).probs.argmax(-1))  # (n_masked,)
+            truth.append(batch["labels"][labelled])
+        return torch.cat(guesses), torch.cat(truth)
+
+
 class OverlapBaseline:
     """Say "B follows A" when A and B share at least ``threshold`` content words."""
 
@@ -286,6 +315,16 @@ BASELINES = (
         "tab:cyan",
         "--",
         count=NeighbourGuess,
+    ),
+    Baseline(
+        "context_counting",
+        "context counting",
+        "guesses the token the training text holds most often with the same neighbours, up to two tokens on each "
+        "side, every context it has seen weighed by how often it saw it",
+        "mlm",
+        "tab:purple",
+        "-.",
+        count=ContextGuess,
     ),
     Baseline(
         "word_overlap",

@@ -18,6 +18,7 @@ import torch
 
 from helpers.config import ROOT, Config, ConfigError
 from helpers.corpus import sha256_of
+from helpers.memory import MEMORY_FILE
 from helpers.report import model_card
 
 MARKER = "checkpoint.json"  # written last inside the folder: its presence means "complete"
@@ -80,8 +81,11 @@ def recover(folder: str | os.PathLike) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def verify_files(folder: str | os.PathLike) -> None:
-    """Raise CheckpointError if a file differs from the sha256 that checkpoint.json recorded when it was saved."""
+def verify_files(folder: str | os.PathLike, skip: tuple[str, ...] = ()) -> None:
+    """Raise CheckpointError if a file differs from the sha256 that checkpoint.json recorded when it was saved.
+
+    ``skip``: files checked elsewhere (the demo serves the model alone when its memory file is damaged).
+    """
     folder = Path(folder)
     marker = read_json(folder / MARKER)
     if marker is None:
@@ -91,6 +95,8 @@ def verify_files(folder: str | os.PathLike) -> None:
         )
     recorded = marker.get("sha256") or {}
     for name, digest in sorted(recorded.items()):
+        if name in skip:
+            continue
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"{path} is missing from the checkpoint; restore a copy or start again.")
@@ -358,7 +364,7 @@ def load_training_state(folder: str | os.PathLike) -> tuple[Config, dict[str, An
         raise CheckpointError(f"{folder} holds no complete checkpoint to resume; start a new run with --output.")
     if not (folder / STATE).is_file():
         raise CheckpointError(f"{folder} is a finished checkpoint without training state; it cannot be resumed.")
-    verify_files(folder)
+    verify_files(folder, skip=(MEMORY_FILE,))  # a resumed run counts its memory afresh from the training text
     try:
         from safetensors import safe_open
 

@@ -80,6 +80,11 @@ class Config:
     # text, so the first guess is the unigram baseline's.
     output_bias_init: str = option("zero", "the MLM output bias at the start: 'zero' or 'unigram'")
     dropout: float = option(0.1, "scratch model dropout (hidden states and attention), BERT's 0.1")
+    # --- the memory beside the model ---
+    # In the mix of the model's and the context-count table's answers at a [MASK], the model weighs this much against
+    # the contexts the table matched (helpers/memory.py): 0.5 was chosen on a development split of the training
+    # paragraphs, never the validation pairs (docs/experiments.md, the memory).
+    memory_strength: float = option(0.5, "the model's weight against the table's matched contexts in the mix")
     # --- optimisation ---
     epochs: int = option(2, "passes over the training pairs")
     max_steps: int | None = option(None, "stop after this many optimizer steps (overrides epochs when reached)")
@@ -198,6 +203,8 @@ class Config:
             raise bad("weight_decay", "it must be 0 or more")
         if self.max_grad_norm <= 0:
             raise bad("max_grad_norm", "it must be positive")
+        if self.memory_strength <= 0:
+            raise bad("memory_strength", "it must be positive (0.5 is the default's)")
 
     def _validate_types(self, bad) -> None:
         """Each value of the type its field declares (a bool is not taken for a number)."""

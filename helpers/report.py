@@ -11,13 +11,15 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from helpers import baselines as tables  # its tables are read at each call: an entry added later is seen
-from helpers.baselines import Accuracy, Baseline, accuracy, baseline_key, beside
+from helpers.baselines import WITH_MEMORY, Accuracy, Baseline, accuracy, baseline_key, beside
 from helpers.config import Config
+from helpers.memory import MEMORY_FILE
 from helpers.pairs import IS_RANDOM, LABEL_NAMES
 
 # The validation metrics of every epoch's printed table. mlm_accuracy_at_mask: share of the validation [MASK]
 # positions (15%, every selected token a [MASK]) whose top guess is the hidden token, which is what fill-mask does.
 METRICS = ("nsp_accuracy", "mlm_accuracy_at_mask", "mlm_loss", "mlm_perplexity", "nsp_loss")
+MEMORY_WORDS = "with the memory"  # how a figure of the model with its context-count table beside it is named
 SEEN = "seen_"  # the prefix of a metric measured on training pairs (text the model has seen), as in seen_mlm_loss
 _NUMBER = (int, float)
 
@@ -33,12 +35,13 @@ def first_above(
 
 
 class Compared(NamedTuple):
-    """One held-out accuracy and the baselines beside it, as (words, value) pairs."""
+    """One held-out accuracy, the same with the model's memory beside it (if measured), and its baselines."""
 
     key: str
     name: str
     value: float
-    baselines: list[tuple[str, float]]
+    baselines: list[tuple[str, float]]  # (words, value)
+    with_memory: float | None = None  # the model's answer mixed with the context-count table's
 
 
 def baselines_beside(accuracy: Accuracy, values: dict[str, Any]) -> list[tuple[Baseline, float]]:
@@ -54,10 +57,14 @@ def _in_words(accuracy: Accuracy, values: dict[str, Any]) -> list[tuple[str, flo
 def compared_accuracies(final: dict[str, Any], parts: bool = True) -> list[Compared]:
     """Each held-out accuracy in ``final`` with its baselines (``parts=False``: not the split of MLM's positions)."""
     return [
-        Compared(a.key, a.words, final[a.key], _in_words(a, final))
+        Compared(a.key, a.words, final[a.key], _in_words(a, final), _number(final.get(WITH_MEMORY + a.key)))
         for a in tables.ACCURACIES
         if isinstance(final.get(a.key), _NUMBER) and (parts or a.part is None)
     ]
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, _NUMBER) else None
 
 
 def numbers_beside(baselines: list[tuple[str, float]], digits: int = 3, sep: str = ", ") -> str:
@@ -66,14 +73,20 @@ def numbers_beside(baselines: list[tuple[str, float]], digits: int = 3, sep: str
 
 
 def accuracy_beside(row: Compared, digits: int = 3) -> str:
-    """'MLM accuracy at [MASK] 0.232 (unigram 0.059, neighbour counting 0.216)'."""
+    """'MLM accuracy at [MASK] 0.232, with the memory 0.27 (unigram 0.059, ...)': the baselines after the model."""
+    memory = f", {MEMORY_WORDS} {row.with_memory:.{digits}f}" if row.with_memory is not None else ""
     bars = f" ({numbers_beside(row.baselines, digits)})" if row.baselines else ""
-    return f"{row.name} {row.value:.{digits}f}{bars}"
+    return f"{row.name} {row.value:.{digits}f}{memory}{bars}"
 
 
 def as_json(final: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """metrics.json's pairing: {accuracy: {"value": ..., "baselines": {words: value}}}."""
-    return {row.key: {"value": row.value, "baselines": dict(row.baselines)} for row in compared_accuracies(final)}
+    """metrics.json's pairing: {accuracy: {"value": ..., "with_memory": ... (if measured), "baselines": {...}}}."""
+    return {
+        row.key: {"value": row.value}
+        | ({"with_memory": row.with_memory} if row.with_memory is not None else {})
+        | {"baselines": dict(row.baselines)}
+        for row in compared_accuracies(final)
+    }
 
 
 # ----- the training printout -----
@@ -117,6 +130,7 @@ def aligned_lines(final: dict[str, Any], others: tuple[str, ...]) -> list[str]:
     width = max(map(len, [row.key for row in compared] + shown), default=0)
     lines = [
         f"  {row.key:<{width}} {row.value:.4f}"
+        + (f"  ({MEMORY_WORDS} {row.with_memory:.4f})" if row.with_memory is not None else "")
         + (f"  (baselines: {numbers_beside(row.baselines, 4)})" if row.baselines else "")
         for row in compared
     ]
@@ -165,9 +179,14 @@ def model_card(cfg: Config, metrics: dict[str, Any]) -> str:
     """The checkpoint's README.md: how to load it, and each held-out accuracy beside its baselines."""
     compared = compared_accuracies(metrics)
     shown = {row.key for row in compared} | {baseline_key(b, a) for a in tables.ACCURACIES for b in beside(a)}
-    rows = [f"| {row.name} | {row.value:.4f} | {numbers_beside(row.baselines, 4, ' · ')} |" for row in compared]
+    shown |= {WITH_MEMORY + row.key for row in compared}
+    rows = [
+        f"| {row.name} | {row.value:.4f} | {'' if row.with_memory is None else f'{row.with_memory:.4f}'} | "
+        f"{numbers_beside(row.baselines, 4, ' · ')} |"
+        for row in compared
+    ]
     rows += [
-        f"| {k} | {v:.4f} | |" if isinstance(v, float) else f"| {k} | {v} | |"
+        f"| {k} | {v:.4f} | | |" if isinstance(v, float) else f"| {k} | {v} | | |"
         for k, v in metrics.items()
         if k not in shown and not isinstance(v, (list, dict))
     ]
@@ -192,11 +211,16 @@ nsp = BertForNextSentencePrediction.from_pretrained("PATH")  # logit 0 = "B foll
 
 ## Validation metrics (held-out paragraphs)
 
-| metric | this model | counting baselines on the same data |
-|---|---|---|
+| metric | this model | {MEMORY_WORDS} | counting baselines on the same data |
+|---|---|---|---|
 {chr(10).join(rows)}
 
 {_explained(cfg.val_mlm_probability, compared)}
+
+*{MEMORY_WORDS.capitalize()}*: the model's answer at each [MASK] mixed with the context-count table's
+(`{MEMORY_FILE}` in this folder, built from the training paragraphs only); the model weighs
+{cfg.memory_strength} against the contexts the table matched. `helpers.serving.Predictor` reads it; stock
+transformers loads the model alone.
 
 The model has learned something only where it beats the baselines beside it. The full profile is in
 `profile.json`, the metrics per epoch in `metrics.json`.

@@ -21,7 +21,9 @@ from transformers import AutoTokenizer, BatchEncoding, BertForPreTraining, PreTr
 from transformers.utils import logging as hf_logging
 
 from helpers.checkpoint import CheckpointError, is_checkpoint, read_json, verify_files
+from helpers.config import Config
 from helpers.inference import encode, mask_logits, nsp_logits, top_k_tokens
+from helpers.memory import MEMORY_FILE, ContextCounts, MemoryFileError, mix
 from helpers.pairs import IS_NEXT, IS_RANDOM, LABEL_NAMES
 
 # Longer text is cut before tokenizing: no model here reads more than 512 tokens, and a pasted book
@@ -50,12 +52,18 @@ class NSPResult:
 
 @dataclass
 class FillMaskResult:
-    """The top-k tokens for every [MASK] the model read, plus what happened to the text on the way in."""
+    """The top-k tokens for every [MASK] the model read, plus what happened to the text on the way in.
+
+    With a memory (the checkpoint's context-count table), the table's own top-k and the mix's come beside the
+    model's, one list per [MASK] each; without one they are None.
+    """
 
     predictions: list[list[tuple[str, float]]]  # one list per [MASK], each sorted by probability, descending
     n_masks: int  # [MASK]s in the text, including any cut off by truncation
     truncated: bool = False
     notes: list[str] = field(default_factory=list)
+    memory_predictions: list[list[tuple[str, float]]] | None = None  # the table alone
+    mixed_predictions: list[list[tuple[str, float]]] | None = None  # the model with the memory beside it
 
 
 def first_line(err: BaseException) -> str:
@@ -113,7 +121,7 @@ def check_checkpoint_folder(folder: str | os.PathLike) -> Path:
         )
         raise CheckpointError(f"{folder} {why}; re-save the model with save_pretrained(safe_serialization=True).")
     if is_checkpoint(folder):  # one of ours: its files must match the checksums recorded at save time
-        verify_files(folder)
+        verify_files(folder, skip=(MEMORY_FILE,))  # a damaged memory leaves the model to serve alone
     # Without these, transformers 5 quietly builds an empty tokenizer that reads every word as [UNK].
     if not any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
         raise CheckpointError(
@@ -268,12 +276,36 @@ def check_masks(text: str, mask: str) -> None:
 # ----- the predictor -----
 
 
-class Predictor:
-    """One loaded model and tokenizer in ``eval()`` mode behind input checks, notes and a lock."""
+def load_memory(folder: Path, tokenizer: PreTrainedTokenizerBase) -> tuple[ContextCounts | None, str | None]:
+    """A checkpoint's context-count table, or None and one sentence why not: the model then serves alone."""
+    recorded = (read_json(folder / "metrics.json") or {}).get("memory") or {}
+    try:
+        memory = ContextCounts.load(folder / MEMORY_FILE, tokenizer, recorded.get("text_fingerprint"))
+    except MemoryFileError as err:
+        return None, f"{str(err).split('; ')[0]}, so fill-mask shows the model alone."
+    return memory, None
 
-    def __init__(self, model: BertForPreTraining, tokenizer: PreTrainedTokenizerBase, max_length: int | None = None):
+
+class Predictor:
+    """One loaded model and tokenizer in ``eval()`` mode behind input checks, notes and a lock.
+
+    With a ``memory`` (a ContextCounts table), fill-mask also gives the table's answer and the two mixed, the model
+    weighing ``memory_strength`` against what the table matched (helpers.memory.mix).
+    """
+
+    def __init__(
+        self,
+        model: BertForPreTraining,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int | None = None,
+        memory: ContextCounts | None = None,
+        memory_strength: float = Config.memory_strength,
+        memory_note: str | None = None,
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
+        self.memory, self.memory_strength = memory, memory_strength
+        self.memory_note = memory_note  # why there is no memory, in one sentence
         limit = model.config.max_position_embeddings
         self.max_length = min(max_length or limit, limit)
         self.device = next(model.parameters()).device
@@ -287,10 +319,13 @@ class Predictor:
         """Load a checked BertForPreTraining folder; ``max_length`` defaults to profile.json's, else the model's."""
         folder = check_checkpoint_folder(folder)
         model, tokenizer = load_pretraining(folder)
+        profile = read_json(folder / "profile.json") or {}
         if max_length is None:
-            profile = read_json(folder / "profile.json") or {}
             max_length = profile.get("max_length") if isinstance(profile.get("max_length"), int) else None
-        return cls(model, tokenizer, max_length)
+        memory, note = load_memory(folder, tokenizer)
+        strength = profile.get("memory_strength")
+        strength = strength if isinstance(strength, int | float) and strength > 0 else Config.memory_strength
+        return cls(model, tokenizer, max_length, memory, strength, note)
 
     def _encode(self, first: Sequence[str], second: Sequence[str] | None = None) -> tuple[BatchEncoding, list[bool]]:
         """The batch for the model and, per row, whether truncation to ``max_length`` cut anything."""
@@ -368,21 +403,34 @@ class Predictor:
         with self._lock:
             batch, truncated = self._encode(cleaned)
             logits, selected = mask_logits(self.model, batch, self.tokenizer.mask_token_id)  # (n_masks, vocab)
-        guesses = top_k_tokens(self.tokenizer, logits, k)  # the masks of all texts, row by row
+        answers = self._answers(logits, batch["input_ids"], selected, k)  # per answer, the masks of all texts
         cut = f"The text is longer than the {self.max_length} tokens this model reads, so its end was cut off."
         start = 0
         for row, (index, n_read) in enumerate(zip(good, selected.sum(dim=1).tolist())):  # masks read, per text
             row_notes = self._row_notes(batch, row, notes[row], cut if truncated[row] else None)
-            results[index] = self._fill_result(
-                cleaned[row], guesses[start : start + n_read], row_notes, truncated[row] or cuts[row], errors
-            )
+            mine = {name: None if each is None else each[start : start + n_read] for name, each in answers.items()}
+            results[index] = self._fill_result(cleaned[row], mine, row_notes, truncated[row] or cuts[row], errors)
             start += n_read
         return results
 
+    def _answers(
+        self, logits: torch.Tensor, input_ids: torch.Tensor, selected: torch.Tensor, k: int
+    ) -> dict[str, list | None]:
+        """The model's top-k at each [MASK], and with a memory the table's and the mix's (their rows sum to 1)."""
+        model = top_k_tokens(self.tokenizer, logits, k)
+        if self.memory is None:
+            return {"model": model, "memory": None, "mixed": None}
+        table = self.memory.probabilities(input_ids, selected)  # .probs (n_masks, vocab), in the same order
+        mixed = mix(logits.softmax(-1), table, strength=self.memory_strength)  # (n_masks, vocab)
+        # top_k_tokens takes logits: the log of a distribution gives the distribution back through its softmax.
+        memory, mixed = (top_k_tokens(self.tokenizer, probs.log(), k) for probs in (table.probs, mixed))
+        return {"model": model, "memory": memory, "mixed": mixed}
+
     def _fill_result(
-        self, text: str, predictions: list, notes: list[str], truncated: bool, errors: str
+        self, text: str, answers: dict[str, list | None], notes: list[str], truncated: bool, errors: str
     ) -> FillMaskResult | InferenceError:
         """One text's result, with a note on [MASK]s past the tokens the model reads."""
+        predictions = answers["model"]
         mask, n_typed = self.tokenizer.mask_token, text.count(self.tokenizer.mask_token)
         if not predictions:
             err = InferenceError(f"Every {mask} lies past the first {self.max_length} tokens; move one earlier.")
@@ -394,7 +442,14 @@ class Predictor:
                 f"{n_typed - len(predictions)} of the {n_typed} {mask}s lie past the first "
                 f"{self.max_length} tokens and were not filled."
             )
-        return FillMaskResult(predictions=predictions, n_masks=n_typed, truncated=truncated, notes=notes)
+        return FillMaskResult(
+            predictions,
+            n_typed,
+            truncated,
+            notes,
+            memory_predictions=answers["memory"],
+            mixed_predictions=answers["mixed"],
+        )
 
     def fill_mask_result(self, text: str, top_k: int = 5) -> FillMaskResult:
         """``fill_mask`` with the notes on truncation and cleaned input."""

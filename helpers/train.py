@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, BertForPreTraining, get_scheduler, set_seed
 
 from helpers import baselines as tables  # its tables are read at each call: an entry added later is seen
-from helpers.baselines import TrainingText, count_baselines, scores
+from helpers.baselines import WITH_MEMORY, TrainingText, count_baselines, scores
 from helpers.checkpoint import (
     CheckpointError,
     Progress,
@@ -45,6 +45,7 @@ from helpers.dataset import (
 )
 from helpers.inference import nsp_probabilities, nsp_readout
 from helpers.masking import IGNORE_INDEX
+from helpers.memory import MEMORY_FILE, ContextCounts, mix
 from helpers.model import PretrainingModel, load_model
 from helpers.pairs import IS_RANDOM, LABEL_NAMES, PairError
 from helpers.parts import part, timed
@@ -146,16 +147,22 @@ def make_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device | N
 
 @torch.inference_mode()
 def evaluate(
-    model: PretrainingModel, batches: list[dict[str, torch.Tensor]], accelerator: Accelerator, frequent: torch.Tensor
+    model: PretrainingModel,
+    batches: list[dict[str, torch.Tensor]],
+    accelerator: Accelerator,
+    frequent: torch.Tensor,
+    memory: ContextCounts | None = None,
+    memory_strength: float = 0.5,
 ) -> dict[str, float]:
     """Validation metrics: every accuracy of ACCURACIES, both losses, and the share answered "B is random".
 
     MLM is scored on the batches' masked pairs; NSP on the same pairs as written (every [MASK] put back), which is
-    what the demo and ``Predictor`` read: one NSP figure for one question. ``frequent``: the split's token ids.
+    what the demo and ``Predictor`` read: one NSP figure for one question. ``frequent``: the split's token ids. With a
+    ``memory``, the MLM accuracies of the model's answer mixed with the table's too, as with_memory_<key>.
     """
     was_training = model.training
     model.eval()  # dropout off
-    answers = {"mlm": ([], []), "nsp": ([], [])}  # per task: the model's top guesses and the truth, batch by batch
+    answers = {task: ([], []) for task in ("mlm", "nsp", "with_memory")}  # top guesses and the truth, batch by batch
     losses = {"mlm": 0.0, "nsp": 0.0}
     for batch in batches:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
@@ -167,18 +174,28 @@ def evaluate(
         answers["mlm"][1].append(out["mlm_labels"])  # (n_masked,): the hidden token
         answers["nsp"][0].append(nsp["nsp_logits"].argmax(-1))  # (batch,): 0 = "B follows A", 1 = "B is random"
         answers["nsp"][1].append(batch["next_sentence_label"].view(-1))  # (batch,)
+        if memory is not None:  # the table's answer at the same [MASK]s, in the same (row-major) order
+            table = memory.probabilities(batch["input_ids"], batch["labels"] != IGNORE_INDEX)
+            mixed = mix(out["mlm_logits"].float().softmax(-1), table, strength=memory_strength)  # (n_masked, vocab)
+            answers["with_memory"][0].append(mixed.argmax(-1))
+            answers["with_memory"][1].append(out["mlm_labels"])
         losses["mlm"] += out["mlm_loss"].item() * out["mlm_labels"].numel()  # token-weighted, as one big batch
         losses["nsp"] += nsp["nsp_loss"].item() * batch["next_sentence_label"].numel()
     model.train(was_training)
-    answers = {task: (torch.cat(guesses), torch.cat(truth)) for task, (guesses, truth) in answers.items()}
+    answers = {task: (torch.cat(guesses), torch.cat(truth)) for task, (guesses, truth) in answers.items() if truth}
     n = {task: max(len(truth), 1) for task, (_, truth) in answers.items()}
     mlm_loss = losses["mlm"] / n["mlm"]
-    return scores(answers, frequent) | {
-        "mlm_loss": mlm_loss,
-        "mlm_perplexity": math.exp(min(mlm_loss, 50.0)),
-        "nsp_loss": losses["nsp"] / n["nsp"],
-        "nsp_answered_random": (answers["nsp"][0] == IS_RANDOM).sum().item() / n["nsp"],
-    }
+    with_memory = {"mlm": answers.pop("with_memory")} if memory is not None else {}
+    return (
+        scores(answers, frequent)
+        | scores(with_memory, frequent, prefix=WITH_MEMORY)
+        | {
+            "mlm_loss": mlm_loss,
+            "mlm_perplexity": math.exp(min(mlm_loss, 50.0)),
+            "nsp_loss": losses["nsp"] / n["nsp"],
+            "nsp_answered_random": (answers["nsp"][0] == IS_RANDOM).sum().item() / n["nsp"],
+        }
+    )
 
 
 @dataclass
@@ -195,6 +212,7 @@ class Run:
     val_batches: list[dict[str, torch.Tensor]]
     seen_batches: list[dict[str, torch.Tensor]]  # epoch 1's first training pairs, masked as the validation pairs
     frequent: torch.Tensor  # (FREQUENT_TOKENS,) ids: MLM accuracy is also measured on them and on the rest
+    memory: ContextCounts  # the training paragraphs' context counts: a baseline, and the model's memory beside it
     total_steps: int
     mlm_only_steps: int  # NSP joins the loss after these steps
     tracker: Tracker
@@ -300,7 +318,9 @@ def measure(run: Run) -> tuple[dict[str, float], dict[str, float]]:
     model = run.accelerator.unwrap_model(run.model)
     seen = evaluate(model, run.seen_batches, run.accelerator, run.frequent)
     kept = ("mlm_loss", *(a.key for a in tables.ACCURACIES))
-    return evaluate(model, run.val_batches, run.accelerator, run.frequent), {key: seen[key] for key in kept}
+    # Held out, the model with its memory beside it too (on seen pairs the table has counted the very text).
+    held_out = evaluate(model, run.val_batches, run.accelerator, run.frequent, run.memory, run.cfg.memory_strength)
+    return held_out, {key: seen[key] for key in kept}
 
 
 def end_epoch(
@@ -419,8 +439,8 @@ def start_run(
     result = TrainResult(output, saved.history, saved.epochs, baselines=base, wandb_run=tracker.run_path)
     run = Run(
         cfg, output, accelerator, data, model, optimizer, scheduler, val_batches, seen_batches,
-        text.frequent.to(accelerator.device), total_steps, round(cfg.mlm_only_ratio * total_steps), tracker, say,
-        started=time.perf_counter() - saved.progress.seconds, saved_rng=saved.rng,
+        text.frequent.to(accelerator.device), text.memory, total_steps, round(cfg.mlm_only_ratio * total_steps),
+        tracker, say, started=time.perf_counter() - saved.progress.seconds, saved_rng=saved.rng,
     )  # fmt: skip
     return run, result, saved.progress
 
@@ -525,6 +545,7 @@ def save(run: Run, progress: Progress, result: TrainResult, final: dict[str, flo
         "final": final,
         "beside_baselines": as_json(final),
         "baselines": result.baselines,
+        "memory": {"file": MEMORY_FILE, "text_fingerprint": run.memory.text_fingerprint},  # what serving checks
         "history": result.history,
     }
     state = Resume(
@@ -535,8 +556,16 @@ def save(run: Run, progress: Progress, result: TrainResult, final: dict[str, flo
         result.history,
         result.epochs,
     )
+    stock = accelerator.unwrap_model(run.model).stock
+    # The memory is saved beside the weights, in the same whole-or-absent folder, checksummed with them.
     save_checkpoint(
-        run.output, accelerator.unwrap_model(run.model).stock, run.data.tokenizer, run.cfg, metrics, state.state()
+        run.output,
+        stock,
+        run.data.tokenizer,
+        run.cfg,
+        metrics,
+        state.state(),
+        also=lambda f: run.memory.save(f / MEMORY_FILE),
     )
 
 

@@ -115,20 +115,25 @@ def check_nsp(answer, predictor: Predictor, a: str, b: str) -> None:
 
 
 def check_fill(answer, predictor: Predictor, text: str, k: int) -> None:
-    """The served table holds Predictor's top-k for every mask, in order."""
+    """The served table holds Predictor's top-k for every mask, in order: the model's, the memory's and the mix's."""
+    from helpers.app import FILL_HEADERS_WITH_MEMORY
+
     shown, table = answer
-    assert table["headers"] == ["mask", "rank", "token", "probability"]
-    expected = predictor.fill_mask(text, top_k=k + 1)  # one extra to recognise ties at the boundary
-    assert sorted({row[0] for row in table["data"]}) == list(range(1, len(expected) + 1))
-    for number, options in enumerate(expected, start=1):
-        rows = [row for row in table["data"] if row[0] == number]
-        assert [row[1] for row in rows] == list(range(1, k + 1))
-        assert [row[3] for row in rows] == pytest.approx([p for _, p in options[:k]], abs=2e-6)
-        for rank, row in enumerate(rows):
-            if row[2] != options[rank][0]:  # only a tie (equal to 1e-5) may swap two tokens
-                neighbours = [options[i][1] for i in (rank - 1, rank + 1) if 0 <= i < len(options)]
-                assert any(abs(options[rank][1] - p) < 1e-5 for p in neighbours), (row, options)
-    assert shown.startswith(f"### Best guess for {len(expected)} mask")
+    assert table["headers"] == FILL_HEADERS_WITH_MEMORY  # the tiny checkpoint carries its memory
+    result = predictor.fill_mask_result(text, top_k=k + 1)  # one extra to recognise ties at the boundary
+    answers = (result.predictions, result.memory_predictions, result.mixed_predictions)
+    assert sorted({row[0] for row in table["data"]}) == list(range(1, len(result.predictions) + 1))
+    for column, expected in zip((2, 4, 6), answers):  # each answer's token column; its probability follows it
+        for number, options in enumerate(expected, start=1):
+            rows = [row for row in table["data"] if row[0] == number]
+            assert [row[1] for row in rows] == list(range(1, k + 1))
+            assert [row[column + 1] for row in rows] == pytest.approx([p for _, p in options[:k]], abs=2e-6)
+            for rank, row in enumerate(rows):
+                if row[column] != options[rank][0]:  # only a tie (equal to 1e-5) may swap two tokens
+                    neighbours = [options[i][1] for i in (rank - 1, rank + 1) if 0 <= i < len(options)]
+                    assert any(abs(options[rank][1] - p) < 1e-5 for p in neighbours), (row, options)
+    assert shown.startswith(f"### Best guess for {len(result.predictions)} mask")
+    assert "With the memory beside the model:" in shown
 
 
 def test_endpoints_have_names(client):
@@ -175,7 +180,7 @@ def check_accuracy_note(verdict: str, folder) -> None:
 def test_fill_mask_tab(client, predictor, text, k):
     answer = client.predict(text, k, api_name="/fill_mask")
     check_fill(answer, predictor, text, k)
-    assert answer[0].count("**") == 2 * text.count("[MASK]")  # every mask shown filled, in bold
+    assert answer[0].count("**") == 2 * 2 * text.count("[MASK]")  # every mask shown filled in bold, twice
 
 
 @pytest.mark.parametrize(
@@ -320,9 +325,12 @@ def test_panel_names_checkpoint_profile_and_metrics(tiny_checkpoint):  # noqa: F
     final = json.loads((tiny_checkpoint / "metrics.json").read_text())["final"]
     assert str(tiny_checkpoint) in info and "profile **tiny**" in info
     assert (
-        f"MLM accuracy at [MASK] {final['mlm_accuracy_at_mask']:.3f} (unigram {final['baseline_unigram']:.3f}, "
-        f"neighbour counting {final['baseline_neighbours']:.3f})"
+        f"MLM accuracy at [MASK] {final['mlm_accuracy_at_mask']:.3f}, with the memory "
+        f"{final['with_memory_mlm_accuracy_at_mask']:.3f} (unigram {final['baseline_unigram']:.3f}, "
+        f"neighbour counting {final['baseline_neighbours']:.3f}, context counting "
+        f"{final['baseline_context_counting']:.3f})"
     ) in info
+    assert "**Memory** a table of the training text's contexts" in info
     assert "most frequent tokens" not in info  # the split of MLM accuracy is in metrics.json, not on the panel
     assert (
         f"NSP accuracy {final['nsp_accuracy']:.3f} (word overlap {final['baseline_word_overlap']:.3f}, chance 0.500)"
@@ -549,8 +557,10 @@ def test_main_trains_when_empty_then_reuses_and_serves(tmp_path):
         second.stdout,
     ), second.stdout
     assert re.search(
-        rf"mlm_accuracy_at_mask +{final['mlm_accuracy_at_mask']:.4f}  \(baselines: unigram "
-        rf"{final['baseline_unigram']:.4f}, neighbour counting {final['baseline_neighbours']:.4f}\)",
+        rf"mlm_accuracy_at_mask +{final['mlm_accuracy_at_mask']:.4f}  \(with the memory "
+        rf"{final['with_memory_mlm_accuracy_at_mask']:.4f}\)  \(baselines: unigram "
+        rf"{final['baseline_unigram']:.4f}, neighbour counting {final['baseline_neighbours']:.4f}, context counting "
+        rf"{final['baseline_context_counting']:.4f}\)",
         second.stdout,
     )
     assert "Held-out MLM accuracy" not in second.stdout  # not trained again

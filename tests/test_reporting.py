@@ -20,25 +20,28 @@ NEW = {
     "train_seconds": 12.5,
     "baseline_unigram": 0.054,
     "baseline_neighbours": 0.222,
+    "baseline_context_counting": 0.26,
+    "with_memory_mlm_accuracy_at_mask": 0.271,
     "baseline_word_overlap": 0.67,
 }
 OLD = {"nsp_accuracy": 0.61, "mlm_accuracy": 0.15, "mlm_loss": 6.5, "mlm_perplexity": 665.0, "nsp_loss": 0.69}
 
 
 def test_each_accuracy_stands_beside_the_baselines_that_are_there():
+    counting = [("unigram", 0.054), ("neighbour counting", 0.222), ("context counting", 0.26)]
     assert compared_accuracies(NEW) == [
-        ("mlm_accuracy_at_mask", "MLM accuracy at [MASK]", 0.064, [("unigram", 0.054), ("neighbour counting", 0.222)]),
-        ("nsp_accuracy", "NSP accuracy", 0.58, [("word overlap", 0.67), ("chance", 0.5)]),
+        ("mlm_accuracy_at_mask", "MLM accuracy at [MASK]", 0.064, counting, 0.271),  # 0.271: with the memory
+        ("nsp_accuracy", "NSP accuracy", 0.58, [("word overlap", 0.67), ("chance", 0.5)], None),
     ]
     # A run from before the baselines: what is there, and chance, which needs no run.
-    assert compared_accuracies(OLD) == [("nsp_accuracy", "NSP accuracy", 0.61, [("chance", 0.5)])]
+    assert compared_accuracies(OLD) == [("nsp_accuracy", "NSP accuracy", 0.61, [("chance", 0.5)], None)]
     assert compared_accuracies({}) == []
 
 
 def test_the_training_printout_reads_each_accuracy_beside_its_baselines():
     assert headline(NEW) == (
-        "Held-out MLM accuracy at [MASK] 0.064 (unigram 0.054, neighbour counting 0.222); "
-        "NSP accuracy 0.580 (word overlap 0.670, chance 0.500)"
+        "Held-out MLM accuracy at [MASK] 0.064, with the memory 0.271 (unigram 0.054, neighbour counting 0.222, "
+        "context counting 0.260); NSP accuracy 0.580 (word overlap 0.670, chance 0.500)"
     )
 
 
@@ -61,9 +64,14 @@ def test_every_place_pairs_the_same_figures(tiny_checkpoint):  # noqa: F811
 
 def test_model_card_says_what_each_accuracy_counts_with_its_baselines_beside_it():
     card = model_card(get_profile("tiny"), NEW)
-    assert "| MLM accuracy at [MASK] | 0.0640 | unigram 0.0540 · neighbour counting 0.2220 |" in card
-    assert "| NSP accuracy | 0.5800 | word overlap 0.6700 · chance 0.5000 |" in card
-    assert "| mlm_loss | 6.2500 | |" in card and "| train_seconds | 12.5000 | |" in card
+    assert (
+        "| MLM accuracy at [MASK] | 0.0640 | 0.2710 | unigram 0.0540 · neighbour counting 0.2220 · context counting "
+        "0.2600 |"
+    ) in card
+    assert "| NSP accuracy | 0.5800 |  | word overlap 0.6700 · chance 0.5000 |" in card
+    assert "| mlm_loss | 6.2500 | | |" in card and "| train_seconds | 12.5000 | | |" in card
+    assert "| with_memory_mlm_accuracy_at_mask |" not in card  # in its own column, not on a row of its own
+    assert "*With the memory*: the model's answer at each [MASK] mixed with the context-count table's" in card
     assert "| baseline_unigram |" not in card  # shown beside its accuracy, not again on a row of its own
     assert "with 15% of their tokens selected and every selected token replaced by [MASK]" in card
     assert "how often the verdict" in card and "share enough content words" in card and "coin flip" in card
@@ -71,7 +79,7 @@ def test_model_card_says_what_each_accuracy_counts_with_its_baselines_beside_it(
 
 def test_model_card_of_an_older_run_shows_what_is_there():
     card = model_card(get_profile("tiny"), OLD)
-    assert "| NSP accuracy | 0.6100 | chance 0.5000 |" in card and "| mlm_accuracy | 0.1500 | |" in card
+    assert "| NSP accuracy | 0.6100 |  | chance 0.5000 |" in card and "| mlm_accuracy | 0.1500 | | |" in card
     assert "MLM accuracy at [MASK]" not in card  # no sentence about a figure the run does not have
 
 
@@ -81,14 +89,16 @@ def test_a_trained_checkpoints_card_and_cli_show_its_own_figures(tiny_checkpoint
     final = json.loads((tiny_checkpoint / "metrics.json").read_text())["final"]
     card = (tiny_checkpoint / "README.md").read_text()
     assert (
-        f"| NSP accuracy | {final['nsp_accuracy']:.4f} | word overlap {final['baseline_word_overlap']:.4f} · "
+        f"| NSP accuracy | {final['nsp_accuracy']:.4f} |  | word overlap {final['baseline_word_overlap']:.4f} · "
         f"chance 0.5000 |"
     ) in card
     printed = " ".join(saved_metrics(tiny_checkpoint).split())  # columns aligned with spaces: fold them
     assert "(profile 'tiny') is already trained" in printed
     assert (
-        f"mlm_accuracy_at_mask {final['mlm_accuracy_at_mask']:.4f} (baselines: unigram "
-        f"{final['baseline_unigram']:.4f}, neighbour counting {final['baseline_neighbours']:.4f})"
+        f"mlm_accuracy_at_mask {final['mlm_accuracy_at_mask']:.4f} (with the memory "
+        f"{final['with_memory_mlm_accuracy_at_mask']:.4f}) (baselines: unigram {final['baseline_unigram']:.4f}, "
+        f"neighbour counting {final['baseline_neighbours']:.4f}, context counting "
+        f"{final['baseline_context_counting']:.4f})"
     ) in printed
 
 
