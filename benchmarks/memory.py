@@ -1,9 +1,9 @@
 """Context counting beside the model (issue 32): the memory, its mix with the model, a kNN contrast, and a lever.
 
-    python -m benchmarks.memory                    # every part below, seeds 42 43 44 (about 40 minutes, 1 thread)
-    python -m benchmarks.memory --parts dev        # the development split: choose the rules and the weights
-    python -m benchmarks.memory --parts full       # train on every training paragraph; 5 draws of validation masks
-    python -m benchmarks.memory --parts lever      # the model trained against the memory; the same draws
+    python -m benchmarks.memory                    # every part below, seeds 42 43 44 (21 minutes, 1 thread)
+    python -m benchmarks.memory --parts dev        # the development split: choose the rules and the weights (6 min)
+    python -m benchmarks.memory --parts full       # all the training paragraphs; 5 draws of validation masks (8 min)
+    python -m benchmarks.memory --parts lever      # the model trained against the memory; the same draws (7 min)
     python -m benchmarks.memory --parts plot       # redraw docs/memory.png from benchmarks/memory.json
 
 Every weight is chosen on a development split: DEV_FRACTION of the training paragraphs, held out from the model's
