@@ -379,13 +379,13 @@ def held_out_draws(folder: Path, data, cfg, draws: int = DRAWS) -> list[dict]:
     for draw in range(1, draws + 1):
         # Other seeds than the validation masks' own (cfg.seed): the same pairs, other positions hidden.
         batches = validation_batches(data, cfg, seed=cfg.seed + 7777 * draw)
-        scores = evaluate(model, batches, accelerator, text.frequent)
+        scores = evaluate(model, batches, accelerator, text.frequent, text.memory, cfg.memory_strength)
         base = count_baselines(text, batches, data.val_pairs)
         out.append(
             {
                 key: value
                 for key, value in (scores | base).items()
-                if key.startswith(("mlm_accuracy", "baseline_")) and "overlap" not in key
+                if key.startswith(("mlm_accuracy", "with_memory_", "baseline_")) and "overlap" not in key
             }
             | {"masks": sum(int((b["labels"] != -100).sum()) for b in batches)}
         )

@@ -20,7 +20,6 @@ from transformers import BertConfig, BertForPreTraining, PreTrainedTokenizerBase
 from helpers.config import Config, get_profile
 from helpers.dataset import MeditationsDataset, make_loader, prepare_data
 from helpers.masking import IGNORE_INDEX, mask_tokens
-from helpers.memory import ContextCounts
 from helpers.model import PretrainingModel, scratch_config
 from helpers.pairs import Pair
 from helpers.serving import Predictor
@@ -366,6 +365,42 @@ def latencies(fns: list, calls: int, warmup_calls: int, raw: bool = False) -> di
     return ms if raw else summary(ms)
 
 
+def memory_latency(calls: int, warmup_calls: int, seed: int = 0) -> dict:
+    """A fill-mask request as the demo serves the default profile: with its memory beside the model, and without.
+
+    The default profile's shape and its own tokenizer (random weights: a request's cost does not depend on them), the
+    memory counted from its training paragraphs; one [MASK] in each held-out validation sentence, top-5, the two
+    predictors called in turn so that a busy moment slows both alike.
+    """
+    from transformers import set_seed
+
+    from helpers.model import load_model
+
+    cfg = get_profile("default", wandb="disabled")
+    data = prepare_data(cfg)
+    text = data.training_text(cfg)
+    set_seed(seed)
+    model = load_model(cfg, data.tokenizer, text.unigram).eval()
+    alone = Predictor(model, data.tokenizer, cfg.max_length)
+    remembering = Predictor(
+        model, data.tokenizer, cfg.max_length, memory=text.memory, memory_strength=cfg.memory_strength
+    )
+    texts = [_one_mask(p.sentence_a, data.tokenizer.mask_token) for p in data.val_pairs]
+    both = [
+        fn for t in texts for fn in (lambda t=t: alone.fill_mask_result(t), lambda t=t: remembering.fill_mask_result(t))
+    ]
+    ms = latencies(both, 2 * calls, 2 * warmup_calls, raw=True)
+    out = {"calls": calls, "vocabulary": len(data.tokenizer), "torch_threads": torch.get_num_threads()}
+    out |= {"model_alone": summary(ms[0::2]), "with_memory": summary(ms[1::2])}
+    return out | {"added": out["with_memory"]["p50_ms"] / out["model_alone"]["p50_ms"] - 1}
+
+
+def _one_mask(sentence: str, mask: str) -> str:
+    words = sentence.split()
+    words[len(words) // 2] = mask  # one [MASK] in the middle of a real sentence
+    return " ".join(words)
+
+
 def inference_latency(
     size: str,
     tokenizer: PreTrainedTokenizerBase,
@@ -375,15 +410,13 @@ def inference_latency(
     max_length: int = MAX_LENGTH,
     seed: int = 0,
 ) -> dict:
-    """p50/p95 latency of Predictor.predict_nsp and .fill_mask_result, the latter with and without the memory."""
+    """p50/p95 latency of Predictor.predict_nsp and .fill_mask (random weights, real sentences)."""
     model = build_model(size, tokenizer, VARIANTS["fast"], seed)
     predictor = Predictor(model, tokenizer, max_length)
     mask = tokenizer.mask_token
 
     def masked(sentence: str) -> str:
-        words = sentence.split()
-        words[len(words) // 2] = mask  # one [MASK] in the middle of a real sentence
-        return " ".join(words)
+        return _one_mask(sentence, mask)
 
     @torch.no_grad()
     def nsp_without_mlm_head(a: str, b: str) -> torch.Tensor:
@@ -392,28 +425,13 @@ def inference_latency(
         pooled = model.bert(**enc, return_dict=False)[1]  # (1, hidden)
         return model.cls.seq_relationship(pooled).softmax(-1)  # (1, 2)
 
-    # The demo's fill-mask request with the memory beside the model (a context-count table of these sentences):
-    # the model's, the table's and the mix's top-5. Timed interleaved with the same request to the model alone.
-    texts = [p.sentence_a for p in pairs] + [p.sentence_b for p in pairs]
-    memory = ContextCounts.build(tokenizer(texts)["input_ids"], tokenizer)
-    remembering = Predictor(model, tokenizer, max_length, memory=memory)
     calls_by_method = {
         "predict_nsp": [lambda p=p: predictor.predict_nsp(p.sentence_a, p.sentence_b) for p in pairs],
-        "fill_mask": [lambda p=p: predictor.fill_mask_result(masked(p.sentence_a), top_k=5) for p in pairs],
-        "fill_mask_with_memory": [
-            lambda p=p: remembering.fill_mask_result(masked(p.sentence_a), top_k=5) for p in pairs
-        ],
+        "fill_mask": [lambda p=p: predictor.fill_mask(masked(p.sentence_a), top_k=5) for p in pairs],
         "nsp_without_mlm_head": [lambda p=p: nsp_without_mlm_head(p.sentence_a, p.sentence_b) for p in pairs],
     }
     out = {"size": size, "calls": calls, "warmup_calls": warmup_calls, "torch_threads": torch.get_num_threads()}
-    out |= {
-        method: latencies(fns, calls, warmup_calls) for method, fns in calls_by_method.items() if "fill" not in method
-    }
-    # The two fill-mask requests call by call, alternating, so that a busy moment slows both alike.
-    both = [fn for pair in zip(calls_by_method["fill_mask"], calls_by_method["fill_mask_with_memory"]) for fn in pair]
-    times = latencies(both, 2 * calls, 2 * warmup_calls, raw=True)
-    out["fill_mask"], out["fill_mask_with_memory"] = (summary(times[start::2]) for start in (0, 1))
-    out["memory_added"] = out["fill_mask_with_memory"]["p50_ms"] / out["fill_mask"]["p50_ms"] - 1
+    out |= {method: latencies(fns, calls, warmup_calls) for method, fns in calls_by_method.items()}
     out["peak_rss_mb"] = peak_rss_mb()
     out["pid"] = os.getpid()
     return out

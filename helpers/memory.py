@@ -376,7 +376,10 @@ def mix(
         share = np.asarray(weight, dtype=np.float64)[memory.widest.numpy()]  # (n_masks,)
     # lerp: memory + share * (model - memory), in one pass (a fill-mask request pays for every extra op).
     share = torch.from_numpy(share.astype(np.float32)).unsqueeze(1).to(model_probs.device)  # (n_masks, 1)
-    return torch.lerp(memory.probs.to(model_probs.device), model_probs.float(), share)
+    table = memory.probs.to(model_probs.device)  # (n_masks, len(tokenizer))
+    if model_probs.shape[-1] > table.shape[-1]:  # a model's vocabulary may be wider than its tokenizer's: no counts
+        table = torch.nn.functional.pad(table, (0, model_probs.shape[-1] - table.shape[-1]))
+    return torch.lerp(table, model_probs.float(), share)
 
 
 def _digest(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> str:

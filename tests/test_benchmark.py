@@ -154,12 +154,13 @@ def test_ablation_and_notes(report):
 def test_inference_latency(report):
     latency = report["inference"]["tiny"]
     assert latency["calls"] == 5
-    for method in ("predict_nsp", "fill_mask", "fill_mask_with_memory"):
+    for method in ("predict_nsp", "fill_mask"):
         assert positive(latency[method]["p50_ms"]) and latency[method]["p50_ms"] <= latency[method]["p95_ms"]
-    # What the memory adds to a fill-mask request (the two timed call by call, alternating): a ratio, no threshold.
-    assert latency["memory_added"] == pytest.approx(
-        latency["fill_mask_with_memory"]["p50_ms"] / latency["fill_mask"]["p50_ms"] - 1
-    )
+    # What the memory adds to the demo's fill-mask request (the two timed call by call, alternating): a ratio, measured
+    # on the default profile's shape and vocabulary; no threshold here (machines are shared and noisy).
+    memory = report["inference"]["memory"]
+    assert memory["calls"] == 10 and memory["vocabulary"] > 1000
+    assert memory["added"] == pytest.approx(memory["with_memory"]["p50_ms"] / memory["model_alone"]["p50_ms"] - 1)
 
 
 def test_bad_option_is_one_clear_sentence():
