@@ -53,12 +53,18 @@ NSP_PROMPTS = [
 
 
 def answers(predictor, tokenizer) -> dict[str, list[dict[str, Any]]]:
-    """The model's answers to the fixed prompts: top-5 fill-mask tokens, NSP verdict and P(B follows A)."""
+    """The model's answers to the fixed prompts: top-5 fill-mask tokens, NSP verdict and P(B follows A).
+
+    A predictor with a memory also gives the table's top-5 and the mix's (as ``memory`` and ``with_memory``).
+    """
+    rounded = lambda top: [[token, round(p, 4)] for token, p in top[0]]  # noqa: E731 - the prompt's only [MASK]
     fill = []
     for template, answer in FILL_PROMPTS:
         text = template.format(mask=tokenizer.mask_token)
-        top = predictor.fill_mask(text, top_k=5)[0]  # the prompt's only [MASK]: [(token, probability), ...]
-        fill.append({"text": text, "answer": answer, "top": [[token, round(p, 4)] for token, p in top]})
+        result = predictor.fill_mask_result(text, top_k=5)
+        fill.append({"text": text, "answer": answer, "top": rounded(result.predictions)})
+        if result.mixed_predictions is not None:
+            fill[-1] |= {"memory": rounded(result.memory_predictions), "with_memory": rounded(result.mixed_predictions)}
     nsp = []
     for a, b, label in NSP_PROMPTS:
         result = predictor.predict_nsp(a, b)
@@ -78,6 +84,7 @@ def _merge(before: dict, after: dict) -> dict[str, list[dict[str, Any]]]:
     """One entry per prompt with its 'before' and 'after' answers."""
     fill = [
         {"text": b["text"], "answer": b["answer"], "before": b["top"], "after": a["top"]}
+        | {key: a[key] for key in ("memory", "with_memory") if key in a}
         for b, a in zip(before["fill_mask"], after["fill_mask"])
     ]
     nsp = [
