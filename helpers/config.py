@@ -370,8 +370,9 @@ def choose_profile() -> tuple[str, str]:
 # What a learner should expect, printed at the top of notebooks 02-06: by profile, or "pretrained" for any --model.
 EXPECT = {
     "tiny": "seconds on a CPU, for quick tries: too small and too short to learn, so its answers read as noise.",
-    "default": "a 2-layer BERT trained from scratch, a minute or two on a laptop CPU: held-out accuracy at [MASK] "
-    "ends about 4x the unigram guess and just above neighbour counting; NSP stays near chance (notebook 05).",
+    "default": "a 2-layer BERT trained from scratch in a minute or two on a laptop CPU: it learns to fill a [MASK] "
+    "with the book's common words, while a table of counts remembers its phrases better (notebooks 04-05), and its "
+    "next-sentence verdicts stay near a coin flip (notebook 05).",
     "pretrained": "a model that was pretrained already (bert-base-uncased for the bert-base profile, on a GPU): its "
     "first loss is far below a fresh model's, and it answers sensibly before the first step.",
 }
