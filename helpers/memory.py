@@ -46,7 +46,8 @@ _OFFSETS = np.array(OFFSETS)[:, None]  # (2 * SIDE, 1)
 WIDTHS = np.array([left + right for left, right in SHAPES])  # (n_shapes,)
 UNSEEN = 0.01  # the pseudo-count every ordinary token gets in the unigram: a finite log-probability for all
 # How much the model weighs in the mix against the table's matched contexts (each weighs up to 1, the unigram 0.05):
-# chosen once on a development split of the training paragraphs (benchmarks/memory.py, docs/memory_notes.md).
+# chosen once on a development split of the training paragraphs (benchmarks/memory.py, docs/experiments.md: the
+# memory). The default profile's --memory-strength is this number (tests/test_memory_serving.py).
 MODEL_STRENGTH = 0.5
 
 

@@ -93,3 +93,11 @@ def test_the_demo_says_when_it_serves_the_model_alone(copy):
     assert "**Memory** none: There is no context-count file" in info
     shown, tables = fill_handler(demo.predictor)([TEXT], [3])
     assert "With the memory" not in shown[0] and all(len(row) == len(FILL_HEADERS) for row in tables[0])
+
+
+def test_the_profile_mixes_at_the_strength_the_experiment_chose():
+    from helpers.config import ROOT, Config
+    from helpers.memory import MODEL_STRENGTH
+
+    chosen = json.loads((ROOT / "benchmarks" / "memory.json").read_text())["constants"]["memory_strength"]
+    assert Config.memory_strength == MODEL_STRENGTH == chosen == get_profile("default").memory_strength
