@@ -412,8 +412,9 @@ def build_demo(
     examples = held_out_examples(folder, cfg, predictor.tokenizer)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(
-            f"## {TITLE}\nA small BERT trained with both of its pretraining objectives. "
-            f"Try the two tasks it learned below."
+            f"## {TITLE}\nA small BERT trained with both of its pretraining objectives: filling a masked word, "
+            f"and telling whether sentence B follows sentence A. Try both below; the panel says how often each is "
+            f"right."
         )
         gr.Markdown(checkpoint_summary(folder, predictor, cfg, examples), elem_id="checkpoint-info")
         with gr.Tab("Next sentence"):
