@@ -5,6 +5,7 @@ Every ``plot_*`` function returns the matplotlib ``Figure`` it drew, so a test c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -463,3 +464,80 @@ def _figure(ax: plt.Axes | None, size: tuple[float, float]) -> tuple[Figure, plt
         return ax.figure, ax
     fig, ax = plt.subplots(figsize=size, layout="constrained")
     return fig, ax
+
+
+# BERT's input as d2l draws it (notebook 02): a row per embedding table, the three summed position by position.
+INPUT_ROWS = (
+    ("input", "white"),
+    ("token embeddings", "#fdd0a2"),
+    ("segment embeddings", None),  # coloured by segment: SEGMENT_COLOURS
+    ("position embeddings", "#c7e9c0"),
+)
+SEGMENT_COLOURS = ("#c6dbef", "#fcbba1")  # segment A, segment B
+
+
+def plot_input_embeddings(tokens: Sequence[str], token_type_ids: Sequence[int]) -> Figure:
+    """Each token's input vector as the sum of three rows: its token's, its segment's (A or B) and its position's."""
+    if len(tokens) != len(token_type_ids):
+        raise ValueError(f"{len(tokens)} tokens but {len(token_type_ids)} segment ids: give one per token.")
+    n = len(tokens)
+    cells = (
+        list(tokens),
+        [f"E[{token[1:-1]}]" if re.fullmatch(r"\[[A-Z]+\]", token) else f"E[{token}]" for token in tokens],  # E[CLS]
+        [f"$E_{'AB'[segment]}$" for segment in token_type_ids],
+        [f"$E_{{{position}}}$" for position in range(n)],
+    )
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.85 * n + 2.0), 2.9), layout="constrained")
+    for row, ((name, colour), texts) in enumerate(zip(INPUT_ROWS, cells)):
+        y = len(INPUT_ROWS) - 1 - row
+        ax.text(-0.65, y, name, ha="right", va="center", fontsize=9)
+        for x, text in enumerate(texts):
+            face = SEGMENT_COLOURS[token_type_ids[x]] if colour is None else colour
+            ax.add_patch(plt.Rectangle((x - 0.42, y - 0.3), 0.84, 0.6, facecolor=face, edgecolor="gray"))
+            ax.text(x, y, text, ha="center", va="center", fontsize=7 if row == 1 else 8)
+            if row >= 2:  # the rows below the token embeddings are added to it
+                ax.text(x, y + 0.5, "+", ha="center", va="center", fontsize=9)
+    ax.set_xlim(-3.2, n - 0.5)
+    ax.set_ylim(-0.5, len(INPUT_ROWS) - 0.5)
+    ax.axis("off")
+    ax.set_title("input vector of each position = token + segment + position embedding, then LayerNorm", fontsize=9)
+    return fig
+
+
+def plot_masked_tokens(
+    input_ids: torch.Tensor, labels: torch.Tensor, tokenizer: PreTrainedTokenizerBase, max_positions: int = 24
+) -> Figure:
+    """A masked batch, one row per pair: what the model reads, coloured by MASK_CATEGORIES, with each scored
+    position's label under it ("[MASK]" over "nature"), so the hidden answers show."""
+    categories = mask_categories(input_ids, labels, tokenizer)[:, :max_positions]  # (batch, shown)
+    shown, answers = input_ids[:, :max_positions], labels[:, :max_positions]
+    rows, width = categories.shape
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * width), 0.8 * rows + 1.0), layout="constrained")
+    ax.imshow(
+        categories.numpy(),
+        aspect="auto",
+        interpolation="nearest",
+        cmap=ListedColormap(MASK_COLOURS),
+        vmin=0,
+        vmax=len(MASK_CATEGORIES) - 1,
+    )
+    for row in range(rows):
+        reads = tokenizer.convert_ids_to_tokens(shown[row].tolist())
+        for col in range(width):
+            if categories[row, col] == 0:  # [PAD]: left blank
+                continue
+            text = reads[col]
+            if answers[row, col] != IGNORE_INDEX:  # scored: the label the loss compares against, under the input
+                text += "\n" + tokenizer.convert_ids_to_tokens(int(answers[row, col]))
+            ax.text(col, row, text, ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(width))
+    ax.set_xlabel("position")
+    ax.set_ylabel("pair in the batch")
+    ax.set_yticks(range(rows))
+    fig.legend(
+        handles=[Patch(facecolor=c, edgecolor="gray", label=n) for n, c in zip(MASK_CATEGORIES, MASK_COLOURS)],
+        loc="outside lower center",
+        ncols=3,
+        fontsize=8,
+    )
+    return fig

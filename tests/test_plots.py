@@ -305,3 +305,29 @@ def test_the_validation_plot_draws_the_model_with_its_memory_when_the_run_measur
     labels = [line.get_label() for line in plots.plot_validation(EPOCHS, BASELINES).axes[0].lines]
     assert not any("with the memory" in label for label in labels)  # a run without it draws no such line
     plt.close("all")
+
+
+def test_input_embeddings_sums_a_token_a_segment_and_a_position_row_per_token():
+    tokens, segments = ["[CLS]", "look", "[SEP]", "but", "[SEP]"], [0, 0, 0, 1, 1]
+    fig = plots.plot_input_embeddings(tokens, segments)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert tokens == [t for t in texts if t in tokens][: len(tokens)]  # the input row, in order
+    assert "E[look]" in texts and "E[CLS]" in texts and texts.count("$E_A$") == 3 and texts.count("$E_B$") == 2
+    assert [t for t in texts if t.startswith("$E_{")] == [f"$E_{{{i}}}$" for i in range(len(tokens))]
+    assert texts.count("+") == 2 * len(tokens)  # segment + and position + under every token
+    assert len(fig.axes[0].patches) == len(plots.INPUT_ROWS) * len(tokens)
+    with pytest.raises(ValueError, match="one per token"):
+        plots.plot_input_embeddings(tokens, segments[:2])
+
+
+def test_masked_tokens_writes_each_scored_label_under_what_the_model_reads(scratch_tokenizer):
+    tokenizer = scratch_tokenizer
+    ids = torch.tensor([tokenizer.convert_tokens_to_ids(["[CLS]", "the", "[MASK]", "of", "[SEP]", "[PAD]"])])
+    labels = torch.full_like(ids, IGNORE_INDEX)  # (1, 6): only position 2 is scored
+    labels[0, 2] = tokenizer.convert_tokens_to_ids("the")
+    fig = plots.plot_masked_tokens(ids, labels, tokenizer)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["[CLS]", "the", "[MASK]\nthe", "of", "[SEP]"]  # [PAD] left blank
+    assert fig.axes[0].images[0].get_array().shape == (1, 6)
+    first_three = plots.plot_masked_tokens(ids, labels, tokenizer, max_positions=3)
+    assert first_three.axes[0].images[0].get_array().shape == (1, 3)
