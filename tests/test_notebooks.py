@@ -35,6 +35,8 @@ IGNORE_TAG = "nbval-ignore-output"
 def output_ignored(cell) -> bool:
     """Whether nbval leaves this cell's output uncompared: the tag, or the comment as the cell's own line."""
     return IGNORE_TAG in cell.get("metadata", {}).get("tags", []) or IGNORE_MARKER in cell.source.splitlines()
+
+
 # Folders of this machine (or a user's) that must never show up in a committed output.
 # A library warning names its file (/usr/lib/..., /opt/conda/...); macOS keeps homes in /Users and temp files in /var.
 MACHINE_PATH = re.compile(r"/(?:root|home|tmp|work|usr|opt|var|Users)/")
