@@ -305,3 +305,24 @@ def test_the_validation_plot_draws_the_model_with_its_memory_when_the_run_measur
     labels = [line.get_label() for line in plots.plot_validation(EPOCHS, BASELINES).axes[0].lines]
     assert not any("with the memory" in label for label in labels)  # a run without it draws no such line
     plt.close("all")
+
+
+def test_the_queue_plot_puts_each_request_at_the_call_that_answered_it():
+    calls, refused = [[0], [1, 2, 3, 4], [5, 6]], [7]
+    ax = plots.plot_queue(calls, refused, 8, ranks={r: r - 1 for r in range(1, 7)}).axes[0]
+    squares = {int(line.get_ydata()[0]): int(line.get_xdata()[0]) for line in ax.lines if line.get_marker() == "s"}
+    assert squares == {0: 1, 1: 2, 2: 2, 3: 2, 4: 2, 5: 3, 6: 3}
+    crosses = [(line.get_xdata()[0], line.get_ydata()[0]) for line in ax.lines if line.get_marker() == "x"]
+    assert crosses == [(0, 7)]
+    texts = [t.get_text() for t in ax.texts]
+    assert "turned away: the queue is full" in texts and "queue rank 0" in texts and "queue rank 5" in texts
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["sent", "call 1\n1 request", "call 2\n4 requests",
+                                                            "call 3\n2 requests"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "calls, refused", [([[0], [1]], [1]), ([[0], [0]], []), ([[0]], [])], ids=["both", "twice", "missing"]
+)
+def test_the_queue_plot_wants_each_request_once(calls, refused):
+    with pytest.raises(ValueError, match="exactly once"):
+        plots.plot_queue(calls, refused, 2)
