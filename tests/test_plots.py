@@ -331,3 +331,24 @@ def test_masked_tokens_writes_each_scored_label_under_what_the_model_reads(scrat
     assert fig.axes[0].images[0].get_array().shape == (1, 6)
     first_three = plots.plot_masked_tokens(ids, labels, tokenizer, max_positions=3)
     assert first_three.axes[0].images[0].get_array().shape == (1, 3)
+
+
+def test_the_queue_plot_puts_each_request_at_the_call_that_answered_it():
+    calls, refused = [[0], [1, 2, 3, 4], [5, 6]], [7]
+    ax = plots.plot_queue(calls, refused, 8, ranks={r: r - 1 for r in range(1, 7)}).axes[0]
+    squares = {int(line.get_ydata()[0]): int(line.get_xdata()[0]) for line in ax.lines if line.get_marker() == "s"}
+    assert squares == {0: 1, 1: 2, 2: 2, 3: 2, 4: 2, 5: 3, 6: 3}
+    crosses = [(line.get_xdata()[0], line.get_ydata()[0]) for line in ax.lines if line.get_marker() == "x"]
+    assert crosses == [(0, 7)]
+    texts = [t.get_text() for t in ax.texts]
+    assert "turned away: the queue is full" in texts and "queue rank 0" in texts and "queue rank 5" in texts
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["sent", "call 1\n1 request", "call 2\n4 requests",
+                                                            "call 3\n2 requests"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "calls, refused", [([[0], [1]], [1]), ([[0], [0]], []), ([[0]], [])], ids=["both", "twice", "missing"]
+)
+def test_the_queue_plot_wants_each_request_once(calls, refused):
+    with pytest.raises(ValueError, match="exactly once"):
+        plots.plot_queue(calls, refused, 2)
