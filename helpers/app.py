@@ -255,11 +255,11 @@ def _filled(text: str, guesses: list[list[tuple[str, float]]], mask_token: str) 
 def fill_markdown(text: str, result: FillMaskResult, mask_token: str) -> str:
     """The text with each [MASK] replaced by the model's best guess (and the mix's, with a memory); the notes."""
     count = len(result.predictions)
-    shown = (
-        f"### Best guess for {count} mask{'s' if count != 1 else ''}\n{_filled(text, result.predictions, mask_token)}"
-    )
-    if result.mixed_predictions is not None:
-        shown += f"\n\nWith the memory beside the model:\n{_filled(text, result.mixed_predictions, mask_token)}"
+    shown = f"### Best guess for {count} mask{'s' if count != 1 else ''}\n"
+    if result.mixed_predictions is None:
+        return shown + _filled(text, result.predictions, mask_token) + _notes(result.notes)
+    shown += f"The model alone:\n{_filled(text, result.predictions, mask_token)}"
+    shown += f"\n\nThe mix, the model with its memory:\n{_filled(text, result.mixed_predictions, mask_token)}"
     return shown + _notes(result.notes)
 
 
@@ -363,8 +363,8 @@ def _fill_tab(
 ) -> tuple[gr.Textbox, gr.Slider, gr.Button, gr.Markdown, gr.Dataframe]:
     """The fill-mask tab's components (inside an open ``gr.Blocks``); with ``memory``, three answers side by side."""
     beside = (
-        " Beside it: the memory, a table of which token the training text holds between the same neighbours, and "
-        "the mix of the two answers."
+        " Beside it: the memory, a table of which token the training text holds in the same context (up to two "
+        "tokens on each side), and the mix of the two answers."
         if memory
         else ""
     )

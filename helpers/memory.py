@@ -1,4 +1,4 @@
-"""Context counting: a memory of which token the training paragraphs hold between the same neighbours.
+"""Context counting: a memory of which token the training paragraphs hold in the same context, up to two each side.
 
 The model learns the book's grammar; the book's phrases and rare words it sees too seldom to learn. A table of counts
 keeps them: for every [MASK] it looks up the tokens seen in the training paragraphs with the same neighbours, up to

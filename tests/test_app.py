@@ -133,7 +133,8 @@ def check_fill(answer, predictor: Predictor, text: str, k: int) -> None:
                     neighbours = [options[i][1] for i in (rank - 1, rank + 1) if 0 <= i < len(options)]
                     assert any(abs(options[rank][1] - p) < 1e-4 for p in neighbours), (row, options)
     assert shown.startswith(f"### Best guess for {len(result.predictions)} mask")
-    assert "With the memory beside the model:" in shown
+    model_alone, mix = shown.index("The model alone:"), shown.index("The mix, the model with its memory:")
+    assert model_alone < mix  # each filled text labelled, the model's first
 
 
 def test_endpoints_have_names(client):
