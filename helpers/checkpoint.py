@@ -53,6 +53,17 @@ def is_checkpoint(folder: str | os.PathLike) -> bool:
     return (Path(folder) / MARKER).is_file()
 
 
+def interrupted(folder: str | os.PathLike) -> tuple[int, int] | None:
+    """(epochs done, epochs asked for) of a checkpoint saved at an epoch's end but never finished; else None."""
+    marker, profile = read_json(Path(folder) / MARKER), read_json(Path(folder) / "profile.json")
+    if marker is None or profile is None:
+        return None
+    done, epochs = marker.get("epoch"), profile.get("epochs")
+    if isinstance(done, int) and isinstance(epochs, int) and done < epochs:
+        return done, epochs
+    return None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

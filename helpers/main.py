@@ -10,7 +10,7 @@ from pathlib import Path
 
 # helpers.app comes first: it sets the no-telemetry variables before gradio or huggingface_hub is imported.
 from helpers.app import add_serve_options, build_demo, run_server
-from helpers.checkpoint import CheckpointError, check_output_dir, is_checkpoint, read_json, recover
+from helpers.checkpoint import CheckpointError, check_output_dir, interrupted, is_checkpoint, read_json, recover
 from helpers.config import ConfigError, parse_args
 from helpers.corpus import CorpusError
 from helpers.pairs import PairError
@@ -47,16 +47,13 @@ def saved_metrics(folder: Path) -> str:
 
 def interrupted_note(folder: Path) -> str | None:
     """A hint when the checkpoint is a resumable run that stopped before its last epoch."""
-    marker, profile = read_json(folder / "checkpoint.json"), read_json(folder / "profile.json")
-    if marker is None or profile is None:
+    stop = interrupted(folder)
+    if stop is None:
         return None
-    done, epochs = marker.get("epoch"), profile.get("epochs")
-    if isinstance(done, int) and isinstance(epochs, int) and done < epochs:
-        return (
-            f"note: {folder} stopped after epoch {done} of {epochs}; finish it with "
-            f"`python -m helpers.train --resume {folder}`."
-        )
-    return None
+    return (
+        f"note: {folder} stopped after epoch {stop[0]} of {stop[1]}; finish it with "
+        f"`python -m helpers.train --resume {folder}`."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

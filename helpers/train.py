@@ -25,6 +25,7 @@ from helpers.checkpoint import (
     Progress,
     Resume,
     check_output_dir,
+    interrupted,
     is_checkpoint,
     load_resume,
     recover,
@@ -623,11 +624,13 @@ def read_out(run: Run, model: BertForPreTraining, step: int) -> None:
 
 
 def ensure_trained(cfg: Config, output: str | Path, **kwargs: Any) -> Path:
-    """Train ``cfg`` into ``output`` unless it already holds a complete checkpoint; return the folder."""
+    """Train ``cfg`` into ``output`` unless it already holds a finished run (an interrupted one is resumed)."""
     output = Path(output)
     recover(output)
     if not is_checkpoint(output):
         train(cfg, output, overwrite=True, **kwargs)
+    elif interrupted(output):  # saved at an epoch's end, then stopped (a kernel interrupted): finish it
+        train(None, output, resume=True, **kwargs)
     return output
 
 

@@ -152,7 +152,7 @@ TAKES_THE_CONFIG = {
     "train.optimisation": "AdamW's knobs and the schedule's (warm-up, decay, its kind)",
     "train.mixed_precision": "the one knob, resolved against the hardware",
     "train.make_optimizer": "four optimizer knobs; notebook 04 calls it with the profile",
-    "train.ensure_trained": "trains the profile when the folder holds no checkpoint",
+    "train.ensure_trained": "trains the profile when the folder holds no checkpoint, resumes an interrupted one",
     "dataset.prepare_data": "the data stage's entry: eight knobs of corpus, pairs, split and tokenizer",
     "dataset.PreparedData.train_pairs": "an epoch's pairs: four pairing knobs and the seed",
     "dataset.PreparedData.training_text": "epoch 1's pairs beside the training paragraphs, by the pairing knobs",

@@ -278,6 +278,27 @@ def test_ctrl_c_in_on_epoch_resumes_at_the_next_epoch(trained, tmp_path):
     assert _same_weights(trained.checkpoint, out)
 
 
+def test_ensure_trained_finishes_a_run_a_kernel_interrupted(trained, tmp_path):
+    from helpers.checkpoint import interrupted
+    from helpers.main import interrupted_note
+    from helpers.train import ensure_trained
+
+    out = tmp_path / "stopped"
+
+    def stop(row, model):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(epochs=3), out, on_epoch=stop, **QUIET)
+    assert interrupted(out) == (2, 3) and "stopped after epoch 2 of 3" in interrupted_note(out)
+    # A notebook's ensure_trained must not serve the half-trained folder as if it were done: it resumes it.
+    ensure_trained(tiny(epochs=3), out, **QUIET)
+    assert interrupted(out) is None and interrupted_note(out) is None
+    assert "train_seconds" in json.loads((out / "metrics.json").read_text())["final"]
+    assert _same_weights(trained.checkpoint, out)
+
+
 def test_adamw_uses_the_fused_kernel_on_cpu():
     from helpers.train import make_optimizer
 
