@@ -9,6 +9,7 @@ or a picture, to show under it.
     mask_sentence / masking_explorer            notebook 03: one sentence masked by a rule, at a rate, with a seed
     fill_mask_frame / fill_mask_explorer        notebook 05: a trained model's top-k guesses at each [MASK]
     attention_figure / attention_explorer       notebook 05: one head's attention over a typed pair
+    memory_frame / memory_explorer              notebook 05: the model's, the memory's and the mix's top-k at a [MASK]
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from matplotlib.figure import Figure
 from transformers import BertForPreTraining, PreTrainedTokenizerBase
 
 from helpers.config import get_profile
-from helpers.inference import fill_mask_top_k, pair_attentions
+from helpers.inference import encode, fill_mask_top_k, mask_logits, pair_attentions, top_k_tokens
 from helpers.masking import IGNORE_INDEX, MaskingRule, mask_tokens, masking_rule
+from helpers.memory import MODEL_STRENGTH, ContextCounts, mix
 from helpers.pairs import IS_NEXT, Pair
 from helpers.plots import plot_attention
 from helpers.tokens import model_max_length, tokenize_pairs
@@ -414,4 +416,79 @@ def attention_explorer(
         sentence_b=_text(sentence_b, "Sentence B"),
         layer=slider(layer, model.config.num_hidden_layers, "layer"),
         head=slider(head, model.config.num_attention_heads, "head"),
+    )
+
+
+# Notebook 05: the memory beside the model (helpers.memory). Appended here, after the module's other explorers.
+MEMORY_COLUMNS = ["mask", "rank", "model", "P(model)", "memory", "P(memory)", "mix", "P(mix)", "model's share"]
+
+
+def memory_frame(
+    model: BertForPreTraining,
+    tokenizer: PreTrainedTokenizerBase,
+    memory: ContextCounts,
+    text: str,
+    strength: float = MODEL_STRENGTH,
+    k: int = 5,
+    max_length: int | None = None,
+) -> pd.DataFrame:
+    """At each [MASK] of ``text``, the ``k`` likeliest tokens of the model, the memory and their mix, side by side.
+
+    ``strength`` is the model's weight against the table's evidence (helpers.memory.mix): its share in the mix is
+    strength / (strength + evidence), shown in the last column; 0 leaves the table alone, a large value the model.
+    The three lists are the ones ``Predictor.fill_mask_result`` gives at the Predictor's own ``memory_strength``.
+    """
+    _require("The text", text)
+    if memory is None:
+        raise ValueError("This checkpoint has no memory (context_counts.safetensors): the model alone can answer.")
+    if k < 1:
+        raise ValueError(f"k={k} asks for no guesses: use k=1 or more.")
+    if not strength >= 0:  # also refuses NaN
+        raise ValueError(f"strength={strength} is not a weight: use 0 (the table alone) or more.")
+    max_length = _max_length(model, tokenizer, max_length)
+    mask = tokenizer.mask_token
+    if mask not in text:
+        raise ValueError(f"The text has no {mask}: put {mask} where a word is missing, as in 'The {mask} is short.'")
+    batch = encode(tokenizer, [text], max_length=max_length).to(model.device)  # (1, seq_len) each
+    if not (batch["input_ids"] == tokenizer.mask_token_id).any():
+        raise ValueError(
+            f"The text's {mask} comes after its first {max_length} tokens, all that the model reads: "
+            f"put it earlier or shorten the text."
+        )
+    logits, selected = mask_logits(model, batch, tokenizer.mask_token_id)  # (n_masks, vocab), (1, seq_len)
+    table = memory.probabilities(batch["input_ids"], selected)  # .probs (n_masks, vocab), rows sum to 1
+    mixed = mix(logits.softmax(-1), table, strength=strength)  # (n_masks, vocab)
+    share = (strength / (strength + table.evidence)).tolist()  # (n_masks,): the model's share at each mask
+    k = min(k, len(tokenizer))
+    # top_k_tokens reads logits; the log of a distribution gives the distribution back through its softmax.
+    lists = [top_k_tokens(tokenizer, scores, k) for scores in (logits, table.probs.log(), mixed.log())]
+    rows = [
+        (m + 1, r + 1, *lists[0][m][r], *lists[1][m][r], *lists[2][m][r], share[m])
+        for m in range(len(share))
+        for r in range(k)
+    ]
+    return pd.DataFrame(rows, columns=MEMORY_COLUMNS)
+
+
+def memory_explorer(
+    model: BertForPreTraining,
+    tokenizer: PreTrainedTokenizerBase,
+    memory: ContextCounts,
+    text: str | None = None,
+    strength: float = MODEL_STRENGTH,
+    k: int = 5,
+    max_length: int | None = None,
+):
+    """Type a text with [MASK]s and move the model's strength against the table: three top-k lists (notebook 05)."""
+    import ipywidgets as widgets
+
+    text = text or f"For the soul is dyed by the {tokenizer.mask_token}."
+    return _explorer(
+        lambda **values: memory_frame(model, tokenizer, memory, max_length=max_length, **values),
+        text=_text(text, "Text"),
+        # A log scale: from 0.01 (the table speaks almost alone) to 100 (the model almost alone).
+        strength=widgets.FloatLogSlider(
+            value=strength, base=10, min=-2, max=2, step=0.05, description="model's strength", continuous_update=False
+        ),
+        k=widgets.IntSlider(value=k, min=1, max=20, description="top-k", continuous_update=False),
     )

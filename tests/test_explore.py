@@ -356,3 +356,83 @@ def test_the_first_view_of_a_figure_is_a_png_and_of_bad_input_its_sentence(scrat
     assert first_view(explorer)._repr_mimebundle_() == {"text/plain": "Sentence A is empty: type some text in it."}
     with pytest.raises(ValueError, match="a table, a figure or a sentence"):
         FirstView(42)
+
+
+# Notebook 05: the memory beside the model.
+
+
+def test_memory_frame_gives_the_predictors_three_lists(predictor):
+    from helpers.explore import memory_frame
+
+    assert predictor.memory is not None  # every checkpoint carries its memory
+    text = "The [MASK] of a man is the work of his [MASK]."
+    table = memory_frame(predictor.model, predictor.tokenizer, predictor.memory, text, predictor.memory_strength, k=3)
+    result = predictor.fill_mask_result(text, top_k=3)
+    assert table[["mask", "rank"]].values.tolist() == [[m, r] for m in (1, 2) for r in (1, 2, 3)]
+    for column, lists in (
+        ("model", result.predictions),
+        ("memory", result.memory_predictions),
+        ("mix", result.mixed_predictions),
+    ):
+        expected = [guess for options in lists for guess in options]
+        assert table[column].tolist() == [token for token, _ in expected], column
+        assert table[f"P({column})"].tolist() == pytest.approx([p for _, p in expected], abs=1e-6), column
+    assert ((table["model's share"] > 0) & (table["model's share"] < 1)).all()
+
+
+def test_memory_frame_strength_moves_the_mix_between_the_table_and_the_model(predictor):
+    from helpers.explore import memory_frame
+
+    model, tokenizer, memory = predictor.model, predictor.tokenizer, predictor.memory
+    text = "Look [MASK]; within is the fountain of good."
+    table_alone = memory_frame(model, tokenizer, memory, text, strength=0.0)
+    assert table_alone["mix"].tolist() == table_alone["memory"].tolist()
+    assert (table_alone["model's share"] == 0).all()
+    model_mostly = memory_frame(model, tokenizer, memory, text, strength=1e6)
+    assert model_mostly["mix"].tolist() == model_mostly["model"].tolist()
+    assert (model_mostly["model's share"] > 0.999).all()
+
+
+@pytest.mark.parametrize(
+    "text, strength, k, message",
+    [
+        ("A sentence without a mask.", 0.5, 5, r"The text has no \[MASK\]"),
+        ("  ", 0.5, 5, "The text is empty"),
+        ("The [MASK] is short.", -1.0, 5, "strength=-1.0 is not a weight"),
+        ("The [MASK] is short.", float("nan"), 5, "strength=nan is not a weight"),
+        ("The [MASK] is short.", 0.5, 0, "k=0 asks for no guesses"),
+    ],
+)
+def test_memory_frame_bad_input_is_one_sentence(predictor, text, strength, k, message):
+    from helpers.explore import memory_frame
+
+    with pytest.raises(ValueError, match=message):
+        memory_frame(predictor.model, predictor.tokenizer, predictor.memory, text, strength, k)
+
+
+def test_memory_frame_without_a_memory_says_so(predictor):
+    from helpers.explore import memory_frame
+
+    with pytest.raises(ValueError, match="This checkpoint has no memory"):
+        memory_frame(predictor.model, predictor.tokenizer, None, "The [MASK] is short.")
+    long = " ".join(["word"] * 20) + " [MASK]"
+    with pytest.raises(ValueError, match=r"comes after its first 8 tokens"):
+        memory_frame(predictor.model, predictor.tokenizer, predictor.memory, long, max_length=8)
+
+
+def test_memory_explorer_reruns_when_a_control_moves(predictor, capsys):
+    from helpers.explore import first_view, memory_explorer, memory_frame
+
+    model, tokenizer, memory = predictor.model, predictor.tokenizer, predictor.memory
+    explorer = memory_explorer(model, tokenizer, memory, "The [MASK] is short.", strength=0.5, k=5)
+    found = controls(explorer)
+    # The slider keeps the value it was given, so the first view is the static function's at that strength.
+    assert found["model's strength"].value == 0.5
+    assert explorer.result.equals(memory_frame(model, tokenizer, memory, "The [MASK] is short.", 0.5, 5))
+    assert first_view(explorer)._repr_mimebundle_()["text/html"] == explorer.result.to_html()
+    found["model's strength"].value = 100.0
+    found["top-k"].value = 2
+    assert explorer.result.equals(memory_frame(model, tokenizer, memory, "The [MASK] is short.", 100.0, 2))
+    found["Text"].value = "No mask here."
+    assert explorer.result.startswith("The text has no [MASK]")
+    assert "Traceback" not in capsys.readouterr().out
