@@ -30,4 +30,5 @@ The plumbing, which a learner can skip:
     record      the recorded run of the default profile that notebooks and README plot
     plots       the figures of the notebooks and the README
     explore     the notebooks' explorers: a table or figure per input, and ipywidgets controls to vary it
+    colab       the notebooks' Colab cell: install what Colab lacks from the clone, keeping Colab's torch
 """
