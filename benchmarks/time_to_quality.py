@@ -221,7 +221,7 @@ def format_tables(ttq: dict[str, Any], flops: dict[str, Any] | None) -> str:
     ratio = ttq["today_over_previous"]
     fmt = lambda v, unit=" s": "never" if v is None else f"{v:.1f}{unit}"  # noqa: E731
     lines = [
-        "| | previous default | today's default | today / previous |",
+        "| | the 24-epoch recipe | the default profile at this commit | default / 24-epoch |",
         "|---|---|---|---|",
         f"| training seconds | {fmt(prev['train_seconds'])} | {fmt(today['train_seconds'])} | "
         f"{ratio.get('train_seconds') or 0:.2f} |",
@@ -233,7 +233,7 @@ def format_tables(ttq: dict[str, Any], flops: dict[str, Any] | None) -> str:
         f"| peak held-out MLM at [MASK] | {prev['peak']:.4f} | {today['peak']:.4f} | |",
         f"| final held-out MLM at [MASK] | {prev['final']:.4f} | {today['final']:.4f} | |",
         "",
-        "| where the seconds go | previous default | today's default |",
+        "| where the seconds go | the 24-epoch recipe | the default profile at this commit |",
         "|---|---|---|",
     ]
     for part in sorted(prev["parts"], key=prev["parts"].get, reverse=True):

@@ -47,9 +47,7 @@ THEME = gr.themes.Soft()  # its fonts ship with Gradio: the page loads nothing f
 CSS = ".verdict h3 { margin-top: 0; }"
 FILL_HEADERS = ["mask", "rank", "token", "probability"]
 # With the checkpoint's memory, the table's answer and the mix's come beside the model's, each with its probability.
-FILL_HEADERS_WITH_MEMORY = [
-    "mask", "rank", "model", "p (model)", "memory", "p (memory)", "model + memory", "p (model + memory)"
-]  # fmt: skip
+FILL_HEADERS_WITH_MEMORY = ["mask", "rank", "model", "p(model)", "memory", "p(memory)", "mix", "p(mix)"]
 
 # Used when the corpus is not on this machine (or the checkpoint has no profile). Written for this demo.
 BUILTIN_PAIRS = [
@@ -273,7 +271,7 @@ def fill_rows(result: FillMaskResult, k: int) -> list[list]:
     rows = []
     for number in range(len(result.predictions)):
         for rank in range(min(k, len(result.predictions[number]))):
-            cells = [(token, round(p, 6)) for token, p in (answer[number][rank] for answer in answers)]
+            cells = [(token, round(p, 4)) for token, p in (answer[number][rank] for answer in answers)]
             rows.append([number + 1, rank + 1, *(value for cell in cells for value in cell)])
     return rows
 
@@ -366,7 +364,7 @@ def _fill_tab(
     """The fill-mask tab's components (inside an open ``gr.Blocks``); with ``memory``, three answers side by side."""
     beside = (
         " Beside it: the memory, a table of which token the training text holds between the same neighbours, and "
-        "the two mixed."
+        "the mix of the two answers."
         if memory
         else ""
     )
@@ -382,13 +380,14 @@ def _fill_tab(
             button = gr.Button("Fill the mask", variant="primary", elem_id="fill-button")
         with gr.Column():
             filled = gr.Markdown(elem_id="fill-text")
-            table = gr.Dataframe(
-                headers=headers,
-                datatype=["number", "number"] + ["str", "number"] * ((len(headers) - 2) // 2),
-                interactive=False,
-                label="Top-k per mask",
-                elem_id="fill-table",
-            )
+    # The whole width: with the memory the table holds three answers, each a token and its probability.
+    table = gr.Dataframe(
+        headers=headers,
+        datatype=["number", "number"] + ["str", "number"] * ((len(headers) - 2) // 2),
+        interactive=False,
+        label="Top-k per mask",
+        elem_id="fill-table",
+    )
     gr.Examples(
         examples.masks,
         inputs=[text, top_k],
@@ -412,8 +411,9 @@ def build_demo(
     examples = held_out_examples(folder, cfg, predictor.tokenizer)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(
-            f"## {TITLE}\nA small BERT trained with both of its pretraining objectives. "
-            f"Try the two tasks it learned below."
+            f"## {TITLE}\nA small BERT trained with both of its pretraining objectives: filling a masked word, "
+            f"and telling whether sentence B follows sentence A. Try both below; the panel says how often each is "
+            f"right."
         )
         gr.Markdown(checkpoint_summary(folder, predictor, cfg, examples), elem_id="checkpoint-info")
         with gr.Tab("Next sentence"):

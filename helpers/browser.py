@@ -112,9 +112,9 @@ def _take_screenshots(
 
     with sync_playwright() as playwright, chromium_page(playwright, url, timeout_s=timeout_s) as page:
         verdict = ask_next_sentence(page, sentence_a, sentence_b)
-        pictures = {"Next sentence": DemoPicture(page.screenshot(), verdict)}
+        pictures = {"Next sentence": DemoPicture(page.screenshot(full_page=True), verdict)}
         filled = ask_fill_mask(page, mask_text)
-        pictures["Fill the mask"] = DemoPicture(page.screenshot(), filled)
+        pictures["Fill the mask"] = DemoPicture(page.screenshot(full_page=True), filled)
     return pictures
 
 

@@ -86,7 +86,7 @@ def train_val_split(n_paragraphs: int, val_fraction: float, seed: int) -> tuple[
     if n_paragraphs < 2:
         raise PairError(
             f"A train/validation split needs at least 2 paragraphs, and the corpus has {n_paragraphs}; put each "
-            f"paragraph on a line of its own (the book has 507)."
+            f"paragraph on a line of its own, as data/meditations.txt does."
         )
     order = list(range(n_paragraphs))
     random.Random(seed).shuffle(order)

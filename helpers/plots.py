@@ -18,9 +18,9 @@ from matplotlib.ticker import MaxNLocator
 from transformers import PreTrainedTokenizerBase
 
 from helpers import baselines as tables  # its tables are read at each call: an entry added later is seen
-from helpers.baselines import named
+from helpers.baselines import WITH_MEMORY, named
 from helpers.masking import IGNORE_INDEX
-from helpers.report import baselines_beside, first_above
+from helpers.report import MEMORY_WORDS, baselines_beside, first_above
 
 # The colour of each task's accuracy curve; its baselines are drawn in the style helpers.baselines gives them.
 TASK_COLOURS = {"mlm": "tab:blue", "nsp": "tab:orange"}
@@ -38,11 +38,11 @@ MASK_COLOURS = ("white", "lightgray", "whitesmoke", "tab:red", "tab:orange", "go
 
 
 def record_label(record: Mapping[str, Any]) -> str:
-    """'recorded run: profile default, <cpu> (<cores> cores), <date>' for a record from ``helpers.record``."""
+    """'recorded run: profile default, commit <sha>, <cpu> (<cores> cores), <date>' for a helpers.record record."""
     machine = record.get("machine", {})
     return (
-        f"recorded run: profile {record['profile']['profile']}, {machine.get('cpu', 'unknown CPU')} "
-        f"({machine.get('cores', '?')} cores), {machine.get('date', 'undated')}"
+        f"recorded run: profile {record['profile']['profile']}, commit {record.get('code_version', 'unknown')}, "
+        f"{machine.get('cpu', 'unknown CPU')} ({machine.get('cores', '?')} cores), {machine.get('date', 'undated')}"
     )
 
 
@@ -72,6 +72,10 @@ def plot_validation(
             color=TASK_COLOURS[accuracy.task],
             label=accuracy.words,
         )
+        remembered = [row.get(WITH_MEMORY + accuracy.key) for row in epochs]
+        if all(isinstance(value, float) for value in remembered):  # the model with its memory beside it
+            ax.plot(xs, remembered, marker="o", markersize=3, color=TASK_COLOURS[accuracy.task], linestyle=":",
+                    alpha=0.8, label=f"{accuracy.words}, {MEMORY_WORDS}")  # fmt: skip
         for baseline, value in baselines_beside(accuracy, baselines):
             ax.axhline(
                 value,

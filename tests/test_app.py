@@ -127,11 +127,11 @@ def check_fill(answer, predictor: Predictor, text: str, k: int) -> None:
         for number, options in enumerate(expected, start=1):
             rows = [row for row in table["data"] if row[0] == number]
             assert [row[1] for row in rows] == list(range(1, k + 1))
-            assert [row[column + 1] for row in rows] == pytest.approx([p for _, p in options[:k]], abs=2e-6)
+            assert [row[column + 1] for row in rows] == pytest.approx([p for _, p in options[:k]], abs=6e-5)
             for rank, row in enumerate(rows):
-                if row[column] != options[rank][0]:  # only a tie (equal to 1e-5) may swap two tokens
+                if row[column] != options[rank][0]:  # only a tie (equal to 1e-4: the table rounds) may swap two
                     neighbours = [options[i][1] for i in (rank - 1, rank + 1) if 0 <= i < len(options)]
-                    assert any(abs(options[rank][1] - p) < 1e-5 for p in neighbours), (row, options)
+                    assert any(abs(options[rank][1] - p) < 1e-4 for p in neighbours), (row, options)
     assert shown.startswith(f"### Best guess for {len(result.predictions)} mask")
     assert "With the memory beside the model:" in shown
 

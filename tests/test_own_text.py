@@ -64,11 +64,15 @@ def test_your_own_text_trains_its_own_tokenizer_split_and_baselines(tmp_path):
     ],
     ids=["empty", "one paragraph", "binary"],
 )
-def test_a_file_that_cannot_be_a_corpus_is_one_sentence(tmp_path, content, said):
+def test_a_file_that_cannot_be_a_corpus_is_one_sentence(tmp_path, capsys, content, said):
+    from helpers.train import main
+
     corpus = tmp_path / "corpus.txt"
     corpus.write_bytes(content)
-    done = train(corpus, tmp_path / "run")
-    assert done.returncode == 1
-    assert said in done.stderr and "Traceback" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1  # one sentence, no stack trace
+    # The command line's own entry point, in this process (the run above starts a real one).
+    args = ["--profile", "tiny", "--corpus", str(corpus), "--output", str(tmp_path / "run"), "--wandb", "disabled"]
+    assert main([*args, "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")  # one sentence, no stack trace
     assert not (tmp_path / "run" / "checkpoint.json").exists()

@@ -229,7 +229,8 @@ def test_generalisation_plot_of_an_older_run_says_what_is_missing():
 
 def test_record_and_live_labels():
     record = {"profile": {"profile": "default"}, "machine": {"cpu": "Xeon", "cores": 2, "date": "2026-11-28"}}
-    assert plots.record_label(record) == "recorded run: profile default, Xeon (2 cores), 2026-11-28"
+    record["code_version"] = "abc1234"
+    assert plots.record_label(record) == "recorded run: profile default, commit abc1234, Xeon (2 cores), 2026-11-28"
     assert plots.live_label("tiny") == "live run in this notebook: profile tiny"
 
 
@@ -311,3 +312,12 @@ def test_logged_panels_draw_each_key_at_the_steps_that_logged_it():
     assert not unused.get_visible() and loss.get_xlabel() == "Step"
     with pytest.raises(ValueError, match="The run logged no val/nsp"):
         plots.plot_logged(history, ["val/nsp"])
+
+
+def test_the_validation_plot_draws_the_model_with_its_memory_when_the_run_measured_it():
+    rows = [dict(row, with_memory_mlm_accuracy_at_mask=0.3) for row in EPOCHS]
+    labels = [line.get_label() for line in plots.plot_validation(rows, BASELINES).axes[0].lines]
+    assert "MLM accuracy at [MASK], with the memory" in labels
+    labels = [line.get_label() for line in plots.plot_validation(EPOCHS, BASELINES).axes[0].lines]
+    assert not any("with the memory" in label for label in labels)  # a run without it draws no such line
+    plt.close("all")

@@ -142,3 +142,21 @@ def test_code_version_ignores_only_the_files_a_run_writes(monkeypatch):
     assert rec.code_version() == "abc1234+changes"  # the record allows no change at all
     answers["status"] += "\n M helpers/train.py"
     assert rec.code_version(outputs) == "abc1234+changes"  # a change to the code itself always shows
+
+
+def test_every_figure_of_the_readmes_headline_is_the_records(record):
+    """The README's list under "from docs/record.json" quotes the record: each figure is one of its values."""
+    import re
+
+    from helpers.config import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- from docs/record.json -->", 1)[1].split("\n\n", 1)[0]
+    values = {f"{v:.3f}" for v in record["final"].values() if isinstance(v, float)} | {"0.500", "0.15"}
+    quoted = re.findall(r"\b0\.\d{3}\b", block)
+    assert len(quoted) >= 20, quoted  # the reading really finds the figures
+    assert [figure for figure in quoted if figure not in values] == []
+    final = record["final"]
+    assert f"{final['mlm_accuracy_at_mask']:.3f} for the model alone, {final['with_memory_mlm_accuracy_at_mask']:.3f}" \
+        in block and f"scores **{final['baseline_context_counting']:.3f}**" in block  # fmt: skip
+    assert f"after {final['seconds_to_neighbours']:.0f} s" in block

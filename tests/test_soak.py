@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers.config import ROOT
+from helpers.provenance import code_version, machine
 from helpers.serving import MAX_CHARS, Predictor
 from tests.app_fixtures import demo_server, free_port, subprocess_env, tiny_checkpoint  # noqa: F401
 
@@ -245,7 +246,8 @@ def test_soak_sustained_concurrent_load(server, tiny_checkpoint):  # noqa: F811
         "rss_first_10s_median_mb": round(statistics.median(early), 1),
         "rss_last_10s_median_mb": round(statistics.median(late), 1),
         "rss_tolerance_mb": RSS_TOLERANCE_MB,
-        "machine": f"{os.cpu_count()} CPU cores",
+        "machine": machine(),
+        "code_version": code_version(("benchmarks/soak.json",)),
     }
     out = ROOT / "benchmarks" / "soak.json"
     out.parent.mkdir(exist_ok=True)
