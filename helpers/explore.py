@@ -492,3 +492,62 @@ def memory_explorer(
         ),
         k=widgets.IntSlider(value=k, min=1, max=20, description="top-k", continuous_update=False),
     )
+
+
+# ----- notebook 04: the fill-mask answers of every epoch, scrubbed by an epoch slider -----
+
+EPOCH_ANSWER_COLUMNS = ["prompt", "the book's word", "its rank", "its probability", "the model's top guesses"]
+
+
+def _answer_rows(asked: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    """The recorded answers as a table, checked for the columns ``epoch_answers`` reads."""
+    rows = asked if isinstance(asked, pd.DataFrame) else pd.DataFrame(list(asked))
+    needed = {"epoch", "prompt", "word", "rank", "probability", "guesses"}
+    if rows.empty:
+        raise ValueError("No answers are recorded yet: train with on_epoch recording them, then look again.")
+    if missing := needed - set(rows.columns):
+        raise ValueError(f"The recorded answers lack {', '.join(sorted(missing))}: record {', '.join(sorted(needed))}.")
+    return rows
+
+
+def epoch_answers(asked: list[dict[str, Any]] | pd.DataFrame, epoch: int, k: int = 5) -> pd.DataFrame:
+    """The fill-mask answers recorded after ``epoch``: per prompt, the book's word, its rank among all tokens and its
+    probability, and the model's ``k`` likeliest tokens then.
+
+    ``asked``: one row per prompt per epoch, with ``epoch``, ``prompt``, ``word`` (the book's word), ``rank``,
+    ``probability`` and ``guesses`` (the top guesses as (token, probability) pairs, likeliest first), as notebook 04's
+    ``on_epoch`` records them.
+    """
+    rows = _answer_rows(asked)
+    if k < 1:
+        raise ValueError(f"k={k} asks for no guesses: use k=1 or more.")
+    epochs = sorted(set(rows["epoch"]))
+    if epoch not in epochs:
+        raise ValueError(f"No answers were recorded after epoch {epoch}: choose one from {epochs[0]} to {epochs[-1]}.")
+    chosen = rows[rows["epoch"] == epoch]
+    table = pd.DataFrame(
+        {
+            "prompt": chosen["prompt"].tolist(),
+            "the book's word": chosen["word"].tolist(),
+            "its rank": chosen["rank"].astype(int).tolist(),
+            "its probability": chosen["probability"].round(3).tolist(),
+            "the model's top guesses": [
+                " · ".join(f"{token} {p:.2f}" for token, p in list(guesses)[:k]) for guesses in chosen["guesses"]
+            ],
+        },
+        columns=EPOCH_ANSWER_COLUMNS,
+    )
+    table.index = pd.RangeIndex(1, len(table) + 1, name=f"after epoch {epoch}")
+    return table
+
+
+def epoch_answers_explorer(asked: list[dict[str, Any]] | pd.DataFrame, epoch: int | None = None, k: int = 5):
+    """An epoch slider over the fill-mask answers recorded after each epoch (notebook 04); it starts at ``epoch``,
+    by default the last."""
+    import ipywidgets as widgets
+
+    epochs = sorted(set(_answer_rows(asked)["epoch"]))
+    epoch = epochs[-1] if epoch is None else epoch
+    epoch_answers(asked, epoch, k)  # bad input: its sentence here, before a slider would clamp it
+    slider = widgets.IntSlider(value=epoch, min=epochs[0], max=epochs[-1], description="epoch", continuous_update=False)
+    return _explorer(lambda **values: epoch_answers(asked, k=k, **values), epoch=slider)

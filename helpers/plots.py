@@ -584,3 +584,26 @@ def plot_queue(
     ax.set_xlabel("the worker's calls of the batched function, in order (a line: sent, waiting, answered)")
     ax.set_title(title or "Requests, the queue and the batches", fontsize=10)
     return fig
+
+
+def plot_logged(history: Any, keys: Sequence[str], columns: int = 3, title: str = "") -> Figure:
+    """One line chart per logged key against the step it was logged at, as a W&B run page draws each number.
+
+    ``history``: a DataFrame of a run's logged rows (``helpers.tracking.LoggedRun.history``: index ``_step``, one
+    column per key, empty where a row did not log that key). A key logged once an epoch gets markers.
+    """
+    missing = [key for key in keys if key not in history.columns]
+    if missing:
+        raise ValueError(f"The run logged no {', '.join(missing)}; choose among its keys, such as {list(history)[:3]}.")
+    rows = -(-len(keys) // columns)  # ceiling division
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.6 * rows), layout="constrained", squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        logged = history[key].dropna()  # the steps that logged this key
+        ax.plot(logged.index, logged.to_numpy(dtype=float), marker="o" if len(logged) <= 50 else None, markersize=3)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("Step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.set_visible(False)  # the grid's unused places
+    fig.suptitle(title, fontsize=10)
+    return fig

@@ -436,3 +436,63 @@ def test_memory_explorer_reruns_when_a_control_moves(predictor, capsys):
     found["Text"].value = "No mask here."
     assert explorer.result.startswith("The text has no [MASK]")
     assert "Traceback" not in capsys.readouterr().out
+
+
+# Notebook 04: the fill-mask answers of every epoch.
+
+ASKED = [
+    {"epoch": e, "prompt": p, "word": w, "rank": r, "probability": q, "top": g[0][0], "guesses": g}
+    for e, p, w, r, q, g in [
+        (1, "Men exist for the sake [MASK] one another.", "of", 3, 0.05, [("the", 0.2), (",", 0.1), ("of", 0.05)]),
+        (1, "It is thy [MASK] then.", "duty", 40, 0.001, [(",", 0.3), ("the", 0.2), ("and", 0.1)]),
+        (2, "Men exist for the sake [MASK] one another.", "of", 1, 0.7, [("of", 0.7), ("to", 0.1), ("for", 0.05)]),
+        (2, "It is thy [MASK] then.", "duty", 2, 0.2, [("life", 0.3), ("duty", 0.2), ("mind", 0.1)]),
+    ]
+]
+
+
+def test_epoch_answers_read_the_chosen_epochs_rows():
+    import pandas as pd
+
+    from helpers.explore import EPOCH_ANSWER_COLUMNS, epoch_answers
+
+    table = epoch_answers(ASKED, epoch=2, k=2)
+    assert list(table.columns) == EPOCH_ANSWER_COLUMNS and table.index.name == "after epoch 2"
+    assert table["the book's word"].tolist() == ["of", "duty"] and table["its rank"].tolist() == [1, 2]
+    assert table["its probability"].tolist() == [0.7, 0.2]
+    assert table["the model's top guesses"].tolist() == ["of 0.70 · to 0.10", "life 0.30 · duty 0.20"]
+    assert epoch_answers(pd.DataFrame(ASKED), epoch=1).equals(epoch_answers(ASKED, epoch=1))
+
+
+@pytest.mark.parametrize(
+    "asked, epoch, k, message",
+    [
+        (ASKED, 3, 5, "No answers were recorded after epoch 3: choose one from 1 to 2."),
+        (ASKED, 1, 0, "k=0 asks for no guesses"),
+        ([], 1, 5, "No answers are recorded yet"),
+        ([{"epoch": 1, "prompt": "x"}], 1, 5, "The recorded answers lack guesses, probability, rank, word"),
+    ],
+)
+def test_epoch_answers_bad_input_is_one_sentence(asked, epoch, k, message):
+    import re
+
+    from helpers.explore import epoch_answers
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        epoch_answers(asked, epoch, k)
+
+
+def test_epoch_answers_explorer_starts_at_the_last_epoch_and_follows_the_slider():
+    from helpers.explore import epoch_answers, epoch_answers_explorer, first_view
+
+    explorer = epoch_answers_explorer(ASKED, k=3)
+    assert explorer.result.equals(epoch_answers(ASKED, 2, k=3))  # the first view: the last epoch
+    view = first_view(explorer)._repr_mimebundle_()
+    assert view["text/html"] == epoch_answers(ASKED, 2, k=3).to_html()
+    slider = controls(explorer)["epoch"]
+    assert (slider.min, slider.max, slider.value) == (1, 2, 2)
+    slider.value = 1
+    assert explorer.result.equals(epoch_answers(ASKED, 1, k=3))
+    assert epoch_answers_explorer(ASKED, epoch=1).result.equals(epoch_answers(ASKED, 1))
+    with pytest.raises(ValueError, match="choose one from 1 to 2"):
+        epoch_answers_explorer(ASKED, epoch=5)

@@ -298,6 +298,22 @@ def test_attention_before_and_after_puts_the_same_heads_in_two_rows():
         plots.plot_attention_before_after(tokens, attentions[0], attentions[1, :1])
 
 
+def test_logged_panels_draw_each_key_at_the_steps_that_logged_it():
+    import pandas as pd
+
+    history = pd.DataFrame(
+        {"train/loss": [5.0, 4.0, 3.0, 2.5], "val/accuracy": [None, 0.1, None, 0.2]},
+        index=pd.Index([10, 20, 30, 40], name="_step"),
+    )
+    fig = plots.plot_logged(history, ["train/loss", "val/accuracy"], columns=3, title="t")
+    loss, accuracy, unused = fig.axes
+    assert loss.lines[0].get_xdata().tolist() == [10, 20, 30, 40] and loss.get_title() == "train/loss"
+    assert accuracy.lines[0].get_xdata().tolist() == [20, 40] and accuracy.lines[0].get_ydata().tolist() == [0.1, 0.2]
+    assert not unused.get_visible() and loss.get_xlabel() == "Step"
+    with pytest.raises(ValueError, match="The run logged no val/nsp"):
+        plots.plot_logged(history, ["val/nsp"])
+
+
 def test_the_validation_plot_draws_the_model_with_its_memory_when_the_run_measured_it():
     rows = [dict(row, with_memory_mlm_accuracy_at_mask=0.3) for row in EPOCHS]
     labels = [line.get_label() for line in plots.plot_validation(rows, BASELINES).axes[0].lines]
