@@ -53,6 +53,7 @@ from helpers.model import PretrainingModel
 from helpers.pairs import Pair, make_pairs
 from helpers.record import FILL_PROMPTS, code_version, machine
 from helpers.tokens import load_tokenizer, tokenize_pairs
+from helpers.train import shuffled_batches
 
 OUT = ROOT / "benchmarks" / "memory.json"
 FIGURE = ROOT / "docs" / "memory.png"
@@ -248,22 +249,10 @@ class AgainstMemory(PretrainingModel):
 
 def epoch_loader_with_paragraphs(run, epoch: int):
     """helpers.train.epoch_loader, with each pair's paragraph indices in its batch (for the lever's leave-out)."""
-    cfg, accelerator = run.cfg, run.accelerator
-    pairs = run.data.train_pairs(cfg, epoch)
-    encodings = tokenize_pairs(run.data.tokenizer, pairs, cfg.max_length)
+    pairs = run.data.train_pairs(run.cfg, epoch)
+    encodings = tokenize_pairs(run.data.tokenizer, pairs, run.cfg.max_length)
     encodings |= {"paragraph_a": [p.paragraph_a for p in pairs], "paragraph_b": [p.paragraph_b for p in pairs]}
-    seed = cfg.seed + 7919 * epoch  # the very seeds of the plain loop: the same pairs, order and masks
-    pad_multiple = 8 if accelerator.mixed_precision != "no" else None
-    loader = make_loader(
-        MeditationsDataset(encodings),
-        run.data.tokenizer,
-        cfg,
-        shuffle=True,
-        seed=seed,
-        pad_to_multiple_of=pad_multiple,
-        mask_seed=seed + 104729 * accelerator.process_index,
-    )
-    return accelerator.prepare(loader)
+    return shuffled_batches(run, MeditationsDataset(encodings), epoch)  # the very order and masks of the plain loop
 
 
 @contextmanager
@@ -287,14 +276,14 @@ def train_model(cfg: Config, data: PreparedData, folder: Path, lever: dict | Non
 
     started = time.perf_counter()
     if lever is None:
-        loop.train(cfg, folder, progress=False, track=False, verbose=False, data=data)
+        loop.train(cfg, folder, progress_bar=False, track=False, verbose=False, data=data)
     else:
         build = lambda stock, nsp_dropout: AgainstMemory(stock, nsp_dropout, **lever)  # noqa: E731
         with (
             mock.patch.object(loop, "PretrainingModel", build),
             mock.patch.object(loop, "epoch_loader", epoch_loader_with_paragraphs),
         ):
-            loop.train(cfg, folder, progress=False, track=False, verbose=False, data=data)
+            loop.train(cfg, folder, progress_bar=False, track=False, verbose=False, data=data)
     seconds = time.perf_counter() - started
     return BertForPreTraining.from_pretrained(folder, use_safetensors=True).eval(), seconds
 

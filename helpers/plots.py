@@ -321,6 +321,18 @@ def mask_categories(input_ids: torch.Tensor, labels: torch.Tensor, tokenizer: Pr
     return categories
 
 
+def draw_mask_categories(ax: plt.Axes, categories: torch.Tensor) -> None:
+    """One coloured cell per position, (pairs, positions), by MASK_CATEGORIES (what masking did there)."""
+    ax.imshow(
+        categories.numpy(),
+        aspect="auto",
+        interpolation="nearest",
+        cmap=ListedColormap(MASK_COLOURS),
+        vmin=0,
+        vmax=len(MASK_CATEGORIES) - 1,
+    )
+
+
 def plot_masked_batch(
     input_ids: torch.Tensor,
     labels: torch.Tensor,
@@ -335,14 +347,7 @@ def plot_masked_batch(
     width = min(width, max_positions or width)  # the first positions only, so that the tokens stay legible
     categories, shown = categories[:, :width], input_ids[:, :width]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * width), 0.55 * len(categories) + 1.2), layout="constrained")
-    ax.imshow(
-        categories.numpy(),
-        aspect="auto",
-        interpolation="nearest",
-        cmap=ListedColormap(MASK_COLOURS),
-        vmin=0,
-        vmax=len(MASK_CATEGORIES) - 1,
-    )
+    draw_mask_categories(ax, categories)
     if annotate:
         for (row, col), token in np.ndenumerate(
             np.array(tokenizer.convert_ids_to_tokens(shown.flatten().tolist()), dtype=object).reshape(shown.shape)
@@ -513,14 +518,7 @@ def plot_masked_tokens(
     shown, answers = input_ids[:, :max_positions], labels[:, :max_positions]
     rows, width = categories.shape
     fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * width), 0.8 * rows + 1.0), layout="constrained")
-    ax.imshow(
-        categories.numpy(),
-        aspect="auto",
-        interpolation="nearest",
-        cmap=ListedColormap(MASK_COLOURS),
-        vmin=0,
-        vmax=len(MASK_CATEGORIES) - 1,
-    )
+    draw_mask_categories(ax, categories)
     for row in range(rows):
         reads = tokenizer.convert_ids_to_tokens(shown[row].tolist())
         for col in range(width):

@@ -480,8 +480,15 @@ def measurement_batches(data: PreparedData, cfg: Config) -> tuple[list[dict], li
 @part("each epoch's pairs drawn and tokenized")
 def epoch_loader(run: Run, epoch: int):
     """This epoch's pairs in batches; each process gets its share, with masks of its own."""
+    train_set = MeditationsDataset.from_pairs(
+        run.data.tokenizer, run.data.train_pairs(run.cfg, epoch), run.cfg.max_length
+    )
+    return shuffled_batches(run, train_set, epoch)
+
+
+def shuffled_batches(run: Run, train_set: MeditationsDataset, epoch: int):
+    """An epoch's batches of ``train_set``: its order and masks drawn from the seed and the epoch, prepared."""
     cfg, accelerator = run.cfg, run.accelerator
-    train_set = MeditationsDataset.from_pairs(run.data.tokenizer, run.data.train_pairs(cfg, epoch), cfg.max_length)
     # Every process must see the same order (Accelerate then hands each its own share of the batches).
     seed = cfg.seed + 7919 * epoch
     pad_multiple = 8 if accelerator.mixed_precision != "no" else None  # tensor cores like multiples of 8

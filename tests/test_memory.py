@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -324,3 +326,22 @@ def test_a_file_of_another_tokenizer_or_text_says_so(tok, tmp_path):
         ContextCounts.load(path, tok, text_fingerprint(ids_of(tok, "the sea")))
     assert "other training text" in _one_sentence(err)
     ContextCounts.load(path, tok, text_fingerprint(ids_of(tok, "the old man", "an old dog")))  # the right text loads
+
+
+def test_the_benchmark_trains_the_plain_loop_and_the_lever_through_the_loop_it_patches(tiny_cfg, tmp_path):
+    """benchmarks/memory.py swaps two names of helpers/train.py for the lever: both runs must still train."""
+    from dataclasses import replace
+
+    from benchmarks.memory import paragraph_tables, train_model
+    from helpers.dataset import prepare_data
+
+    cfg = replace(tiny_cfg, epochs=1, max_steps=3, wandb="disabled")
+    data = prepare_data(cfg)
+    text = data.training_text(cfg)
+    lever = {"memory": ContextCounts.build(text.ids, data.tokenizer), "tables": paragraph_tables(data, text)}
+    for name, how in (("plain", None), ("lever", lever)):
+        stock, seconds = train_model(cfg, data, tmp_path / name, how)
+        assert seconds > 0 and stock.config.vocab_size == len(data.tokenizer)
+    plain, against = (json.loads((tmp_path / n / "metrics.json").read_text())["final"] for n in ("plain", "lever"))
+    assert plain["step"] == against["step"] == 3
+    assert plain["mlm_loss"] != against["mlm_loss"]  # the lever's sum was trained, not the plain model
