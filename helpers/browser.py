@@ -149,3 +149,41 @@ def screenshot_demo(
             else:
                 advice = f"{first_line(err)[:200]}; check that the demo is still served at {url}"
             raise ScreenshotError(f"No picture of the demo was taken because {advice}.") from None
+
+
+def _take_app_screenshot(url: str, text: str, button: str, timeout_s: float) -> DemoPicture:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 560})  # a small app: a smaller picture
+            page.set_default_timeout(timeout_s * 1000)  # every wait below, in milliseconds
+            page.goto(url)  # the locator below waits until the page has drawn its textbox
+            page.locator("textarea").first.fill(text)
+            page.get_by_role("button", name=button).click()
+            # The table counts its header as a row: more than one row means the answer is in.
+            filled = "document.querySelector('[role=grid]')?.getAttribute('aria-rowcount') > 1"
+            page.wait_for_function(f"() => {PAGE_IDLE} && {filled}")
+            return DemoPicture(page.screenshot(full_page=True), page.locator("[role=grid]").first.inner_text())
+        finally:
+            browser.close()
+
+
+def screenshot_app(url: str, text: str, button: str, timeout_s: float = 60.0) -> DemoPicture:
+    """A small served app with a textbox, a button and a table (notebook 06's): type ``text``, click ``button``,
+    picture the page once the table is filled; ``.answer`` is the table's text. Raises ScreenshotError (one sentence).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        import playwright.sync_api as sync_api
+    except ImportError:
+        raise ScreenshotError("The playwright package is not installed: `pip install playwright`.") from None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="screenshot") as pool:  # not in Jupyter's asyncio thread
+        try:
+            return pool.submit(_take_app_screenshot, url, text, button, timeout_s).result()
+        except (sync_api.Error, OSError) as err:
+            raise ScreenshotError(
+                f"No picture of the app was taken because {first_line(err)[:200]}; check that it is served at {url}."
+            ) from None

@@ -551,3 +551,47 @@ def epoch_answers_explorer(asked: list[dict[str, Any]] | pd.DataFrame, epoch: in
     epoch_answers(asked, epoch, k)  # bad input: its sentence here, before a slider would clamp it
     slider = widgets.IntSlider(value=epoch, min=epochs[0], max=epochs[-1], description="epoch", continuous_update=False)
     return _explorer(lambda **values: epoch_answers(asked, k=k, **values), epoch=slider)
+
+
+# Notebook 06's queue lesson, its plumbing kept out of the cell: a batched function whose first call waits (a slow
+# model's stand-in, so the other requests queue behind it on any machine), a poll, and tables compared to 4 decimals.
+
+
+def held_first_call(fn: Callable, seconds: float = 30.0) -> Callable:
+    """``fn`` for ``batch=True``, its first call held until ``.release()``; ``.calls`` lists each call's first input.
+
+    Gradio reads the signature of ``fn`` (kept by functools.wraps). After ``release()`` no call waits.
+    """
+    import functools
+    import threading
+
+    gate = threading.Event()
+
+    @functools.wraps(fn)
+    def held(*inputs):
+        gate.wait(timeout=seconds)  # only the first call finds the gate shut
+        held.calls.append(list(inputs[0]))  # e.g. the texts of this call, one per queued request
+        return fn(*inputs)
+
+    held.calls = []
+    held.release = gate.set
+    return held
+
+
+def wait_until(ready: Callable[[], bool], seconds: float = 30.0) -> None:
+    """Poll ``ready()`` every 10 ms until it holds (a client's job status follows the server's messages)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not ready after {seconds:g} s: is the server still running?")
+        time.sleep(0.01)
+
+
+def same_rows(a: list[list], b: list[list], tol: float = 1e-4) -> bool:
+    """The same cells, probabilities (floats) equal to ``tol``: a batch's answers against single calls'."""
+    return len(a) == len(b) and all(
+        len(x) == len(y) and all(abs(u - v) <= tol if isinstance(u, float) else u == v for u, v in zip(x, y))
+        for x, y in zip(a, b)
+    )

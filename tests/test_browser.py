@@ -202,3 +202,35 @@ def test_screenshot_demo_without_chromium_says_what_to_install(monkeypatch, tmp_
     ) as caught:
         screenshot_demo("http://127.0.0.1:9/")
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_screenshot_app_types_clicks_and_pictures_a_small_app_with_its_table():
+    chromium_or_skip()
+    import gradio as gr
+
+    from helpers.app import free_port
+    from helpers.browser import screenshot_app
+
+    with gr.Blocks() as app:
+        text = gr.Textbox(label="Text")
+        button = gr.Button("Count the words")
+        table = gr.Dataframe(headers=["word", "letters"])
+        button.click(lambda t: [[w, len(w)] for w in t.split()], inputs=text, outputs=table)
+    app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        picture = screenshot_app(app.local_url, "loss is change", "Count the words")
+    finally:
+        stop(app)
+    width, height = _png_size(picture.png)
+    assert width == 1000 and height >= 560
+    assert all(word in picture.answer for word in ("loss", "change", "word", "letters"))
+
+
+def test_screenshot_app_without_playwright_says_what_to_install(monkeypatch):
+    from helpers.browser import screenshot_app
+
+    monkeypatch.setitem(sys.modules, "playwright.sync_api", None)
+    with pytest.raises(ScreenshotError, match=r"playwright package is not installed.*pip install playwright"):
+        screenshot_app("http://127.0.0.1:9/", "text", "Go")

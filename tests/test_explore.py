@@ -496,3 +496,44 @@ def test_epoch_answers_explorer_starts_at_the_last_epoch_and_follows_the_slider(
     assert epoch_answers_explorer(ASKED, epoch=1).result.equals(epoch_answers(ASKED, 1))
     with pytest.raises(ValueError, match="choose one from 1 to 2"):
         epoch_answers_explorer(ASKED, epoch=5)
+
+
+def test_held_first_call_holds_only_the_first_call_and_records_each_calls_inputs():
+    import inspect
+    import threading
+
+    from helpers.explore import held_first_call, wait_until
+
+    def double(texts: list[str], ks: list[int]) -> list[list]:
+        return [[t * 2 for t in texts]]
+
+    held = held_first_call(double)
+    assert list(inspect.signature(held).parameters) == ["texts", "ks"]  # what Gradio reads
+    answers = []
+    worker = threading.Thread(target=lambda: answers.append(held(["a"], [1])))
+    worker.start()
+    worker.join(0.2)
+    assert worker.is_alive() and held.calls == []  # held at the gate
+    held.release()
+    wait_until(lambda: not worker.is_alive(), seconds=5)
+    assert answers == [[["aa"]]] and held(["b", "c"], [1, 1]) == [["bb", "cc"]]  # later calls pass at once
+    assert held.calls == [["a"], ["b", "c"]]
+
+
+def test_wait_until_returns_when_ready_and_times_out_with_a_sentence():
+    from helpers.explore import wait_until
+
+    polls = iter([False, False, True])
+    wait_until(lambda: next(polls))
+    with pytest.raises(TimeoutError, match="not ready after 0.05 s"):
+        wait_until(lambda: False, seconds=0.05)
+
+
+def test_same_rows_compares_probabilities_to_a_tolerance_and_everything_else_exactly():
+    from helpers.explore import same_rows
+
+    rows = [[1, 1, "duty", 0.2973], [1, 2, "mind", 0.0806]]
+    assert same_rows(rows, [[1, 1, "duty", 0.29735], [1, 2, "mind", 0.0806]])
+    assert not same_rows(rows, [[1, 1, "duty", 0.2983], [1, 2, "mind", 0.0806]])
+    assert not same_rows(rows, [[1, 1, "life", 0.2973], [1, 2, "mind", 0.0806]])
+    assert not same_rows(rows, rows[:1]) and not same_rows(rows, [rows[0], rows[1][:3]])
