@@ -334,7 +334,7 @@ def fill_handler(predictor: Predictor):
     return fill
 
 
-def _nsp_tab(examples: Examples) -> tuple[gr.Textbox, gr.Textbox, gr.Textbox, gr.Button, gr.Label, gr.Markdown]:
+def nsp_tab(examples: Examples) -> tuple[gr.Textbox, gr.Textbox, gr.Textbox, gr.Button, gr.Label, gr.Markdown]:
     """The NSP tab's components (inside an open ``gr.Blocks``)."""
     gr.Markdown(
         "Does sentence B come right after sentence A in the text, or was it drawn at random from "
@@ -358,7 +358,7 @@ def _nsp_tab(examples: Examples) -> tuple[gr.Textbox, gr.Textbox, gr.Textbox, gr
     return first, second, truth, button, probabilities, verdict
 
 
-def _fill_tab(
+def fill_tab(
     examples: Examples, mask: str, memory: bool
 ) -> tuple[gr.Textbox, gr.Slider, gr.Button, gr.Markdown, gr.Dataframe]:
     """The fill-mask tab's components (inside an open ``gr.Blocks``); with ``memory``, three answers side by side."""
@@ -417,9 +417,9 @@ def build_demo(
         )
         gr.Markdown(checkpoint_summary(folder, predictor, cfg, examples), elem_id="checkpoint-info")
         with gr.Tab("Next sentence"):
-            first, second, truth, nsp_button, probabilities, verdict = _nsp_tab(examples)
+            first, second, truth, nsp_button, probabilities, verdict = nsp_tab(examples)
         with gr.Tab("Fill the mask"):
-            text, top_k, fill_button, filled, table = _fill_tab(
+            text, top_k, fill_button, filled, table = fill_tab(
                 examples, predictor.tokenizer.mask_token, predictor.memory is not None
             )
         # One worker ("model") serves both tabs, each call on a batch of queued requests.
