@@ -570,12 +570,14 @@ def nsp_exposure_groups(
 
 
 def judged_follows(
-    groups: dict[str, Sequence[Pair]], judge: Callable[[list[tuple[str, str]]], list[bool]]
+    groups: dict[str, Sequence[Pair]], judge: Callable[[list[tuple[str, str]]], list[bool]], chunk: int = 64
 ) -> pd.DataFrame:
     """Per group: its number of pairs and the share that ``judge`` (a list of (A, B) -> one bool each: "B follows
-    A"?) says follow; each distinct pair is judged once."""
-    asked = list(dict.fromkeys(p[:2] for pairs in groups.values() for p in pairs))
-    verdict = dict(zip(asked, judge(asked)))
+    A"?) says follow. Each distinct pair is judged once, ``chunk`` pairs of similar length a call (less padding)."""
+    asked = sorted({p[:2] for pairs in groups.values() for p in pairs}, key=lambda ab: (len(ab[0]) + len(ab[1]), ab))
+    verdict = {}
+    for start in range(0, len(asked), chunk):
+        verdict.update(zip(asked[start : start + chunk], judge(asked[start : start + chunk])))
     return pd.DataFrame(
         {
             "pairs": {label: len(pairs) for label, pairs in groups.items()},

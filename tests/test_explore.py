@@ -499,8 +499,10 @@ def test_nsp_exposure_groups_count_the_epochs_after_nsp_joined():
         calls.append(pairs)
         return [a.startswith(("v", "w")) for a, _ in pairs]
 
-    table = judged_follows(groups, judge)
-    assert len(calls) == 1 and len(calls[0]) == len(set(calls[0]))
+    table = judged_follows(groups, judge, chunk=5)
+    asked = [pair for call in calls for pair in call]
+    assert max(map(len, calls)) == 5 and len(asked) == len(set(asked))  # in chunks, each distinct pair once
+    assert set(asked) == {p[:2] for g in groups.values() for p in g}
     assert table.loc["held-out, true", "judged 'B follows A'"] == 1
     assert table.loc["training, true, shown 0 times", "judged 'B follows A'"] == 0
     assert table["pairs"].to_dict() == {label: len(g) for label, g in groups.items()}
