@@ -15,7 +15,8 @@ or a picture, to show under it.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -594,4 +595,155 @@ def same_rows(a: list[list], b: list[list], tol: float = 1e-4) -> bool:
     return len(a) == len(b) and all(
         len(x) == len(y) and all(abs(u - v) <= tol if isinstance(u, float) else u == v for u, v in zip(x, y))
         for x, y in zip(a, b)
+    )
+
+
+# Notebook 05, appended: the readings behind its tables, so that the notebook shows the lines that teach.
+
+ATTENTION_PLACES = ("left", "itself", "right", "own sentence, other words", "[CLS]/[SEP]", "other sentence")
+
+
+def attention_places(
+    tokens: list[str], attentions: torch.Tensor, cls_token: str = "[CLS]", sep_token: str = "[SEP]"
+) -> pd.DataFrame:
+    """Per (layer, head): the mean weight a word token puts on each of six places; every row sums to 1.
+
+    A word's places: the word just left and just right of it in its own sentence, itself, the other words of its own
+    sentence, the special tokens ([CLS] and both [SEP]s), and the words of the other sentence. ``attentions``:
+    (layers, heads, seq_len, seq_len), as helpers.inference.pair_attentions gives them for ``[CLS] A [SEP] B [SEP]``.
+    """
+    n = len(tokens)
+    special = torch.tensor([t in (cls_token, sep_token) for t in tokens])  # (seq_len,)
+    in_b = torch.arange(n) > tokens.index(sep_token)  # (seq_len,): B's tokens (and its [SEP])
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]  # attending row, attended column
+    same, word = in_b[:, None] == in_b[None, :], ~special[None, :]  # (seq_len, seq_len)
+    place = torch.full((n, n), 3)  # (seq_len, seq_len): index into ATTENTION_PLACES, by default "own sentence"
+    place[same & word & (j == i - 1)] = 0
+    place[same & word & (j == i + 1)] = 2
+    place[(j == i).expand(n, n)] = 1
+    place[special[None, :].expand(n, n)] = 4
+    place[~same & word] = 5
+    rows = torch.arange(n)[~special]  # the attending words
+    one_hot = torch.nn.functional.one_hot(place[rows], len(ATTENTION_PLACES)).to(attentions.dtype)  # (rows, n, 6)
+    weights = torch.einsum("lhrs,rsp->lhp", attentions[..., rows, :], one_hot) / len(rows)  # (layers, heads, 6)
+    layers, heads = attentions.shape[:2]
+    return pd.DataFrame(
+        weights.reshape(layers * heads, -1).numpy(),
+        index=pd.MultiIndex.from_product([range(layers), range(heads)], names=["layer", "head"]),
+        columns=list(ATTENTION_PLACES),
+    )
+
+
+EXPOSURE_BINS = ((0, 0), (1, 2), (3, 5), (6, 10), (11, None))  # times a true pair was shown as "B follows A"
+
+
+def nsp_exposure_groups(
+    epoch_pairs: Sequence[Sequence[Pair]],
+    nsp_from: int,
+    train_sentences: dict[int, list[str]],
+    val_pairs: Sequence[Pair],
+    seed: int,
+) -> dict[str, list[Pair]]:
+    """Every true pair of the training paragraphs, grouped by how often NSP training showed it, and three references.
+
+    ``epoch_pairs[e]``: the pairs epoch ``e`` trained on (``PreparedData.train_pairs``, the same draw training made).
+    NSP joined the loss at epoch ``nsp_from``, so only the epochs from there on count as showing a pair. The true pairs
+    are the positions of ``make_pairs(train_sentences, exhaustive=True, seed=seed)``; its random Bs that no epoch built
+    are "training sentences never paired": familiar sentences, in pairs the model never saw.
+    """
+    from helpers.pairs import IS_RANDOM, make_pairs
+
+    shown = Counter(p[:2] for pairs in epoch_pairs[nsp_from:] for p in pairs if p.next_sentence_label == IS_NEXT)
+    ever = {p[:2] for pairs in epoch_pairs for p in pairs}  # every (A, B) any epoch built, before NSP joined too
+    every = make_pairs(train_sentences, exhaustive=True, seed=seed)
+    true = [p for p in every if p.next_sentence_label == IS_NEXT]
+    groups = {}
+    for low, high in EXPOSURE_BINS:
+        times = f"{low}+" if high is None else str(low) if low == high else f"{low}-{high}"
+        groups[f"training, true, shown {times} times"] = [
+            p for p in true if low <= shown[p[:2]] and (high is None or shown[p[:2]] <= high)
+        ]
+    groups["held-out, true"] = [p for p in val_pairs if p.next_sentence_label == IS_NEXT]
+    groups["training sentences never paired, random"] = [
+        p for p in every if p.next_sentence_label == IS_RANDOM and p[:2] not in ever
+    ]
+    groups["held-out, random"] = [p for p in val_pairs if p.next_sentence_label == IS_RANDOM]
+    return groups
+
+
+def judged_follows(
+    groups: dict[str, Sequence[Pair]], judge: Callable[[list[tuple[str, str]]], list[bool]], chunk: int = 64
+) -> pd.DataFrame:
+    """Per group: its number of pairs and the share that ``judge`` (a list of (A, B) -> one bool each: "B follows
+    A"?) says follow. Each distinct pair is judged once, ``chunk`` pairs of similar length a call (less padding)."""
+    asked = sorted({p[:2] for pairs in groups.values() for p in pairs}, key=lambda ab: (len(ab[0]) + len(ab[1]), ab))
+    verdict = {}
+    for start in range(0, len(asked), chunk):
+        verdict.update(zip(asked[start : start + chunk], judge(asked[start : start + chunk])))
+    return pd.DataFrame(
+        {
+            "pairs": {label: len(pairs) for label, pairs in groups.items()},
+            "judged 'B follows A'": {
+                label: sum(verdict[p[:2]] for p in pairs) / max(len(pairs), 1) for label, pairs in groups.items()
+            },
+        }
+    )
+
+
+def times_hidden(
+    epoch_pairs: Sequence[Sequence[Pair]], tokenizer: PreTrainedTokenizerBase, mlm_probability: float
+) -> Counter:
+    """Per token id: how often training hid it, expected: ``mlm_probability`` x its appearances in every epoch's pairs.
+
+    Each sentence is tokenized alone and counted whole (a pair cut at max_length overcounts a little); the draw the
+    collator made is not replayed.
+    """
+    ids: dict[str, list[int]] = {}
+    appearances = Counter()
+    for pairs in epoch_pairs:
+        for sentence, times in Counter(s for p in pairs for s in p[:2]).items():
+            if sentence not in ids:
+                ids[sentence] = tokenizer(sentence, add_special_tokens=False, verbose=False)["input_ids"]
+            for token in ids[sentence]:
+                appearances[token] += times
+    return Counter({token: mlm_probability * n for token, n in appearances.items()})
+
+
+def scored_masks(
+    model: BertForPreTraining,
+    tokenizer: PreTrainedTokenizerBase,
+    memory: ContextCounts,
+    strength: float,
+    batches: Sequence[dict],
+    counts: Counter,
+    hidden: Counter,
+) -> pd.DataFrame:
+    """One row per [MASK] of ``batches`` (masked with labels, as helpers.dataset.validation_batches gives them).
+
+    Columns: whether the model, the memory's argmax (context counting) and their mix at ``strength`` guessed the
+    hidden token (1.0 or 0.0); how often the training text holds it (``counts``, e.g. TrainingText.unigram); how often
+    training hid it (``hidden``, from times_hidden); the widest context of it the table had seen, in tokens.
+    """
+    columns: dict[str, list] = {key: [] for key in ("model", "context counting", "model + memory")}
+    truths, widest = [], []
+    for batch in batches:
+        inputs = {key: batch[key] for key in ("input_ids", "token_type_ids", "attention_mask")}
+        with torch.no_grad():
+            scores, at_mask = mask_logits(model, inputs, tokenizer.mask_token_id)  # (n_masks, vocab), (batch, seq)
+        if not torch.equal(at_mask, batch["labels"] != IGNORE_INDEX):
+            raise ValueError("Every labelled position must be a [MASK] and every [MASK] labelled (validation masking).")
+        truth = batch["labels"][at_mask]  # (n_masks,)
+        table = memory.probabilities(batch["input_ids"], at_mask)  # .probs: (n_masks, vocab)
+        mixed = mix(scores.softmax(-1), table, strength=strength)  # (n_masks, vocab)
+        for key, probs in zip(columns, (scores, table.probs, mixed)):
+            columns[key] += (probs.argmax(-1) == truth).float().tolist()
+        truths += truth.tolist()
+        widest += table.widest.tolist()
+    return pd.DataFrame(
+        columns
+        | {
+            "in the training text": [counts[t] for t in truths],
+            "times hidden in training": [hidden[t] for t in truths],
+            "widest context seen": widest,
+        }
     )

@@ -537,3 +537,113 @@ def test_same_rows_compares_probabilities_to_a_tolerance_and_everything_else_exa
     assert not same_rows(rows, [[1, 1, "duty", 0.2983], [1, 2, "mind", 0.0806]])
     assert not same_rows(rows, [[1, 1, "life", 0.2973], [1, 2, "mind", 0.0806]])
     assert not same_rows(rows, rows[:1]) and not same_rows(rows, [rows[0], rows[1][:3]])
+
+
+# Notebook 05: the readings behind its tables.
+
+
+def test_attention_places_split_each_words_weight_into_six_places_that_sum_to_one():
+    from helpers.explore import ATTENTION_PLACES, attention_places
+
+    tokens = ["[CLS]", "a", "b", "[SEP]", "c", "d", "[SEP]"]
+    n = len(tokens)
+    spread = torch.randn(2, 3, n, n).softmax(-1)  # (layers, heads, seq, seq)
+    table = attention_places(tokens, spread)
+    assert list(table.columns) == list(ATTENTION_PLACES) and len(table) == 6
+    assert table.sum(axis=1).to_numpy() == pytest.approx([1.0] * 6, abs=1e-6)
+    diagonal = attention_places(tokens, torch.eye(n).expand(1, 1, n, n))
+    assert diagonal.loc[(0, 0), "itself"] == 1
+    # Each row on the token to its left: a and c read a special token, b and d their left word.
+    left = attention_places(tokens, torch.eye(n).roll(-1, dims=1).expand(1, 1, n, n))
+    assert left.loc[(0, 0), "left"] == 0.5 and left.loc[(0, 0), "[CLS]/[SEP]"] == 0.5
+    across = torch.zeros(1, 1, n, n)
+    across[..., [1, 2], 5] = 1  # A's words read d; B's words read a
+    across[..., [4, 5], 1] = 1
+    assert attention_places(tokens, across).loc[(0, 0), "other sentence"] == 1
+    own = torch.zeros(1, 1, n, n)
+    own[..., [1, 2, 4, 5], [2, 2, 5, 4]] = 1  # a reads b (right), b itself, c reads d (right), d reads c (left)
+    assert attention_places(tokens, own).loc[(0, 0)].to_dict() == pytest.approx(
+        {
+            "left": 0.25,
+            "itself": 0.25,
+            "right": 0.5,
+            "own sentence, other words": 0,
+            "[CLS]/[SEP]": 0,
+            "other sentence": 0,
+        }  # fmt: skip
+    )
+
+
+def test_nsp_exposure_groups_count_the_epochs_after_nsp_joined():
+    from collections import Counter
+
+    from helpers.explore import judged_follows, nsp_exposure_groups
+    from helpers.pairs import IS_NEXT, IS_RANDOM, make_pairs
+
+    sentences = {p: [f"s{p}{i}." for i in range(4)] for p in range(6)}
+    epochs = [make_pairs(sentences, 2, seed=e) for e in range(6)]
+    val = make_pairs({9: ["v1.", "v2."], 10: ["w1.", "w2."]}, exhaustive=True, seed=0)
+    groups = nsp_exposure_groups(epochs, 2, sentences, val, seed=7)
+    shown = Counter(p[:2] for pairs in epochs[2:] for p in pairs if p.next_sentence_label == IS_NEXT)
+    training = [g for label, g in groups.items() if label.startswith("training, true")]
+    assert len(training) == 5 and sum(map(len, training)) == 6 * 3  # every position of every paragraph, once
+    assert all(shown[p[:2]] == 0 for p in groups["training, true, shown 0 times"])
+    assert all(shown[p[:2]] >= 11 for p in groups["training, true, shown 11+ times"])
+    assert groups["held-out, true"] == [p for p in val if p.next_sentence_label == IS_NEXT]
+    assert groups["held-out, random"] == [p for p in val if p.next_sentence_label == IS_RANDOM]
+    built = {p[:2] for pairs in epochs for p in pairs}
+    assert all(p[:2] not in built and p.next_sentence_label == IS_RANDOM for p in groups[
+        "training sentences never paired, random"])  # fmt: skip
+    calls = []
+
+    def judge(pairs):  # says "follows" for held-out pairs only, and records what it was asked
+        calls.append(pairs)
+        return [a.startswith(("v", "w")) for a, _ in pairs]
+
+    table = judged_follows(groups, judge, chunk=5)
+    asked = [pair for call in calls for pair in call]
+    assert max(map(len, calls)) == 5 and len(asked) == len(set(asked))  # in chunks, each distinct pair once
+    assert set(asked) == {p[:2] for g in groups.values() for p in g}
+    assert table.loc["held-out, true", "judged 'B follows A'"] == 1
+    assert table.loc["training, true, shown 0 times", "judged 'B follows A'"] == 0
+    assert table["pairs"].to_dict() == {label: len(g) for label, g in groups.items()}
+
+
+def test_times_hidden_is_the_masking_rate_times_every_appearance(scratch_tokenizer):
+    from helpers.explore import times_hidden
+    from helpers.pairs import Pair
+
+    pair = Pair("Look within.", "Look within.", 0, 0, 0)
+    hidden = times_hidden([[pair], [pair, pair]], scratch_tokenizer, 0.4)
+    look = scratch_tokenizer.convert_tokens_to_ids("look")
+    assert hidden[look] == pytest.approx(0.4 * 6)  # twice a pair, three pairs
+
+
+def test_scored_masks_score_the_model_the_table_and_the_mix_at_each_mask(predictor):
+    from collections import Counter
+
+    from helpers.explore import scored_masks
+    from helpers.inference import mask_logits
+
+    tokenizer = predictor.tokenizer
+    batch = dict(tokenizer([A, B], padding=True, return_tensors="pt"))
+    labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
+    for row, at in ((0, 2), (1, 3), (1, 5)):
+        labels[row, at] = batch["input_ids"][row, at]
+        batch["input_ids"][row, at] = tokenizer.mask_token_id
+    batch["labels"] = labels
+    counts = Counter({int(t): 7 for t in labels[labels != IGNORE_INDEX]})
+    table = scored_masks(predictor.model, tokenizer, predictor.memory, 0.5, [batch], counts, Counter())
+    assert len(table) == 3 and set(table["in the training text"]) == {7}
+    with torch.no_grad():
+        scores, at = mask_logits(
+            predictor.model, {k: batch[k] for k in ("input_ids", "attention_mask")}, tokenizer.mask_token_id
+        )
+    truth = labels[at]
+    assert table["model"].tolist() == (scores.argmax(-1) == truth).float().tolist()
+    memory = predictor.memory.probabilities(batch["input_ids"], at)
+    assert table["context counting"].tolist() == (memory.probs.argmax(-1) == truth).float().tolist()
+    assert table["widest context seen"].tolist() == memory.widest.tolist()
+    batch["labels"] = torch.full_like(labels, IGNORE_INDEX)
+    with pytest.raises(ValueError, match="labelled"):
+        scored_masks(predictor.model, tokenizer, predictor.memory, 0.5, [batch], counts, Counter())
