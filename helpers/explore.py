@@ -182,7 +182,7 @@ def mask_sentence(
     table = pd.DataFrame(
         {
             "token": tokenizer.convert_ids_to_tokens(ids),
-            "input_ids": masked_ids,
+            "input_ids after masking": masked_ids,  # not the original ids: those are the "token" column's
             "model reads": tokenizer.convert_ids_to_tokens(masked_ids),
             "what happened": _outcomes(ids, masked_ids, label_ids, tokenizer, mode == "reference"),
             "labels": label_ids,

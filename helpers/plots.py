@@ -605,3 +605,25 @@ def plot_logged(history: Any, keys: Sequence[str], columns: int = 3, title: str 
         ax.set_visible(False)  # the grid's unused places
     fig.suptitle(title, fontsize=10)
     return fig
+
+
+def plot_training_batch(
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    tokenizer: PreTrainedTokenizerBase,
+    max_positions: int = 24,
+    title: str = "",
+) -> Figure:
+    """plot_masked_tokens with a title, and a legend of only the categories the picture holds, the special tokens
+    besides [PAD] named as such ("[CLS] / [SEP]")."""
+    fig = plot_masked_tokens(input_ids, labels, tokenizer, max_positions)
+    shown = sorted(set(mask_categories(input_ids, labels, tokenizer)[:, :max_positions].unique().tolist()))
+    names = {1: "[CLS] / [SEP] (never selected)"}  # category 1: a special token other than [PAD]
+    fig.legends[0].remove()  # plot_masked_tokens' legend lists every category
+    handles = [
+        Patch(facecolor=MASK_COLOURS[k], edgecolor="gray", label=names.get(k, MASK_CATEGORIES[k])) for k in shown
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
+    if title:
+        fig.axes[0].set_title(title)
+    return fig

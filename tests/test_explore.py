@@ -124,7 +124,7 @@ def test_masking_at_rate_zero_changes_nothing(scratch_tokenizer):
     ids = scratch_tokenizer(LONG)["input_ids"]
     for rule in masking_rules():
         table = mask_sentence(scratch_tokenizer, LONG, rule, mlm_probability=0.0, seed=3)
-        assert table["input_ids"].tolist() == ids, rule
+        assert table["input_ids after masking"].tolist() == ids, rule
         assert set(table["what happened"]) == {KEPT, SPECIAL}, rule
         # The reference scores every position (its labels are the ids); BERT's rules score none here.
         assert table["labels"].tolist() == (ids if rule == "reference" else [IGNORE_INDEX] * len(ids)), rule
@@ -138,9 +138,9 @@ def test_masking_at_rate_one_under_all_mask_masks_every_non_special_token(scratc
     )
     for row, original, is_special in zip(table.itertuples(index=False), ids, special):
         if is_special:
-            assert (row.input_ids, row.labels, row[3]) == (original, IGNORE_INDEX, SPECIAL)
+            assert (row[1], row.labels, row[3]) == (original, IGNORE_INDEX, SPECIAL)
         else:
-            assert (row.input_ids, row.labels, row[3]) == (scratch_tokenizer.mask_token_id, original, MASKED)
+            assert (row[1], row.labels, row[3]) == (scratch_tokenizer.mask_token_id, original, MASKED)
 
 
 def test_a_named_rule_masks_at_its_own_rate_unless_a_rate_is_given(scratch_tokenizer):
@@ -151,7 +151,7 @@ def test_a_named_rule_masks_at_its_own_rate_unless_a_rate_is_given(scratch_token
             masked, labels = mask_tokens(
                 ids, scratch_tokenizer, applied, mode=mode, generator=torch.Generator().manual_seed(11)
             )
-            assert table["input_ids"].tolist() == masked[0].tolist(), (name, rate)
+            assert table["input_ids after masking"].tolist() == masked[0].tolist(), (name, rate)
             assert table["labels"].tolist() == labels[0].tolist(), (name, rate)
     # A MaskingRule itself (masking_rule(cfg) in the notebook) is applied as the training batches apply it.
     by_rule = mask_sentence(scratch_tokenizer, LONG, masking_rule(get_profile("default")), seed=11)
@@ -168,14 +168,17 @@ def test_masking_rows_are_mask_tokens_own_result_read_out(scratch_tokenizer):
         mode="bert",
         generator=torch.Generator().manual_seed(5),
     )
-    assert table["input_ids"].tolist() == masked[0].tolist() and table["labels"].tolist() == labels[0].tolist()
+    assert (
+        table["input_ids after masking"].tolist() == masked[0].tolist()
+        and table["labels"].tolist() == labels[0].tolist()
+    )
     assert table["model reads"].tolist() == scratch_tokenizer.convert_ids_to_tokens(masked[0])
     outcomes = table["what happened"]
     assert {MASKED, RANDOM, UNCHANGED} <= set(outcomes)  # all three fates of a selected token, in this draw
     rows = table.assign(original=ids[0].tolist())
-    assert (rows[outcomes == MASKED]["input_ids"] == scratch_tokenizer.mask_token_id).all()
-    assert (rows[outcomes == RANDOM]["input_ids"] != rows[outcomes == RANDOM]["original"]).all()
-    assert (rows[outcomes == UNCHANGED]["input_ids"] == rows[outcomes == UNCHANGED]["labels"]).all()
+    assert (rows[outcomes == MASKED]["input_ids after masking"] == scratch_tokenizer.mask_token_id).all()
+    assert (rows[outcomes == RANDOM]["input_ids after masking"] != rows[outcomes == RANDOM]["original"]).all()
+    assert (rows[outcomes == UNCHANGED]["input_ids after masking"] == rows[outcomes == UNCHANGED]["labels"]).all()
 
 
 def test_masking_bad_input_is_one_sentence(scratch_tokenizer):

@@ -368,3 +368,20 @@ def test_the_queue_plot_puts_each_request_at_the_call_that_answered_it():
 def test_the_queue_plot_wants_each_request_once(calls, refused):
     with pytest.raises(ValueError, match="exactly once"):
         plots.plot_queue(calls, refused, 2)
+
+
+def test_masked_batch_titles_the_picture_and_lists_only_what_it_holds(scratch_tokenizer):
+    tokenizer = scratch_tokenizer
+    ids = torch.tensor([tokenizer.convert_tokens_to_ids(["[CLS]", "the", "[MASK]", "of", "[SEP]", "[PAD]"])])
+    labels = torch.full_like(ids, IGNORE_INDEX)  # (1, 6): only position 2 is scored
+    labels[0, 2] = tokenizer.convert_tokens_to_ids("the")
+    fig = plots.plot_training_batch(ids, labels, tokenizer, title="one pair")
+    assert fig.axes[0].get_title() == "one pair"
+    (legend,) = fig.legends
+    names = [text.get_text() for text in legend.get_texts()]
+    assert names == ["[PAD]", "[CLS] / [SEP] (never selected)", "not selected", plots.MASK_CATEGORIES[3]]
+    first_two = plots.plot_training_batch(ids, labels, tokenizer, max_positions=2)  # [CLS] and "the" only
+    assert [t.get_text() for t in first_two.legends[0].get_texts()] == [
+        "[CLS] / [SEP] (never selected)",
+        "not selected",
+    ]
