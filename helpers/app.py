@@ -80,7 +80,7 @@ class Examples:
     """Clickable examples for both tabs and where they came from."""
 
     pairs: list[list[str]]  # [sentence_a, sentence_b, truth]
-    masks: list[list]  # [text, top_k]
+    masks: list[list]  # [text, top_k, the book's word(s) at the masks]
     source: str
 
 
@@ -106,21 +106,31 @@ def _truth(label: int) -> str:
     return f"held-out {'true' if label == IS_NEXT else 'random'} pair: {LABEL_NAMES[label]}"
 
 
-def _mask_one_word(sentence: str, tokenizer, skip: int = 0) -> str | None:
-    """``sentence`` with one whole word (a single token, 4+ letters) replaced by [MASK]; the longest first."""
-    words = [m for m in re.finditer(r"[A-Za-z]{4,}", sentence) if len(tokenizer.tokenize(m.group())) == 1]
-    words.sort(key=lambda m: (-len(m.group()), m.start()))
-    if len(words) <= skip:
+def _mask_one_word(sentence: str, tokenizer) -> tuple[str, str] | None:
+    """``sentence`` with one whole word (a single token, 4+ letters) replaced by [MASK], the longest; and the word."""
+    words = [
+        m
+        for m in re.finditer(r"[A-Za-z]{4,}", sentence)
+        if m.group() not in tokenizer.mask_token and len(tokenizer.tokenize(m.group())) == 1  # not [MASK]'s letters
+    ]
+    if not words:
         return None
-    m = words[skip]
-    return sentence[: m.start()] + tokenizer.mask_token + sentence[m.end() :]
+    m = min(words, key=lambda m: (-len(m.group()), m.start()))
+    return sentence[: m.start()] + tokenizer.mask_token + sentence[m.end() :], m.group()
 
 
-def held_out_examples(folder: Path, cfg: Config | None, tokenizer, n_pairs: int = 6, n_masks: int = 4) -> Examples:
+def _book_words(masked: str, original: str, mask_token: str) -> str:
+    """The words of ``original`` that ``masked`` hides, in order: what the book has at each [MASK]."""
+    pattern = "(.+?)".join(map(re.escape, masked.split(mask_token)))
+    match = re.fullmatch(pattern, original)
+    return ", ".join(match.groups()) if match else ""
+
+
+def held_out_examples(folder: Path, cfg: Config | None, tokenizer, n_pairs: int = 6, n_masks: int = 6) -> Examples:
     """Examples from the checkpoint's validation split of the corpus, else the built-in ones."""
     builtin = Examples(
         [[a, b, f"built-in example: {LABEL_NAMES[label]}"] for a, b, label in BUILTIN_PAIRS],
-        [[text, 5] for text in BUILTIN_MASKS],
+        [[text, 5, "(a built-in example: not from the book)"] for text in BUILTIN_MASKS],
         "built-in (the corpus or the profile is not available)",
     )
     if cfg is None:
@@ -142,11 +152,11 @@ def held_out_examples(folder: Path, cfg: Config | None, tokenizer, n_pairs: int 
     sentences = [s for s in build_bag(data.val_sentences) if 40 <= len(s) <= 140]
     masks = []
     for number, sentence in enumerate(sentences):
-        text = _mask_one_word(sentence, tokenizer)
-        if text is not None and number % 3 == 2:  # every third one gets a second mask
-            text = _mask_one_word(text, tokenizer) or text
-        if text is not None:
-            masks.append([text, 5])
+        masked = _mask_one_word(sentence, tokenizer)
+        if masked is not None and number % 3 == 2:  # every third one gets a second mask
+            masked = _mask_one_word(masked[0], tokenizer) or masked
+        if masked is not None:
+            masks.append([masked[0], 5, _book_words(masked[0], sentence, tokenizer.mask_token)])
         if len(masks) == n_masks:
             break
     if not pairs:
@@ -360,7 +370,7 @@ def nsp_tab(examples: Examples) -> tuple[gr.Textbox, gr.Textbox, gr.Textbox, gr.
 
 def fill_tab(
     examples: Examples, mask: str, memory: bool
-) -> tuple[gr.Textbox, gr.Slider, gr.Button, gr.Markdown, gr.Dataframe]:
+) -> tuple[gr.Textbox, gr.Slider, gr.Textbox, gr.Button, gr.Markdown, gr.Dataframe]:
     """The fill-mask tab's components (inside an open ``gr.Blocks``); with ``memory``, three answers side by side."""
     beside = (
         " Beside it: the memory, a table of which token the training text holds in the same context (up to two "
@@ -377,6 +387,8 @@ def fill_tab(
         with gr.Column():
             text = gr.Textbox(label="Text", lines=3, max_lines=8, value=f"The {mask} is short.", elem_id="mask-text")
             top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Guesses per mask (top-k)")
+            # Filled by each example, so a visitor can tell a hit from a miss.
+            book = gr.Textbox(label="The book has (examples only)", interactive=False, elem_id="book-word")
             button = gr.Button("Fill the mask", variant="primary", elem_id="fill-button")
         with gr.Column():
             filled = gr.Markdown(elem_id="fill-text")
@@ -390,11 +402,11 @@ def fill_tab(
     )
     gr.Examples(
         examples.masks,
-        inputs=[text, top_k],
+        inputs=[text, top_k, book],
         label="Examples (held-out sentences with a word masked)",
         cache_examples=False,
     )
-    return text, top_k, button, filled, table
+    return text, top_k, book, button, filled, table
 
 
 def build_demo(
@@ -416,12 +428,12 @@ def build_demo(
             f"right."
         )
         gr.Markdown(checkpoint_summary(folder, predictor, cfg, examples), elem_id="checkpoint-info")
-        with gr.Tab("Next sentence"):
-            first, second, truth, nsp_button, probabilities, verdict = nsp_tab(examples)
-        with gr.Tab("Fill the mask"):
-            text, top_k, fill_button, filled, table = fill_tab(
+        with gr.Tab("Fill the mask"):  # first: the objective this small model learns
+            text, top_k, book, fill_button, filled, table = fill_tab(
                 examples, predictor.tokenizer.mask_token, predictor.memory is not None
             )
+        with gr.Tab("Next sentence"):
+            first, second, truth, nsp_button, probabilities, verdict = nsp_tab(examples)
         # One worker ("model") serves both tabs, each call on a batch of queued requests.
         gr.on(
             [nsp_button.click, first.submit, second.submit],
@@ -443,11 +455,13 @@ def build_demo(
             max_batch_size=max_batch_size,
             concurrency_id="model",
         )
-        # Typing a new pair makes the example's label stale: clear it in the browser, no server call.
+        # Typing a new text or pair makes the example's word or label stale: clear it in the browser, no server call.
+        gr.on([text.input], None, outputs=book, js="() => ''", queue=False, api_visibility="private")
         gr.on([first.input, second.input], None, outputs=truth, js="() => ''", queue=False, api_visibility="private")
 
     demo.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue)
     demo.predictor = predictor  # for notebooks and tests: the same model the page uses
+    demo.examples = examples  # ... and the examples it offers
     demo.checkpoint = folder
     return demo
 

@@ -5,7 +5,7 @@ keep a PNG of each tab. Nothing here serves or builds the demo (that is helpers.
 the demo's own address.
 
     from helpers.browser import screenshot_demo
-    pictures = screenshot_demo(url)   # {"Next sentence": DemoPicture, "Fill the mask": DemoPicture}
+    pictures = screenshot_demo(url)   # {"Fill the mask": DemoPicture, "Next sentence": DemoPicture}
 """
 
 from __future__ import annotations
@@ -83,10 +83,15 @@ def ask_next_sentence(page, sentence_a: str, sentence_b: str) -> str:
     return _answer_of(page, "#nsp-verdict")
 
 
-def ask_fill_mask(page, text: str) -> str:
-    """On a fresh demo page: type a text in the Fill the mask tab, click, and return the filled text as shown."""
+def ask_fill_mask(page, text: str, example: bool = False) -> str:
+    """On a fresh demo page: type a text in the Fill the mask tab (or, with ``example``, click the example that holds
+    it, which also fills "The book has"), click the button, and return the filled text as shown."""
     page.get_by_role("tab", name="Fill the mask").click()
-    page.locator("#mask-text textarea").fill(text)
+    if example:
+        page.get_by_text(text[:50]).first.click()  # the examples table shows a long text's first 60 characters
+        page.wait_for_function("(t) => document.querySelector('#mask-text textarea').value === t", arg=text)
+    else:
+        page.locator("#mask-text textarea").fill(text)
     page.locator("#fill-button").click()
     # The table counts its header as a row: more than one row means the guesses are in (an error leaves none).
     table_filled = "document.querySelector('#fill-table [role=grid]')?.getAttribute('aria-rowcount') > 1"
@@ -99,22 +104,24 @@ class DemoPicture:
 
     png: bytes
     answer: str
+    book: str = ""  # the fill tab's "The book has" box (filled by a clicked example), else empty
 
     def _repr_png_(self) -> bytes:  # IPython's display() draws it as an image
         return self.png
 
 
 def _take_screenshots(
-    url: str, sentence_a: str, sentence_b: str, mask_text: str, timeout_s: float
+    url: str, sentence_a: str, sentence_b: str, mask_text: str, timeout_s: float, mask_example: bool = False
 ) -> dict[str, DemoPicture]:
     """The two tabs, each pictured once its answer is shown; runs in a thread where no asyncio loop is running."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright, chromium_page(playwright, url, timeout_s=timeout_s) as page:
+        filled = ask_fill_mask(page, mask_text, example=mask_example)
+        book = page.locator("#book-word textarea, #book-word input").first.input_value()
+        pictures = {"Fill the mask": DemoPicture(page.screenshot(full_page=True), filled, book)}
         verdict = ask_next_sentence(page, sentence_a, sentence_b)
-        pictures = {"Next sentence": DemoPicture(page.screenshot(full_page=True), verdict)}
-        filled = ask_fill_mask(page, mask_text)
-        pictures["Fill the mask"] = DemoPicture(page.screenshot(full_page=True), filled)
+        pictures["Next sentence"] = DemoPicture(page.screenshot(full_page=True), verdict)
     return pictures
 
 
@@ -124,8 +131,12 @@ def screenshot_demo(
     sentence_b: str = BUILTIN_PAIRS[0][1],
     mask_text: str = BUILTIN_MASKS[0],
     timeout_s: float = 60.0,
+    mask_example: bool = False,
 ) -> dict[str, DemoPicture]:
-    """Both tabs of the served demo pictured with an answer, by tab name; raises ScreenshotError (one sentence)."""
+    """Both tabs of the served demo pictured with an answer, by tab name; raises ScreenshotError (one sentence).
+
+    With ``mask_example``, ``mask_text`` is one of the fill tab's examples, clicked rather than typed.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     try:
@@ -140,7 +151,8 @@ def screenshot_demo(
     # the browser is driven from a worker thread of its own (the same everywhere, so one path is tested).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="screenshot") as pool:
         try:
-            return pool.submit(_take_screenshots, url, sentence_a, sentence_b, mask_text, timeout_s).result()
+            job = pool.submit(_take_screenshots, url, sentence_a, sentence_b, mask_text, timeout_s, mask_example)
+            return job.result()
         except (sync_api.Error, OSError) as err:
             if find_chromium() is None and "Executable doesn't exist" in str(err):
                 advice = (

@@ -550,17 +550,17 @@ def plot_queue(
 ) -> Figure:
     """Which call of a batched function answered each request, and which requests the full queue turned away.
 
-    Requests are numbered 0 .. n_requests - 1 in the order they were sent; ``calls`` lists, call by call, the requests
+    Requests are numbered 1 .. n_requests in the order they were sent; ``calls`` lists, call by call, the requests
     each call of the function was given. ``ranks``: a request's place in the queue while it waited (0 = next). The x
     axis counts calls, not seconds: a line runs from a request's sending to the call that answered it.
     """
     served = {request: call for call, requests in enumerate(calls, start=1) for request in requests}
-    everyone = set(range(n_requests))
+    everyone = set(range(1, n_requests + 1))
     if sum(map(len, calls)) != len(served) or set(served) & set(refused) or set(served) | set(refused) != everyone:
         raise ValueError(f"Each of the {n_requests} requests must be answered by one call or refused, exactly once.")
     fig, ax = plt.subplots(figsize=(7.5, 0.42 * n_requests + 1.3), layout="constrained")
     colours = plt.get_cmap("tab10")
-    for request in range(n_requests):
+    for request in range(1, n_requests + 1):
         if request in refused:
             ax.plot(0, request, marker="x", color="tab:red", markersize=10, markeredgewidth=2)
             ax.annotate("turned away: the queue is full", (0.12, request), va="center", color="tab:red", fontsize=9)
@@ -575,9 +575,9 @@ def plot_queue(
     labels = [f"call {call}\n{len(requests)} request" + "s" * (len(requests) != 1) for call, requests in
               enumerate(calls, start=1)]  # fmt: skip
     ax.set_xticks(range(len(calls) + 1), ["sent", *labels])
-    ax.set_yticks(range(n_requests), [f"request {request + 1}" for request in range(n_requests)])
+    ax.set_yticks(range(1, n_requests + 1), [f"request {request}" for request in range(1, n_requests + 1)])
     ax.set_xlim(-0.4, len(calls) + 0.4)
-    ax.set_ylim(n_requests - 0.5, -0.7)  # the first request on top
+    ax.set_ylim(n_requests + 0.5, 0.3)  # the first request on top
     ax.grid(axis="x", alpha=0.3)
     ax.set_xlabel("the worker's calls of the batched function, in order (a line: sent, waiting, answered)")
     ax.set_title(title or "Requests, the queue and the batches", fontsize=10)

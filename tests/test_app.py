@@ -388,7 +388,15 @@ def test_examples_are_held_out_pairs_both_true_and_random(tiny_checkpoint):  # n
         assert truth.endswith(LABEL_NAMES[val[(a, b)]])
         truths.add(val[(a, b)])
     assert truths == {IS_NEXT, IS_RANDOM}
-    assert examples.masks and all("[MASK]" in text for text, _ in examples.masks)
+    assert examples.masks and all("[MASK]" in text for text, _, _ in examples.masks)
+    # Each example's book words, put back at its masks, give a held-out sentence: a visitor can tell a hit.
+    held_out = " ".join(" ".join(s) for s in prepare_data(cfg, predictor_tokenizer).val_sentences.values())
+    for text, _, words in examples.masks:
+        filled = text
+        for word in words.split(", "):
+            filled = filled.replace("[MASK]", word, 1)
+        assert "[MASK]" not in filled and filled in held_out, (text, words)
+    assert any(text.count("[MASK]") == 2 for text, _, _ in examples.masks)  # every third has two masks
 
 
 def test_examples_fall_back_without_the_corpus_and_never_download(tiny_checkpoint, tmp_path, monkeypatch):  # noqa: F811

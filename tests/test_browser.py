@@ -123,13 +123,16 @@ def test_screenshot_demo_pictures_each_tab_with_its_answer(tiny_checkpoint):  # 
     try:
         # The same page before any question: both tabs with their answer columns still empty.
         with sync_api.sync_playwright() as playwright, chromium_page(playwright, url) as page:
-            empty = {"Next sentence": page.screenshot()}
-            page.get_by_role("tab", name="Fill the mask").click()
-            empty["Fill the mask"] = page.screenshot()
+            empty = {"Fill the mask": page.screenshot()}  # the first tab
+            page.get_by_role("tab", name="Next sentence").click()
+            empty["Next sentence"] = page.screenshot()
         pictures = screenshot_demo(url, SENTENCE_A, SENTENCE_B, MASK_TEXT)
+        # An example clicked, not typed: it fills the text and the book's word beside it.
+        example, _, book_words = demo.examples.masks[0]
+        clicked = screenshot_demo(url, SENTENCE_A, SENTENCE_B, example, mask_example=True)["Fill the mask"]
     finally:
         stop(demo)
-    assert list(pictures) == ["Next sentence", "Fill the mask"]
+    assert list(pictures) == ["Fill the mask", "Next sentence"]
     sizes = [_png_size(picture.png) for picture in pictures.values()]
     assert all(width == 1280 and height >= 900 for width, height in sizes), sizes  # the whole page, not the window
     # Each picture was taken with its answer on the page: the model's own verdict, and its best guess with the table.
@@ -140,6 +143,9 @@ def test_screenshot_demo_pictures_each_tab_with_its_answer(tiny_checkpoint):  # 
     assert MASK_TEXT.replace("[MASK]", best) in pictures["Fill the mask"].answer
     for tab, picture in pictures.items():  # ... and drawn: the answer column is no longer the empty one
         assert _answer_side(picture.png).tobytes() != _answer_side(empty[tab]).tobytes(), f"no answer drawn in {tab}"
+    best = [top[0][0] for top in demo.predictor.fill_mask(example, 1)]
+    assert clicked.answer.startswith("Best guess for") and all(f"{word}" in clicked.answer for word in best)
+    assert book_words and clicked.book == book_words  # what "The book has" showed when the picture was taken
 
 
 # A scratch notebook: the demo served inline from the kernel, as notebook 06 does, then pictured.
@@ -174,7 +180,7 @@ def test_screenshot_demo_works_inside_a_jupyter_kernel(tiny_checkpoint):  # noqa
     assert any(
         t.startswith("refused: It looks like you are using Playwright Sync API inside the asyncio loop") for t in text
     ), text
-    assert "['Next sentence', 'Fill the mask']\n" in text
+    assert "['Fill the mask', 'Next sentence']\n" in text
     images = [
         base64.b64decode(out["data"]["image/png"])
         for out in notebook.cells[2].outputs

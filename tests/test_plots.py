@@ -350,12 +350,13 @@ def test_masked_tokens_writes_each_scored_label_under_what_the_model_reads(scrat
 
 
 def test_the_queue_plot_puts_each_request_at_the_call_that_answered_it():
-    calls, refused = [[0], [1, 2, 3, 4], [5, 6]], [7]
-    ax = plots.plot_queue(calls, refused, 8, ranks={r: r - 1 for r in range(1, 7)}).axes[0]
+    calls, refused = [[1], [2, 3, 4, 5], [6, 7]], [8]  # requests numbered from 1, as sent
+    ax = plots.plot_queue(calls, refused, 8, ranks={r: r - 2 for r in range(2, 8)}).axes[0]
     squares = {int(line.get_ydata()[0]): int(line.get_xdata()[0]) for line in ax.lines if line.get_marker() == "s"}
-    assert squares == {0: 1, 1: 2, 2: 2, 3: 2, 4: 2, 5: 3, 6: 3}
+    assert squares == {1: 1, 2: 2, 3: 2, 4: 2, 5: 2, 6: 3, 7: 3}
     crosses = [(line.get_xdata()[0], line.get_ydata()[0]) for line in ax.lines if line.get_marker() == "x"]
-    assert crosses == [(0, 7)]
+    assert crosses == [(0, 8)]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [f"request {n}" for n in range(1, 9)]
     texts = [t.get_text() for t in ax.texts]
     assert "turned away: the queue is full" in texts and "queue rank 0" in texts and "queue rank 5" in texts
     assert [t.get_text() for t in ax.get_xticklabels()] == ["sent", "call 1\n1 request", "call 2\n4 requests",
@@ -363,7 +364,7 @@ def test_the_queue_plot_puts_each_request_at_the_call_that_answered_it():
 
 
 @pytest.mark.parametrize(
-    "calls, refused", [([[0], [1]], [1]), ([[0], [0]], []), ([[0]], [])], ids=["both", "twice", "missing"]
+    "calls, refused", [([[1], [2]], [2]), ([[1], [1]], []), ([[1]], [])], ids=["both", "twice", "missing"]
 )
 def test_the_queue_plot_wants_each_request_once(calls, refused):
     with pytest.raises(ValueError, match="exactly once"):
