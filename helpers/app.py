@@ -18,10 +18,12 @@ import argparse
 import contextlib
 import io
 import ipaddress
+import random
 import re
 import socket
 import sys
 import traceback
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +109,11 @@ def _truth(label: int) -> str:
 
 
 def _mask_one_word(sentence: str, tokenizer) -> tuple[str, str] | None:
-    """``sentence`` with one whole word (a single token, 4+ letters) replaced by [MASK], the longest; and the word."""
+    """``sentence`` with one whole word (a single token, 4+ letters) replaced by [MASK]; and the word.
+
+    The word is drawn at random (seeded by the sentence, so the examples never change): neither the easiest nor the
+    hardest, so that the examples show what the model does on the book's words.
+    """
     words = [
         m
         for m in re.finditer(r"[A-Za-z]{4,}", sentence)
@@ -115,7 +121,7 @@ def _mask_one_word(sentence: str, tokenizer) -> tuple[str, str] | None:
     ]
     if not words:
         return None
-    m = min(words, key=lambda m: (-len(m.group()), m.start()))
+    m = random.Random(zlib.crc32(sentence.encode("utf-8"))).choice(words)
     return sentence[: m.start()] + tokenizer.mask_token + sentence[m.end() :], m.group()
 
 
