@@ -747,3 +747,248 @@ def scored_masks(
             "widest context seen": widest,
         }
     )
+
+
+# ----- notebook 04: the departures from BERT-base's recipe, with the runs that measured each -----
+
+# Per row: the setting, BERT-base's choice, ours (from the profile), the other choice as run ("≈": a nearby value,
+# not BERT's own), the two variants of benchmarks/learning.json (the other choice, ours) or None where the notebook
+# measures it, the Config fields in which the two runs' recipes differ (checked), the write-up, and the reason.
+DEPARTURES: list[tuple[str, str, Callable[[Any], str], str, tuple[str, str] | None, set[str], str, str]] = [
+    (
+        "model size",
+        "12 layers × 768, 12 heads",
+        lambda c: f"{c.num_hidden_layers} layers × {c.hidden_size}, {c.num_attention_heads} heads",
+        "≈ 256 wide, 10 epochs (not 24)",
+        ("width_256", "dropout_0.1"),
+        {"hidden_size", "num_attention_heads", "intermediate_size", "epochs"},
+        "kept",
+        "more weights need more text than one book holds",
+    ),
+    (
+        "vocabulary",
+        "30,522 WordPiece tokens",
+        lambda c: f"WordPiece trained on the book, up to {c.vocab_size:,}",
+        "",
+        None,
+        set(),
+        "",
+        "one book has few distinct words: a bigger table stays unused",
+    ),
+    (
+        "tokens per pair",
+        "128, then 512 for the last 10% of steps",
+        lambda c: f"{c.max_length}",
+        "",
+        None,
+        set(),
+        "",
+        "single-sentence pairs are short: nearly all fit",
+    ),
+    (
+        "a segment (A or B)",
+        "several sentences, packed up to the length",
+        lambda c: f"{c.max_segment_sentences} sentence",
+        "≈ up to 2 sentences, 16 epochs (not 24)",
+        ("spans_2", "dropout_0.1"),
+        {"max_segment_sentences", "epochs"},
+        "kept",
+        "longer segments mean fewer pairs from one book",
+    ),
+    (
+        "tokens selected for MLM",
+        "15%",
+        lambda c: f"{c.mlm_probability:.0%}",
+        "15% together with 80/10/10, NSP from step 0, batch 32, 30 epochs",
+        ("old_default", "dropout_0.1"),
+        {"mlm_probability", "mask_replace_prob", "random_replace_prob", "mlm_only_ratio", "batch_size", "epochs"},
+        "kept",
+        "more hidden words per pass give more to learn from a small book",
+    ),
+    (
+        "what a selected token becomes",
+        "80% [MASK], 10% a random token, 10% itself",
+        lambda c: f"{c.mask_replace_prob:.0%} [MASK]",
+        "80/10/10",
+        ("default_80_10_10", "round5_default"),
+        {"mask_replace_prob", "random_replace_prob"},
+        "time",
+        "80/10/10 prepares for fine-tuning, which never shows [MASK]; we only pretrain. All tokens: a tie",
+    ),
+    (
+        "when NSP joins the loss",
+        "from step 0",
+        lambda c: f"after {c.mlm_only_ratio:.0%} of the steps",
+        "from step 0",
+        ("nsp_from_start", "dropout_0.1"),
+        {"mlm_only_ratio"},
+        "kept",
+        "NSP from the start slows MLM; MLM builds what NSP reads",
+    ),
+    (
+        "dropout",
+        "0.1",
+        lambda c: f"{c.dropout:g}",
+        "0.1",
+        ("dropout_0.1", "init_0.02"),
+        {"dropout"},
+        "kept",
+        "dropout fights overfitting in a big model; here it only slowed learning",
+    ),
+    (
+        "initial spread of the weights",
+        "0.02",
+        lambda c: f"{c.initializer_range:g}",
+        "0.02",
+        ("init_0.02", "random_attention"),
+        {"initializer_range"},
+        "kept",
+        "a small model moves faster from a wider start",
+    ),
+    (
+        "layer 0's attention at the start",
+        "random",
+        lambda c: f"heads on the tokens at offsets {c.neighbour_offsets}",
+        "random",
+        ("random_attention", "round4_default"),
+        {"position_dims", "neighbour_offsets"},
+        "attention",
+        "the neighbours matter most (counting shows it): start there",
+    ),
+    (
+        "MLM output bias at the start",
+        "0",
+        lambda c: "log-frequency of each token",
+        "0",
+        ("short_linear", "short_unigram_bias"),
+        {"output_bias_init"},
+        "time",
+        "the first guess is the unigram one, not even bets",
+    ),
+    (
+        "peak learning rate",
+        "1e-4",
+        lambda c: f"{c.lr:g}",
+        "≈ 1.5e-3",
+        ("lr_1.5e-3", "init_0.02"),
+        {"lr"},
+        "kept",
+        "a small model takes a larger rate, but 1.5e-3 is too large",
+    ),
+    (
+        "schedule after the warm-up",
+        "linear decay to 0",
+        lambda c: f"held, then linear decay over the last {c.decay_ratio:.0%} (wsd)",
+        "linear decay",
+        ("short_linear", "short_wsd"),
+        {"lr_schedule"},
+        "time",
+        "more steps at the peak rate in a short run",
+    ),
+    (
+        "word embeddings' and output bias's rate",
+        "the same as the rest",
+        lambda c: f"{c.embedding_lr or c.lr:g} (the rest {c.lr:g})",
+        "the same",
+        ("short_linear", "short_embedding_lr"),
+        {"embedding_lr"},
+        "time",
+        "a rare word's row is updated seldom: larger steps help it",
+    ),
+    (
+        "pairs per batch",
+        "256",
+        lambda c: f"{c.batch_size}",
+        "≈ 16",
+        ("default_batch_16_same_lr", "round5_default"),
+        {"batch_size"},
+        "time",
+        "smaller batches give more steps per pass over the book",
+    ),
+    (
+        "training length",
+        "1,000,000 steps (about 40 passes over 3.3 B words)",
+        lambda c: f"{c.epochs} epochs",
+        "≈ 11 epochs",
+        ("default_11_epochs", "round5_default"),
+        {"epochs"},
+        "time",
+        "a CPU's budget; one epoch fewer already loses rare words",
+    ),
+]
+
+WRITE_UPS = {
+    "kept": ("what was kept and why", "../docs/experiments.md#what-was-kept-and-why"),
+    "attention": ("where attention starts", "../docs/experiments.md#fourth-round-where-attention-starts"),
+    "time": ("time to quality", "../docs/experiments.md#fifth-round-time-to-quality"),
+}
+
+
+def _mean_accuracy(runs: list[dict[str, Any]], seeds: set[int], key: str) -> float | None:
+    """Runs' held-out MLM accuracy ``key`` over ``seeds`` (over each run's fresh draws of masks where it kept them);
+    None where a run kept only the whole accuracy."""
+    values = []
+    for run in (r for r in runs if r["seed"] in seeds):
+        if "draws" in run:
+            values.append(sum(draw[key] for draw in run["draws"]) / len(run["draws"]))
+        elif key in run["final"]:
+            values.append(run["final"][key])
+        else:
+            return None
+    return sum(values) / len(values)
+
+
+def _commits(runs: list[dict[str, Any]]) -> str:
+    """'commit b31a34d*, cbaefb7* of 2026-11-29': each run's commit by date; '*': with edits not yet committed."""
+    by_date: dict[str, dict[str, bool]] = {}
+    for run in runs:
+        commit = run["code_version"].split()[0]
+        edited = commit.endswith("+changes")
+        hashes = by_date.setdefault(run["date"], {})
+        hashes[commit.removesuffix("+changes")] = hashes.get(commit.removesuffix("+changes"), False) or edited
+    return "; ".join(
+        "commit " + ", ".join(h + "*" * edited for h, edited in sorted(hashes.items())) + f" of {date}"
+        for date, hashes in sorted(by_date.items())
+    )
+
+
+def departures_frame(learning: dict[str, Any], cfg: Any, measured: dict[str, str] | None = None) -> pd.DataFrame:
+    """Every way ``cfg`` departs from BERT-base's recipe: setting, BERT-base, ours, the evidence and the reason.
+
+    ``learning``: benchmarks/learning.json. The evidence of a row is two variants run on the same seeds, one with the
+    other choice and one with ours: "other choice: a → b", the mean held-out MLM accuracy at [MASK] (the other's →
+    ours), "; rare" the same on the tokens outside the 100 most frequent where the runs measured it, the seeds, and
+    each run's commit and date. ``measured`` gives the evidence of the rows a notebook measures itself (vocabulary,
+    tokens per pair). ``.attrs["decided"]``: per row with runs, (other, ours) on the figure that decides it, the rare
+    tokens where measured, else all tokens. Raises ValueError where a row's runs differ in more than its fields.
+    """
+    measured = measured or {}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for run in learning["runs"]:
+        runs.setdefault(run["variant"], []).append(run)
+    rows, decided = [], {}
+    for setting, bert, ours, other, variants, fields, write_up, reason in DEPARTURES:
+        row = {"setting": setting, "BERT-base": bert, "ours": ours(cfg)}
+        if variants is None:
+            rows.append(row | {"evidence": measured.get(setting, "–"), "reason": reason})
+            continue
+        recipes = [{**learning["base_profile"], **runs[v][0]["overrides"]} for v in variants]
+        differ = {key for key in recipes[0].keys() | recipes[1].keys() if recipes[0].get(key) != recipes[1].get(key)}
+        if differ != fields:
+            raise ValueError(f"The runs behind '{setting}' differ in {sorted(differ)}, not {sorted(fields)}.")
+        seeds = {r["seed"] for r in runs[variants[0]]} & {r["seed"] for r in runs[variants[1]]}
+        alls, rares = (
+            [_mean_accuracy(runs[v], seeds, key) for v in variants]
+            for key in ("mlm_accuracy_at_mask", "mlm_accuracy_rest")
+        )
+        decided[setting] = tuple(rares if rares[0] is not None else alls)
+        figures = f"{alls[0]:.3f} → {alls[1]:.3f}" + (
+            f"; rare {rares[0]:.3f} → {rares[1]:.3f}" if rares[0] is not None else ""
+        )
+        used = [r for v in variants for r in runs[v] if r["seed"] in seeds]
+        seeds_text = f"{len(seeds)} seed{'s' * (len(seeds) > 1)}"
+        evidence = f"{other}: {figures}, {seeds_text}, {_commits(used)} ({WRITE_UPS[write_up][0]})"
+        rows.append(row | {"evidence": evidence, "reason": reason})
+    frame = pd.DataFrame(rows).set_index("setting")
+    frame.attrs["decided"] = decided
+    return frame

@@ -650,3 +650,38 @@ def test_scored_masks_score_the_model_the_table_and_the_mix_at_each_mask(predict
     batch["labels"] = torch.full_like(labels, IGNORE_INDEX)
     with pytest.raises(ValueError, match="labelled"):
         scored_masks(predictor.model, tokenizer, predictor.memory, 0.5, [batch], counts, Counter())
+
+
+def _learning():
+    import json
+
+    from helpers.config import ROOT
+
+    return json.loads((ROOT / "benchmarks" / "learning.json").read_text())
+
+
+def test_departures_frame_gives_every_departure_with_its_runs():
+    from helpers.config import get_profile
+    from helpers.explore import DEPARTURES, departures_frame
+
+    cfg = get_profile("default")
+    frame = departures_frame(_learning(), cfg, measured={"vocabulary": "measured here"})
+    assert list(frame.columns) == ["BERT-base", "ours", "evidence", "reason"] and len(frame) == len(DEPARTURES)
+    assert frame.loc["vocabulary", "evidence"] == "measured here" and frame.loc["tokens per pair", "evidence"] == "–"
+    assert frame.loc["tokens selected for MLM", "ours"] == f"{cfg.mlm_probability:.0%}"
+    row = frame.loc["what a selected token becomes", "evidence"]
+    assert row.startswith("80/10/10: 0.224 → 0.222; rare 0.044 → 0.049, 3 seeds, commit ")
+    assert "of 2026-12-06" in row and "+changes" not in row and "round" not in row
+    assert all(ours > other for other, ours in frame.attrs["decided"].values())  # ours wins each deciding figure
+
+
+def test_departures_frame_refuses_runs_that_differ_in_more_than_the_row():
+    from helpers.config import get_profile
+    from helpers.explore import departures_frame
+
+    learning = _learning()
+    for run in learning["runs"]:
+        if run["variant"] == "nsp_from_start":
+            run["overrides"] = {**run["overrides"], "lr": 0.5}
+    with pytest.raises(ValueError, match="The runs behind 'when NSP joins the loss' differ in"):
+        departures_frame(learning, get_profile("default"))
