@@ -992,3 +992,17 @@ def departures_frame(learning: dict[str, Any], cfg: Any, measured: dict[str, str
     frame = pd.DataFrame(rows).set_index("setting")
     frame.attrs["decided"] = decided
     return frame
+
+
+def accuracy_by_kind(final: dict[str, float]) -> pd.DataFrame:
+    """A run's held-out MLM accuracies at [MASK] (``metrics.json``'s "final" and "baselines" merged) as a table:
+    one row per counting baseline, then the model and the model with its memory; columns ``all``, ``frequent`` (the
+    100 most frequent training tokens) and ``rest``."""
+    from helpers.baselines import ACCURACIES, BASELINES, WITH_MEMORY, baseline_key
+
+    kinds = {"all": None, "frequent": "frequent", "rest": "rest"}
+    mlm = {name: next(a for a in ACCURACIES if a.task == "mlm" and a.part == part) for name, part in kinds.items()}
+    rows = {b.words: {k: final[baseline_key(b, a)] for k, a in mlm.items()} for b in BASELINES if b.task == "mlm"}
+    rows["model"] = {k: final[a.key] for k, a in mlm.items()}
+    rows["model + memory"] = {k: final[WITH_MEMORY + a.key] for k, a in mlm.items()}
+    return pd.DataFrame(rows).T[list(kinds)]

@@ -685,3 +685,17 @@ def test_departures_frame_refuses_runs_that_differ_in_more_than_the_row():
             run["overrides"] = {**run["overrides"], "lr": 0.5}
     with pytest.raises(ValueError, match="The runs behind 'when NSP joins the loss' differ in"):
         departures_frame(learning, get_profile("default"))
+
+
+def test_accuracy_by_kind_reads_the_models_and_each_baselines_three_accuracies():
+    from helpers.baselines import ACCURACIES, BASELINES, WITH_MEMORY, baseline_key
+    from helpers.explore import accuracy_by_kind
+
+    mlm = [a for a in ACCURACIES if a.task == "mlm"]  # all, frequent, rest
+    final = {a.key: v for a, v in zip(mlm, (0.2, 0.21, 0.22))} | {WITH_MEMORY + a.key: 0.3 for a in mlm}
+    final |= {baseline_key(b, a): 0.1 for b in BASELINES if b.task == "mlm" for a in mlm}
+    table = accuracy_by_kind(final)
+    assert list(table.columns) == ["all", "frequent", "rest"]
+    assert list(table.index) == ["unigram", "neighbour counting", "context counting", "model", "model + memory"]
+    assert table.loc["model"].tolist() == [0.2, 0.21, 0.22] and (table.loc["model + memory"] == 0.3).all()
+    assert (table.loc["context counting"] == 0.1).all()
