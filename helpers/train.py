@@ -480,9 +480,8 @@ def measurement_batches(data: PreparedData, cfg: Config) -> tuple[list[dict], li
 @part("each epoch's pairs drawn and tokenized")
 def epoch_loader(run: Run, epoch: int):
     """This epoch's pairs in batches; each process gets its share, with masks of its own."""
-    train_set = MeditationsDataset.from_pairs(
-        run.data.tokenizer, run.data.train_pairs(run.cfg, epoch), run.cfg.max_length
-    )
+    cfg = run.cfg
+    train_set = MeditationsDataset.from_pairs(run.data.tokenizer, run.data.train_pairs(cfg, epoch), cfg.max_length)
     return shuffled_batches(run, train_set, epoch)
 
 
