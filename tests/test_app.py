@@ -280,7 +280,9 @@ def test_load_many_concurrent_requests_all_correct(server, predictor):
     def call(job):
         kind, args = job
         if not hasattr(local, "client"):
-            local.client = gradio_client.Client(server.url, verbose=False)
+            # 120 clients fetch the page's config at once from a server on 2 shared cores (under make test, the
+            # other worker trains notebook 04): wait as a browser would, not httpx's 5 s.
+            local.client = gradio_client.Client(server.url, verbose=False, httpx_kwargs={"timeout": 60})
         return kind, args, local.client.predict(*args, api_name="/nsp" if kind in ("nsp", "bad_nsp") else "/fill_mask")
 
     jobs = (

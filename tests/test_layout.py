@@ -172,6 +172,7 @@ TAKES_THE_CONFIG = {
     "record.record_profile": "the record keeps the profile it was made with",
     "app.held_out_examples": "the demo's examples come from the checkpoint profile's validation split",
     "app.checkpoint_summary": "the panel names the checkpoint's profile",
+    "explore.departures_frame": "notebook 04's table: every value where the profile departs from BERT-base's",
 }
 
 
