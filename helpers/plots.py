@@ -333,6 +333,16 @@ def draw_mask_categories(ax: plt.Axes, categories: torch.Tensor) -> None:
     )
 
 
+def mask_legend(fig: Figure) -> None:
+    """The legend of MASK_CATEGORIES' colours, under the figure."""
+    fig.legend(
+        handles=[Patch(facecolor=c, edgecolor="gray", label=n) for n, c in zip(MASK_CATEGORIES, MASK_COLOURS)],
+        loc="outside lower center",
+        ncols=3,
+        fontsize=8,
+    )
+
+
 def plot_masked_batch(
     input_ids: torch.Tensor,
     labels: torch.Tensor,
@@ -357,12 +367,7 @@ def plot_masked_batch(
     ax.set_xlabel("position")
     ax.set_ylabel("pair in the batch")
     ax.set_yticks(range(len(categories)))
-    fig.legend(
-        handles=[Patch(facecolor=c, edgecolor="gray", label=n) for n, c in zip(MASK_CATEGORIES, MASK_COLOURS)],
-        loc="outside lower center",
-        ncols=3,
-        fontsize=8,
-    )
+    mask_legend(fig)
     return fig
 
 
@@ -532,12 +537,7 @@ def plot_masked_tokens(
     ax.set_xlabel("position")
     ax.set_ylabel("pair in the batch")
     ax.set_yticks(range(rows))
-    fig.legend(
-        handles=[Patch(facecolor=c, edgecolor="gray", label=n) for n, c in zip(MASK_CATEGORIES, MASK_COLOURS)],
-        loc="outside lower center",
-        ncols=3,
-        fontsize=8,
-    )
+    mask_legend(fig)
     return fig
 
 

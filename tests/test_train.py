@@ -262,15 +262,20 @@ def test_on_epoch_sees_each_row_and_the_model_in_eval_mode_and_changes_nothing(t
     assert _without_seconds(result.epochs) == _without_seconds(trained.epochs)
 
 
-def test_ctrl_c_in_on_epoch_resumes_at_the_next_epoch(trained, tmp_path):
-    out = tmp_path / "stopped"
+def stopped_after(epoch: int, out) -> None:
+    """A 3-epoch tiny run into ``out``, stopped by Ctrl-C at the end of ``epoch`` (after its save)."""
 
     def stop(row, model):
-        if row["epoch"] == 1:
+        if row["epoch"] == epoch:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         train(tiny(epochs=3), out, on_epoch=stop, **QUIET)
+
+
+def test_ctrl_c_in_on_epoch_resumes_at_the_next_epoch(trained, tmp_path):
+    out = tmp_path / "stopped"
+    stopped_after(1, out)
     _, saved = load_resume(out)
     assert (saved.progress.epoch, saved.progress.batches_done, len(saved.epochs)) == (1, 0, 1)
     resumed = train(tiny(epochs=3), out, resume=True, **QUIET)
@@ -284,13 +289,7 @@ def test_ensure_trained_finishes_a_run_a_kernel_interrupted(trained, tmp_path):
     from helpers.train import ensure_trained
 
     out = tmp_path / "stopped"
-
-    def stop(row, model):
-        if row["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny(epochs=3), out, on_epoch=stop, **QUIET)
+    stopped_after(2, out)
     assert interrupted(out) == (2, 3) and "stopped after epoch 2 of 3" in interrupted_note(out)
     # A notebook's ensure_trained must not serve the half-trained folder as if it were done: it resumes it.
     ensure_trained(tiny(epochs=3), out, **QUIET)
