@@ -181,7 +181,8 @@ def plot_generalisation(
 
 
 def plot_by_kind(epochs: Sequence[Mapping[str, float]], baselines: Mapping[str, float], title: str = "") -> Figure:
-    """Held-out MLM accuracy at [MASK] per epoch, one panel per part of the split, its baselines dashed beside it."""
+    """Held-out MLM accuracy at [MASK] per epoch, one panel per part of the split (with the memory dotted, where the
+    run measured it), its baselines dashed beside it."""
     parts = [a for a in tables.ACCURACIES if a.task == "mlm" and a.part is not None]
     if not epochs or any(a.key not in row for a in parts for row in epochs):
         raise ValueError(
@@ -199,6 +200,10 @@ def plot_by_kind(epochs: Sequence[Mapping[str, float]], baselines: Mapping[str, 
             color=TASK_COLOURS["mlm"],
             label="the model, held out",
         )
+        remembered = [row.get(WITH_MEMORY + accuracy.key) for row in epochs]
+        if all(isinstance(value, float) for value in remembered):  # the model with its memory beside it, dotted
+            ax.plot(xs, remembered, marker="s", markersize=3, color=TASK_COLOURS["mlm"], linestyle=":", alpha=0.8,
+                    label=f"the model, {MEMORY_WORDS}")  # fmt: skip
         for baseline, value in baselines_beside(accuracy, baselines):
             ax.axhline(
                 value,

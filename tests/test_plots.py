@@ -270,6 +270,16 @@ def test_by_kind_plot_sets_each_part_beside_its_own_baselines():
         plots.plot_by_kind(EPOCHS, BASELINES)
 
 
+def test_the_by_kind_plot_draws_the_model_with_its_memory_when_the_run_measured_it():
+    rows = [dict(row, with_memory_mlm_accuracy_frequent=0.5, with_memory_mlm_accuracy_rest=0.2) for row in KIND_EPOCHS]
+    for ax, value in zip(plots.plot_by_kind(rows, KIND_BASELINES).axes, (0.5, 0.2)):
+        dotted = [line for line in ax.lines if line.get_label() == "the model, with the memory"]
+        assert len(dotted) == 1 and dotted[0].get_ydata().tolist() == [value, value]
+    assert not any("memory" in line.get_label() for ax in plots.plot_by_kind(KIND_EPOCHS, KIND_BASELINES).axes
+                   for line in ax.lines)  # fmt: skip
+    plt.close("all")
+
+
 def test_perplexity_plot_is_exp_of_both_losses_with_the_held_out_low_marked():
     epochs = [
         dict(EPOCHS[0], epoch=e, mlm_loss=loss, seen_mlm_loss=seen)
